@@ -1,0 +1,240 @@
+"""The one place mailadmin talks to OpenLDAP (through the app's service account).
+
+Every function opens a connection, does its work and closes it; ldap3 errors become
+DirectoryUnavailable (slapd down or unreachable) or DirectoryError (refused).
+"""
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import ldap3
+from django.conf import settings
+from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPSocketOpenError
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+from accounts.cram_md5 import cram_md5_hash
+
+# uid: what the sign-in form and the admin "create user" form accept.
+UID_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
+USER_ATTRIBUTES = ["uid", "cn", "givenName", "sn", "mail"]
+
+
+class DirectoryError(Exception):
+    """The directory refused an operation (no such entry, already exists, ...)."""
+
+
+class DirectoryUnavailable(DirectoryError):
+    """slapd could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    dn: str
+    uid: str
+    cn: str
+    given_name: str
+    sn: str
+    mail: str
+    sender_blocked: bool
+
+    @property
+    def display_name(self) -> str:
+        return self.cn or self.uid
+
+
+def user_dn(uid: str) -> str:
+    return f"uid={escape_rdn(uid)},{settings.LDAP_PEOPLE_DN}"
+
+
+def _first(entry: ldap3.Entry, attribute: str) -> str:
+    values = entry.entry_attributes_as_dict.get(attribute) or []
+    return str(values[0]) if values else ""
+
+
+def _to_user(entry: ldap3.Entry) -> DirectoryUser:
+    blocked = entry.entry_attributes_as_dict.get(settings.LDAP_SENDER_BLOCK_ATTR) or []
+    return DirectoryUser(
+        dn=entry.entry_dn,
+        uid=_first(entry, "uid"),
+        cn=_first(entry, "cn"),
+        given_name=_first(entry, "givenName"),
+        sn=_first(entry, "sn"),
+        mail=_first(entry, "mail").lower(),
+        sender_blocked=bool(blocked) and bool(blocked[0]),
+    )
+
+
+@contextmanager
+def connection() -> Iterator[ldap3.Connection]:
+    server = ldap3.Server(settings.LDAP_URI, connect_timeout=settings.LDAP_TIMEOUT, get_info=ldap3.NONE)
+    try:
+        conn = ldap3.Connection(
+            server,
+            user=settings.LDAP_SERVICE_DN,
+            password=settings.LDAP_SERVICE_PASSWORD,
+            receive_timeout=settings.LDAP_TIMEOUT,
+            raise_exceptions=True,
+            auto_bind=ldap3.AUTO_BIND_NO_TLS,
+        )
+    except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
+        raise DirectoryUnavailable(f"the directory is unreachable ({settings.LDAP_URI})") from exc
+    except LDAPException as exc:
+        raise DirectoryError(f"the directory refused the service account: {exc}") from exc
+    try:
+        yield conn
+    except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
+        raise DirectoryUnavailable(f"the directory stopped answering ({settings.LDAP_URI})") from exc
+    except LDAPException as exc:
+        raise DirectoryError(str(exc)) from exc
+    finally:
+        conn.unbind()
+
+
+def _attributes() -> list[str]:
+    return [*USER_ATTRIBUTES, settings.LDAP_SENDER_BLOCK_ATTR]
+
+
+def get_user(uid: str) -> DirectoryUser | None:
+    if not UID_PATTERN.match(uid):
+        return None
+    with connection() as conn:
+        try:
+            conn.search(user_dn(uid), "(objectClass=mailAccount)", ldap3.BASE, attributes=_attributes())
+        except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+            return None
+        return _to_user(conn.entries[0]) if conn.entries else None
+
+
+def find_user_by_mail(address: str) -> DirectoryUser | None:
+    with connection() as conn:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(mail={escape_filter_chars(address)}))",
+            attributes=_attributes(),
+            size_limit=2,
+        )
+        return _to_user(conn.entries[0]) if conn.entries else None
+
+
+def mail_exists(address: str) -> bool:
+    """Whether any entry has this mail address (case-insensitive, as slapd compares mail)."""
+    return find_user_by_mail(address) is not None
+
+
+def iter_users(extra_filter: str = "") -> Iterator[DirectoryUser]:
+    """Every mail user, paged (for map rendering and reconciliation)."""
+    with connection() as conn:
+        entries = conn.extend.standard.paged_search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount){extra_filter})",
+            attributes=_attributes(),
+            paged_size=1000,
+            generator=True,
+        )
+        for entry in entries:
+            if entry.get("type") != "searchResEntry":
+                continue
+            attrs = entry["attributes"]
+            blocked = attrs.get(settings.LDAP_SENDER_BLOCK_ATTR)
+            yield DirectoryUser(
+                dn=entry["dn"],
+                uid=_plain(attrs.get("uid")),
+                cn=_plain(attrs.get("cn")),
+                given_name=_plain(attrs.get("givenName")),
+                sn=_plain(attrs.get("sn")),
+                mail=_plain(attrs.get("mail")).lower(),
+                sender_blocked=bool(blocked[0] if isinstance(blocked, list) and blocked else blocked),
+            )
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, list):
+        return str(value[0]) if value else ""
+    return "" if value is None else str(value)
+
+
+def create_user(uid: str, cn: str, sn: str, mail: str, password: str | None, given_name: str = "") -> DirectoryUser:
+    if not UID_PATTERN.match(uid):
+        raise DirectoryError(f"invalid uid {uid!r}")
+    attributes: dict[str, object] = {"uid": uid, "cn": cn, "sn": sn or cn, "mail": mail.lower()}
+    if given_name:
+        attributes["givenName"] = given_name
+    if password is not None:
+        attributes["userPassword"] = cram_md5_hash(password)
+    with connection() as conn:
+        try:
+            conn.add(user_dn(uid), ["inetOrgPerson", "mailAccount"], attributes)
+        except ldap3.core.exceptions.LDAPEntryAlreadyExistsResult:
+            raise DirectoryError(f"a user with uid {uid!r} already exists") from None
+    user = get_user(uid)
+    assert user is not None
+    return user
+
+
+def delete_user(uid: str) -> None:
+    with connection() as conn:
+        for group_dn in (settings.LDAP_ADMIN_GROUP_DN, settings.LDAP_HELPDESK_GROUP_DN):
+            try:
+                conn.modify(group_dn, {"member": [(ldap3.MODIFY_DELETE, [user_dn(uid)])]})
+            except ldap3.core.exceptions.LDAPNoSuchAttributeResult:
+                pass
+        try:
+            conn.delete(user_dn(uid))
+        except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+            pass
+
+
+def set_password(uid: str, password: str) -> None:
+    with connection() as conn:
+        conn.modify(user_dn(uid), {"userPassword": [(ldap3.MODIFY_REPLACE, [cram_md5_hash(password)])]})
+
+
+def set_sender_blocked(uid: str, blocked: bool) -> None:
+    attr = settings.LDAP_SENDER_BLOCK_ATTR
+    with connection() as conn:
+        conn.modify(user_dn(uid), {attr: [(ldap3.MODIFY_REPLACE, ["TRUE" if blocked else "FALSE"])]})
+
+
+def add_to_group(uid: str, group_dn: str) -> None:
+    with connection() as conn:
+        try:
+            conn.modify(group_dn, {"member": [(ldap3.MODIFY_ADD, [user_dn(uid)])]})
+        except ldap3.core.exceptions.LDAPAttributeOrValueExistsResult:
+            pass
+
+
+def remove_from_group(uid: str, group_dn: str) -> None:
+    with connection() as conn:
+        try:
+            conn.modify(group_dn, {"member": [(ldap3.MODIFY_DELETE, [user_dn(uid)])]})
+        except ldap3.core.exceptions.LDAPNoSuchAttributeResult:
+            pass
+
+
+def group_member_uids(group_dn: str) -> set[str]:
+    with connection() as conn:
+        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
+        members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
+    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
+    return {
+        str(dn)[len("uid=") : -len(suffix)]
+        for dn in members
+        if str(dn).lower().startswith("uid=") and str(dn).lower().endswith(suffix)
+    }
+
+
+def password_hash(uid: str) -> str | None:
+    """The stored userPassword value (a secret: never log or display it)."""
+    with connection() as conn:
+        try:
+            conn.search(user_dn(uid), "(objectClass=mailAccount)", ldap3.BASE, attributes=["userPassword"])
+        except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+            return None
+        values = conn.entries[0].entry_attributes_as_dict.get("userPassword", []) if conn.entries else []
+    if not values:
+        return None
+    value = values[0]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

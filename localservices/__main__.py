@@ -1,0 +1,152 @@
+"""Run the project's private services.
+
+python -m localservices test [-- pytest args]   fresh state dir and free ports, run the suite
+python -m localservices demo                    the demo: services, web, worker, responder
+python -m localservices stop                    stop the demo's daemons (after a crash)
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PORT_VARIABLES = ("LDAP_PORT", "REDIS_PORT", "SMTP_PORT", "OUTSIDE_SMTP_PORT", "RESPONDER_PORT", "WEB_PORT")
+
+
+def _test_environment() -> Path:
+    from localservices.process import free_port
+
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    state_dir = Path(tempfile.mkdtemp(prefix="test-", dir=BASE_DIR / "var"))
+    state_dir.chmod(0o755)  # the postfix user must reach its data directory
+    os.environ["MAILADMIN_STATE_DIR"] = str(state_dir)
+    for name in PORT_VARIABLES:
+        os.environ[f"MAILADMIN_{name}"] = str(free_port())
+    return state_dir
+
+
+def _daemons() -> list:  # type: ignore[type-arg]
+    from localservices.postfix import Postfix
+    from localservices.redis import Redis
+    from localservices.slapd import Slapd
+
+    slapd = Slapd()
+    os.environ.update(slapd.env())
+    return [slapd, Redis(), Postfix()]
+
+
+def _start(daemons: list) -> None:  # type: ignore[type-arg]
+    for daemon in daemons:
+        daemon.start()
+
+
+def _stop(daemons: list) -> None:  # type: ignore[type-arg]
+    for daemon in reversed(daemons):
+        try:
+            daemon.stop()
+        except Exception as exc:  # keep stopping the others
+            print(f"localservices: stopping {type(daemon).__name__}: {exc}", file=sys.stderr)
+
+
+def run_tests(args: list[str]) -> int:
+    state_dir = _test_environment()
+    daemons = _daemons()
+    try:
+        _start(daemons)
+        result = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=BASE_DIR)
+    finally:
+        _stop(daemons)
+    if result.returncode == 0:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    else:
+        print(f"localservices: state of the failed run kept in {state_dir}", file=sys.stderr)
+    return result.returncode
+
+
+def _manage(*args: str) -> None:
+    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], cwd=BASE_DIR, check=True)
+
+
+def run_demo() -> int:
+    from mailadmin import settings
+
+    settings.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    daemons = _daemons()
+    children: list[subprocess.Popen[bytes]] = []
+
+    def shutdown(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        _stop(daemons)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        _start(daemons)
+        _manage("migrate", "--noinput", "-v", "0")
+        _manage("seed_demo")
+        python = sys.executable
+        commands = {
+            "web": [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{settings.WEB_PORT}"],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "mailadmin",
+                "worker",
+                "-B",
+                "-l",
+                "INFO",
+                "-c",
+                "2",
+                "-s",
+                str(settings.STATE_DIR / "celerybeat-schedule"),
+            ],
+            "responder": [python, "manage.py", "run_responder"],
+            "outside": [python, "-m", "localservices.outside"],
+        }
+        for argv in commands.values():
+            children.append(subprocess.Popen(argv, cwd=BASE_DIR, start_new_session=True))
+        print(f"\nmailadmin demo: http://127.0.0.1:{settings.WEB_PORT}/  (Ctrl-C stops everything)\n", flush=True)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("localservices: a demo process exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        shutdown()
+
+
+def stop_demo() -> int:
+    _stop(_daemons())
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("test", "demo", "stop"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    if argv[0] == "test":
+        rest = argv[1:]
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        return run_tests(rest)
+    if argv[0] == "demo":
+        return run_demo()
+    return stop_demo()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,265 @@
+"""Settings for mailadmin, read from the environment (variables prefixed MAILADMIN_).
+
+Defaults run the demo on one machine; README.md lists the production values.
+"""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(f"MAILADMIN_{name}", default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(f"MAILADMIN_{name}")
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"MAILADMIN_{name} must be an integer, got {raw!r}") from None
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(f"MAILADMIN_{name}")
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"MAILADMIN_{name} must be a boolean, got {raw!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(f"MAILADMIN_{name}")
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_secret(name: str, default: str) -> str:
+    """A secret from MAILADMIN_<NAME>_FILE (preferred) or MAILADMIN_<NAME>."""
+    path = os.environ.get(f"MAILADMIN_{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"MAILADMIN_{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return os.environ.get(f"MAILADMIN_{name}", default)
+
+
+# Where the project-local services keep their data (demo: var/demo; tests: a temporary dir).
+STATE_DIR = Path(env_str("STATE_DIR", str(BASE_DIR / "var" / "demo")))
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env_secret("SECRET_KEY", "demo-only-secret-key-change-me" if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("MAILADMIN_SECRET_KEY (or MAILADMIN_SECRET_KEY_FILE) must be set when DEBUG is off")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "audit",
+    "accounts",
+    "aliases",
+    "outofoffice",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mailadmin.urls"
+WSGI_APPLICATION = "mailadmin.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "accounts.roles.role_context",
+            ],
+        },
+    },
+]
+
+# SQLite by default; PostgreSQL by setting MAILADMIN_DATABASE_URL=postgresql://user:pass@host:port/name
+DATABASE_URL = env_str("DATABASE_URL", "")
+
+
+def _database(url: str) -> dict[str, object]:
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": STATE_DIR / "mailadmin.sqlite3",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ImproperlyConfigured(f"MAILADMIN_DATABASE_URL: unsupported scheme {parts.scheme!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+    }
+
+
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(STATE_DIR / "static")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- OpenLDAP -------------------------------------------------------------------------
+LDAP_HOST = env_str("LDAP_HOST", "127.0.0.1")
+LDAP_PORT = env_int("LDAP_PORT", 3389)
+LDAP_URI = env_str("LDAP_URI", f"ldap://{LDAP_HOST}:{LDAP_PORT}")
+LDAP_BASE_DN = env_str("LDAP_BASE_DN", "dc=example,dc=org")
+LDAP_PEOPLE_DN = env_str("LDAP_PEOPLE_DN", f"ou=people,{LDAP_BASE_DN}")
+LDAP_GROUPS_DN = env_str("LDAP_GROUPS_DN", f"ou=groups,{LDAP_BASE_DN}")
+LDAP_SERVICE_DN = env_str("LDAP_SERVICE_DN", f"cn=mailadmin,ou=services,{LDAP_BASE_DN}")
+LDAP_SERVICE_PASSWORD = env_secret("LDAP_SERVICE_PASSWORD", "")
+LDAP_TIMEOUT = env_int("LDAP_TIMEOUT", 5)
+# A BOOLEAN attribute on the mailAccount auxiliary class; TRUE blocks the user as a sender.
+LDAP_SENDER_BLOCK_ATTR = env_str("LDAP_SENDER_BLOCK_ATTR", "mailSenderBlocked")
+# Role groups (groupOfNames). Any user under LDAP_PEOPLE_DN with a mail address is an end user.
+LDAP_ADMIN_GROUP_DN = env_str("LDAP_ADMIN_GROUP_DN", f"cn=mailadmin-admins,{LDAP_GROUPS_DN}")
+LDAP_HELPDESK_GROUP_DN = env_str("LDAP_HELPDESK_GROUP_DN", f"cn=mailadmin-helpdesk,{LDAP_GROUPS_DN}")
+
+AUTHENTICATION_BACKENDS = ["accounts.backends.CramMD5LDAPBackend"]
+
+# django-auth-ldap: binds as the service account (a {CRAM-MD5} password cannot be checked by
+# a simple bind); the backend verifies the password itself.
+AUTH_LDAP_SERVER_URI = LDAP_URI
+AUTH_LDAP_BIND_DN = LDAP_SERVICE_DN
+AUTH_LDAP_BIND_PASSWORD = LDAP_SERVICE_PASSWORD
+
+AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+AUTH_LDAP_ALWAYS_UPDATE_USER = True
+AUTH_LDAP_FIND_GROUP_PERMS = False
+AUTH_LDAP_CONNECTION_OPTIONS: dict[int, object] = {}
+AUTH_LDAP_GLOBAL_OPTIONS: dict[int, object] = {}
+AUTH_LDAP_CACHE_TIMEOUT = 0
+
+# Failed sign-ins: at most LOGIN_FAILURE_LIMIT per account and per client address within
+# LOGIN_FAILURE_WINDOW seconds.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Redis / Celery ---------------------------------------------------------------------
+REDIS_PORT = env_int("REDIS_PORT", 6390)
+REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Postfix ------------------------------------------------------------------------------
+# Directory where the published hash: tables live (Postfix reads them from here).
+POSTFIX_MAP_DIR = Path(env_str("POSTFIX_MAP_DIR", str(STATE_DIR / "postfix" / "maps")))
+# Postfix configuration directory passed as -c to postmap/postconf/postfix.
+POSTFIX_CONFIG_DIR = Path(env_str("POSTFIX_CONFIG_DIR", str(STATE_DIR / "postfix" / "etc")))
+POSTMAP_COMMAND = env_str("POSTMAP_COMMAND", "/usr/sbin/postmap")
+POSTFIX_RELOAD_COMMAND = env_str("POSTFIX_RELOAD_COMMAND", f"/usr/sbin/postfix -c {POSTFIX_CONFIG_DIR} reload")
+# Loopback SMTP port of the project's private Postfix (demo and end-to-end tests).
+SMTP_PORT = env_int("SMTP_PORT", 2525)
+# The private Postfix relays all other mail (replies to outside senders, bounces) to this
+# loopback port, where the demo and the tests run a capturing "outside world" SMTP server.
+OUTSIDE_SMTP_PORT = env_int("OUTSIDE_SMTP_PORT", 2526)
+# The hash: tables mailadmin publishes, by name (files POSTFIX_MAP_DIR/<name> and <name>.db).
+POSTFIX_MAPS = (
+    "virtual",
+    "recipient_access",
+    "sender_access",
+    "transport",
+    "mailbox_domains",
+    "alias_domains",
+    "mailboxes",
+)
+
+# Mail domains: the organisation's mailbox domain and its disposable-alias domain.
+MAIL_DOMAIN = env_str("MAIL_DOMAIN", "example.org")
+ALIAS_DOMAIN = env_str("ALIAS_DOMAIN", "alias.example.org")
+ABUSE_CONTACT = env_str("ABUSE_CONTACT", f"abuse@{MAIL_DOMAIN}")
+
+# --- Vacation responder -----------------------------------------------------------------
+RESPONDER_HOST = env_str("RESPONDER_HOST", "127.0.0.1")
+RESPONDER_PORT = env_int("RESPONDER_PORT", 10026)
+# Postfix routes copies for users on vacation to <user>#<domain>@VACATION_ROUTING_DOMAIN.
+VACATION_ROUTING_DOMAIN = env_str("VACATION_ROUTING_DOMAIN", "autoreply.mailadmin.invalid")
+
+# Web server port used by the demo runner.
+WEB_PORT = env_int("WEB_PORT", 8000)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django_auth_ldap": {"level": "WARNING"}},
+}
+
+# django-auth-ldap group mirroring: LDAP groups become Django groups of the same cn,
+# from which accounts.roles derives each user's role.
+from django_auth_ldap.config import GroupOfNamesType, LDAPSearch  # noqa: E402
+
+AUTH_LDAP_USER_SEARCH = LDAPSearch(LDAP_PEOPLE_DN, 1, "(&(objectClass=mailAccount)(uid=%(user)s))")  # 1 = one level
+AUTH_LDAP_GROUP_SEARCH = LDAPSearch(LDAP_GROUPS_DN, 1, "(objectClass=groupOfNames)")
+AUTH_LDAP_GROUP_TYPE = GroupOfNamesType()
+AUTH_LDAP_MIRROR_GROUPS = True

@@ -1,0 +1,11 @@
+from django.urls import include, path
+
+from accounts import views as account_views
+
+urlpatterns = [
+    path("", account_views.home, name="home"),
+    path("accounts/", include("accounts.urls")),
+    path("aliases/", include("aliases.urls")),
+    path("out-of-office/", include("outofoffice.urls")),
+    path("audit/", include("audit.urls")),
+]

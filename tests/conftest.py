@@ -1,0 +1,80 @@
+"""Shared fixtures. The services are started by `python -m localservices test` (scripts/test);
+a missing service fails the run at the start, nothing skips."""
+
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from accounts import directory
+from localservices.process import port_open
+
+DEMO_PASSWORD = "correct horse battery staple"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = [
+        name
+        for name, port in (
+            ("slapd", settings.LDAP_PORT),
+            ("redis", settings.REDIS_PORT),
+            ("postfix", settings.SMTP_PORT),
+        )
+        if not port_open(port)
+    ]
+    if missing:
+        raise pytest.UsageError(
+            f"services not running: {', '.join(missing)}. Run the suite with scripts/test "
+            "(it starts private slapd, Redis and Postfix)."
+        )
+
+
+@pytest.fixture
+def make_directory_user() -> Iterator[Callable[..., directory.DirectoryUser]]:
+    """Create LDAP users for one test (removed afterwards). Returns the DirectoryUser."""
+    created: list[str] = []
+
+    def make(
+        role: str = "end user",
+        uid: str | None = None,
+        password: str | None = DEMO_PASSWORD,
+        mail: str | None = None,
+    ) -> directory.DirectoryUser:
+        uid = uid or f"u{secrets.token_hex(4)}"
+        user = directory.create_user(
+            uid=uid,
+            cn=f"Test {uid}",
+            sn=uid,
+            given_name="Test",
+            mail=mail or f"{uid}@{settings.MAIL_DOMAIN}",
+            password=password,
+        )
+        created.append(uid)
+        if role == "admin":
+            directory.add_to_group(uid, settings.LDAP_ADMIN_GROUP_DN)
+        elif role == "helpdesk":
+            directory.add_to_group(uid, settings.LDAP_HELPDESK_GROUP_DN)
+        return user
+
+    yield make
+    for uid in created:
+        directory.delete_user(uid)
+
+
+@pytest.fixture
+def sign_in(db: None, make_directory_user: Callable[..., directory.DirectoryUser]) -> Callable[..., Client]:
+    """sign_in("admin") -> a Client signed in through the real sign-in form as a new user of that role."""
+
+    def login(role: str = "end user", **kwargs: object) -> Client:
+        user = make_directory_user(role=role, **kwargs)
+        client = Client()
+        response = client.post(
+            "/accounts/sign-in/", {"username": user.uid, "password": kwargs.get("password", DEMO_PASSWORD)}
+        )
+        assert response.status_code == 302, response.content.decode()[:2000]
+        client.directory_user = user  # type: ignore[attr-defined]
+        return client
+
+    return login
