@@ -1,1 +1,74 @@
-from django.db import models  # noqa: F401
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+
+
+class Domain(models.Model):
+    """A mail domain Postfix accepts. Mailbox domains hold the real (LDAP) mailboxes;
+    alias domains only forward (disposable per-site addresses live there)."""
+
+    name = models.CharField(max_length=253, unique=True)  # stored lower-case
+    is_alias_domain = models.BooleanField(default=False)
+    # A personal catch-all domain: every address not otherwise defined reaches this user.
+    catchall_owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="catchall_domains"
+    )
+    # Plain catch-all: @domain -> these mailboxes (comma-separated, validated at input).
+    catchall_destinations = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Alias(models.Model):
+    class Kind(models.TextChoices):
+        PER_SITE = "site", "per-site"
+        RANDOM = "random", "random"
+        CUSTOM = "custom", "custom"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="aliases")
+    local_part = models.CharField(max_length=64)  # stored lower-case
+    domain = models.ForeignKey(Domain, on_delete=models.PROTECT, related_name="aliases")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CUSTOM)
+    site = models.CharField(max_length=255, blank=True, help_text="the site this address was made for")
+    label = models.CharField(max_length=100, blank=True)
+    enabled = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Out of office: by default mail that came in through a disposable alias gets no reply.
+    vacation_replies = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("local_part"), "domain", name="alias_address_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "created_at"]),
+            models.Index(fields=["owner", "local_part"]),
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.address
+
+    @property
+    def address(self) -> str:
+        return f"{self.local_part}@{self.domain.name}"
+
+
+class AliasTombstone(models.Model):
+    """A deleted address: refused by Postfix from then on and never created again."""
+
+    address = models.CharField(max_length=320, unique=True)  # lower-case local@domain
+    former_owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    deleted_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.address

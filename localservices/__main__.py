@@ -53,12 +53,12 @@ def _stop(daemons: list) -> None:  # type: ignore[type-arg]
             print(f"localservices: stopping {type(daemon).__name__}: {exc}", file=sys.stderr)
 
 
-def run_tests(args: list[str]) -> int:
+def run_with_services(argv: list[str]) -> int:
     state_dir = _test_environment()
     daemons = _daemons()
     try:
         _start(daemons)
-        result = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=BASE_DIR)
+        result = subprocess.run(argv, cwd=BASE_DIR)
     finally:
         _stop(daemons)
     if result.returncode == 0:
@@ -135,14 +135,16 @@ def stop_demo() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("test", "demo", "stop"):
+    if not argv or argv[0] not in ("test", "run", "demo", "stop"):
         print(__doc__, file=sys.stderr)
         return 2
+    rest = argv[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
     if argv[0] == "test":
-        rest = argv[1:]
-        if rest[:1] == ["--"]:
-            rest = rest[1:]
-        return run_tests(rest)
+        return run_with_services([sys.executable, "-m", "pytest", *rest])
+    if argv[0] == "run":
+        return run_with_services(rest)
     if argv[0] == "demo":
         return run_demo()
     return stop_demo()

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "accounts",
     "aliases",
     "outofoffice",
+    "handover",
 ]
 
 MIDDLEWARE = [

@@ -7,5 +7,6 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("aliases/", include("aliases.urls")),
     path("out-of-office/", include("outofoffice.urls")),
+    path("handover/", include("handover.urls")),
     path("audit/", include("audit.urls")),
 ]
