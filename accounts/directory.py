@@ -238,3 +238,31 @@ def password_hash(uid: str) -> str | None:
         return None
     value = values[0]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def search_users(query: str, limit: int = 25, offset: int = 0) -> tuple[list[DirectoryUser], bool]:
+    """Users whose uid, cn or mail contains `query` (all users if empty), server-side paged.
+
+    Returns one page (sorted by uid within what the server returned) and whether more follow.
+    """
+    term = escape_filter_chars(query.strip())
+    flt = f"(&(objectClass=mailAccount)(|(uid=*{term}*)(cn=*{term}*)(mail=*{term}*)))" if term else ""
+    wanted = offset + limit + 1
+    found: list[DirectoryUser] = []
+    with connection() as conn:
+        cookie: bytes | None = None
+        while len(found) < wanted:
+            conn.search(
+                settings.LDAP_PEOPLE_DN,
+                flt or "(objectClass=mailAccount)",
+                attributes=_attributes(),
+                paged_size=min(wanted - len(found), 500),
+                paged_cookie=cookie,
+            )
+            found.extend(_to_user(entry) for entry in conn.entries)
+            controls = conn.result.get("controls", {})
+            cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
+            if not cookie:
+                break
+    page = found[offset : offset + limit]
+    return page, len(found) > offset + limit

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,48 +15,92 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='AliasTombstone',
+            name="AliasTombstone",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('address', models.CharField(max_length=320, unique=True)),
-                ('deleted_at', models.DateTimeField(auto_now_add=True)),
-                ('former_owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("address", models.CharField(max_length=320, unique=True)),
+                ("deleted_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "former_owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Domain',
+            name="Domain",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=253, unique=True)),
-                ('is_alias_domain', models.BooleanField(default=False)),
-                ('catchall_destinations', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('catchall_owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='catchall_domains', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=253, unique=True)),
+                ("is_alias_domain", models.BooleanField(default=False)),
+                ("catchall_destinations", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "catchall_owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="catchall_domains",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Alias',
+            name="Alias",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('local_part', models.CharField(max_length=64)),
-                ('kind', models.CharField(choices=[('site', 'per-site'), ('random', 'random'), ('custom', 'custom')], default='custom', max_length=8)),
-                ('site', models.CharField(blank=True, help_text='the site this address was made for', max_length=255)),
-                ('label', models.CharField(blank=True, max_length=100)),
-                ('enabled', models.BooleanField(default=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('vacation_replies', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='aliases', to=settings.AUTH_USER_MODEL)),
-                ('domain', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='aliases', to='aliases.domain')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("local_part", models.CharField(max_length=64)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("site", "per-site"), ("random", "random"), ("custom", "custom")],
+                        default="custom",
+                        max_length=8,
+                    ),
+                ),
+                ("site", models.CharField(blank=True, help_text="the site this address was made for", max_length=255)),
+                ("label", models.CharField(blank=True, max_length=100)),
+                ("enabled", models.BooleanField(default=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("vacation_replies", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="aliases", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "domain",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="aliases", to="aliases.domain"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['owner', 'created_at'], name='aliases_ali_owner_i_10d440_idx'), models.Index(fields=['owner', 'local_part'], name='aliases_ali_owner_i_c63c44_idx')],
-                'constraints': [models.UniqueConstraint(django.db.models.functions.text.Lower('local_part'), models.F('domain'), name='alias_address_unique')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["owner", "created_at"], name="aliases_ali_owner_i_10d440_idx"),
+                    models.Index(fields=["owner", "local_part"], name="aliases_ali_owner_i_c63c44_idx"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        django.db.models.functions.text.Lower("local_part"),
+                        models.F("domain"),
+                        name="alias_address_unique",
+                    )
+                ],
             },
         ),
     ]
