@@ -1,6 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -47,6 +48,7 @@ def sign_out(request: HttpRequest) -> HttpResponse:
 @sensitive_post_parameters("current_password", "new_password", "new_password_again")
 @login_required
 def password_change(request: HttpRequest) -> HttpResponse:
+    assert isinstance(request.user, User)
     form = PasswordChangeForm(request.user, data=request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         uid = request.user.get_username()

@@ -41,11 +41,11 @@ def record_event(
     detail: str = "",
 ) -> AuditEvent:
     """Record an audit event; the actor defaults to the request's signed-in user."""
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     if actor is None and request is not None and request.user.is_authenticated:
         actor = request.user
-    user = actor if isinstance(actor, AbstractBaseUser) else None
+    user = actor if isinstance(actor, User) else None
     return AuditEvent.objects.create(
         actor=user,
         actor_name=user.get_username() if user is not None else "",
