@@ -243,6 +243,11 @@ RESPONDER_HOST = env_str("RESPONDER_HOST", "127.0.0.1")
 RESPONDER_PORT = env_int("RESPONDER_PORT", 10026)
 # Postfix routes copies for users on vacation to <user>#<domain>@VACATION_ROUTING_DOMAIN.
 VACATION_ROUTING_DOMAIN = env_str("VACATION_ROUTING_DOMAIN", "autoreply.mailadmin.invalid")
+# Out of office: where the responder hands its replies (the private/local Postfix).
+VACATION_SMTP_HOST = env_str("VACATION_SMTP_HOST", "127.0.0.1")
+VACATION_SMTP_PORT = env_int("VACATION_SMTP_PORT", SMTP_PORT)
+# Out of office: how many copies the responder works on at once (threads for SQL and SMTP).
+RESPONDER_WORKERS = env_int("RESPONDER_WORKERS", 16)
 
 # Web server port used by the demo runner.
 WEB_PORT = env_int("WEB_PORT", 8000)
