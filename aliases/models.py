@@ -72,3 +72,36 @@ class AliasTombstone(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+# --- Map publication ---------------------------------------------------------------------
+
+
+class MapGeneration(models.Model):
+    """One row: bumped in the same transaction as every change the maps are made from, so the
+    need to publish survives a broker or worker that is down."""
+
+    requested = models.BigIntegerField(default=0)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+
+class MapPublication(models.Model):
+    """What one mail host has published (each host's worker publishes its own map directory)."""
+
+    host = models.CharField(max_length=253, unique=True)
+    published_generation = models.BigIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    publications = models.BigIntegerField(default=0)  # publications that changed at least one map
+    line_counts = models.JSONField(default=dict)  # map name -> lines in the live source
+    last_reload_at = models.DateTimeField(null=True, blank=True)
+    reload_pending = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self) -> str:
+        return self.host
