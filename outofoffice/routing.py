@@ -1,14 +1,43 @@
 """What the map publication needs from out-of-office: copies of mail for users on vacation.
 
-Filled in by the vacation feature; the publication in aliases/postfix_maps.py calls these.
+Postfix keeps delivering to the mailbox (the renderer keeps the mailbox itself as a target)
+and adds a copy to <local>#<domain>@VACATION_ROUTING_DOMAIN, which the transport map sends
+to the responder. The publication in aliases/ calls these two functions.
 """
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from outofoffice.models import VacationReply
+
+
+def routing_address(mailbox: str) -> str:
+    local_part, domain = mailbox.lower().rsplit("@", 1)
+    return f"{local_part}#{domain}@{settings.VACATION_ROUTING_DOMAIN}"
+
+
+def mailbox_for(routing: str) -> str | None:
+    """The mailbox a routing address stands for, or None if it is not one of ours."""
+    local, _, domain = routing.strip().strip("<>").lower().rpartition("@")
+    if domain != settings.VACATION_ROUTING_DOMAIN.lower() or "#" not in local:
+        return None
+    mailbox_local, _, mailbox_domain = local.rpartition("#")
+    if not mailbox_local or not mailbox_domain:
+        return None
+    return f"{mailbox_local}@{mailbox_domain}"
 
 
 def vacation_virtual_entries() -> list[tuple[str, str]]:
-    """(mailbox address, extra virtual target) pairs: a copy to the responder's routing address."""
-    return []
+    """(mailbox address, extra virtual target) pairs for vacations switched on and not yet ended.
+
+    Vacations that start later are included: the responder checks the window itself, so the
+    first reply goes out exactly at the start and the last one before the end."""
+    now = timezone.now()
+    active = VacationReply.objects.filter(enabled=True).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+    return [(address, routing_address(address)) for address in active.values_list("address", flat=True)]
 
 
 def vacation_transport_entries() -> list[tuple[str, str]]:
-    """(domain, transport) pairs routing the autoreply domain to the responder."""
-    return []
+    """(domain, transport) pairs routing the autoreply domain to the responder (LMTP)."""
+    return [(settings.VACATION_ROUTING_DOMAIN, f"lmtp:inet:{settings.RESPONDER_HOST}:{settings.RESPONDER_PORT}")]

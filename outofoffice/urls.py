@@ -1,4 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from outofoffice import views
 
 app_name = "outofoffice"
-urlpatterns: list = []  # type: ignore[type-arg]
+urlpatterns = [
+    path("vacation/", views.vacation, name="vacation"),
+    path("vacation/preview/", views.preview, name="preview"),
+    path("helpdesk/", views.helpdesk, name="helpdesk"),
+    path("helpdesk/<str:uid>/", views.helpdesk_user, name="helpdesk_user"),
+    path("helpdesk/<str:uid>/clear/", views.helpdesk_clear, name="helpdesk_clear"),
+    path("helpdesk/<str:uid>/preview/", views.helpdesk_preview, name="helpdesk_preview"),
+]

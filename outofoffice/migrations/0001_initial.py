@@ -6,45 +6,64 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='VacationReply',
+            name="VacationReply",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uid', models.CharField(max_length=64, unique=True)),
-                ('address', models.CharField(max_length=320, unique=True)),
-                ('enabled', models.BooleanField(default=False)),
-                ('starts_at', models.DateTimeField(blank=True, null=True)),
-                ('ends_at', models.DateTimeField(blank=True, null=True)),
-                ('subject', models.CharField(blank=True, max_length=150)),
-                ('body', models.TextField(blank=True, max_length=4000)),
-                ('internal_body', models.TextField(blank=True, max_length=4000)),
-                ('delegate', models.CharField(blank=True, max_length=200)),
-                ('interval_days', models.PositiveSmallIntegerField(default=7, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(365)])),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('updated_by', models.CharField(blank=True, help_text='uid of whoever changed it last', max_length=150)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uid", models.CharField(max_length=64, unique=True)),
+                ("address", models.CharField(max_length=320, unique=True)),
+                ("enabled", models.BooleanField(default=False)),
+                ("starts_at", models.DateTimeField(blank=True, null=True)),
+                ("ends_at", models.DateTimeField(blank=True, null=True)),
+                ("subject", models.CharField(blank=True, max_length=150)),
+                ("body", models.TextField(blank=True, max_length=4000)),
+                ("internal_body", models.TextField(blank=True, max_length=4000)),
+                ("delegate", models.CharField(blank=True, max_length=200)),
+                (
+                    "interval_days",
+                    models.PositiveSmallIntegerField(
+                        default=7,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(365),
+                        ],
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "updated_by",
+                    models.CharField(blank=True, help_text="uid of whoever changed it last", max_length=150),
+                ),
             ],
             options={
-                'ordering': ['uid'],
+                "ordering": ["uid"],
             },
         ),
         migrations.CreateModel(
-            name='ReplyLog',
+            name="ReplyLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sender', models.CharField(max_length=320)),
-                ('reply_key', models.CharField(max_length=32)),
-                ('sent_at', models.DateTimeField()),
-                ('vacation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='replies', to='outofoffice.vacationreply')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("sender", models.CharField(max_length=320)),
+                ("reply_key", models.CharField(max_length=32)),
+                ("sent_at", models.DateTimeField()),
+                (
+                    "vacation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="replies",
+                        to="outofoffice.vacationreply",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('vacation', 'sender', 'reply_key'), name='reply_log_unique')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("vacation", "sender", "reply_key"), name="reply_log_unique")
+                ],
             },
         ),
     ]

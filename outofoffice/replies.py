@@ -1,0 +1,73 @@
+"""Building, sending and recording one vacation reply.
+
+A reply is made only of the user's own text: nothing of the original message is copied
+into it except its Message-ID (for In-Reply-To/References), and only if well-formed.
+"""
+
+import re
+import smtplib
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from outofoffice.models import ReplyLog, VacationReply
+from outofoffice.rules import LOOP_HEADER, Incoming
+
+MESSAGE_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,250}@[\x21-\x3b\x3d\x3f-\x7e]{1,250}>$")
+# Refuses CR/LF in any header value it serialises, on top of the validation at input.
+REPLY_POLICY = SMTP.clone(max_line_length=998, raise_on_defect=True)
+
+
+class ReplyNotAccepted(Exception):
+    """Postfix did not take the reply; the copy must be retried."""
+
+
+def reply_text(vacation: VacationReply, internal: bool) -> str:
+    text = vacation.internal_body if internal and vacation.internal_body.strip() else vacation.body
+    text = text.replace("\r\n", "\n").rstrip()
+    if vacation.delegate:
+        text += f"\n\nIn urgent matters please contact: {vacation.delegate}"
+    return text + "\n"
+
+
+def build_reply(vacation: VacationReply, incoming: Incoming, internal: bool, now: datetime) -> EmailMessage:
+    message = EmailMessage(policy=REPLY_POLICY)
+    message["From"] = vacation.address
+    message["To"] = incoming.sender
+    message["Subject"] = f"Auto: {vacation.subject or 'Out of office'}"
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid(domain=vacation.address.rsplit("@", 1)[-1])
+    original_id = incoming.first("message-id")
+    if MESSAGE_ID.match(original_id):
+        message["In-Reply-To"] = original_id
+        message["References"] = original_id
+    message["Auto-Submitted"] = "auto-replied"
+    message["X-Auto-Response-Suppress"] = "All"
+    message[LOOP_HEADER] = "auto-replied"
+    message.set_content(reply_text(vacation, internal), charset="utf-8")
+    return message
+
+
+def send_reply(message: EmailMessage, recipient: str) -> None:
+    """Hand the reply to Postfix with an empty envelope sender, to the envelope sender only."""
+    try:
+        with smtplib.SMTP(settings.VACATION_SMTP_HOST, settings.VACATION_SMTP_PORT, timeout=30) as smtp:
+            smtp.send_message(message, from_addr="", to_addrs=[recipient])
+    except (smtplib.SMTPException, OSError) as exc:
+        raise ReplyNotAccepted(str(exc)) from exc
+
+
+def record_reply(vacation: VacationReply, sender: str, now: datetime) -> None:
+    key = vacation.reply_key
+    with transaction.atomic():
+        updated = ReplyLog.objects.filter(vacation=vacation, sender=sender, reply_key=key).update(sent_at=now)
+        if not updated:
+            try:
+                with transaction.atomic():
+                    ReplyLog.objects.create(vacation=vacation, sender=sender, reply_key=key, sent_at=now)
+            except IntegrityError:
+                ReplyLog.objects.filter(vacation=vacation, sender=sender, reply_key=key).update(sent_at=now)

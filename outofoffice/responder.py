@@ -1,0 +1,175 @@
+"""The vacation responder: a long-running LMTP server on loopback that Postfix hands copies to.
+
+Each recipient of a copy gets its own LMTP status after DATA: 250 when it was decided
+(reply sent, or no reply and why), 451 when the reply could not be handed to Postfix or the
+database did not answer, so that Postfix keeps that copy and retries it. The user's own
+delivery never waits for any of this: it is a separate recipient of the same message.
+"""
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from aiosmtpd.lmtp import LMTP
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
+
+from outofoffice.evaluation import evaluate, is_internal_sender
+from outofoffice.replies import ReplyNotAccepted, build_reply, record_reply, send_reply
+from outofoffice.routing import mailbox_for
+from outofoffice.rules import parse_incoming
+
+log = logging.getLogger("outofoffice.responder")
+
+TEMPORARY = "451 4.3.0 vacation reply not handed over yet; try again later"
+
+
+def handle_copy(mailbox: str, sender: str, raw: bytes) -> str:
+    """Decide one copy for one user, send the reply if one is due, and return the LMTP status."""
+    close_old_connections()  # a long-running process must not keep a dead database connection
+    now = timezone.now()
+    incoming = parse_incoming(sender, raw)
+    try:
+        result = evaluate(mailbox, incoming, now)
+    except DatabaseError as exc:
+        log.warning("deferred mailbox=%s sender=%s: database error %s", mailbox, incoming.sender, type(exc).__name__)
+        return TEMPORARY
+    decision = result.decision
+    log.info(
+        "decision mailbox=%s sender=%s reply=%s rule=%s reason=%s",
+        mailbox,
+        incoming.sender or "<>",
+        "yes" if decision.reply else "no",
+        decision.rule,
+        decision.reason,
+    )
+    if not decision.reply or result.vacation is None:
+        return f"250 2.0.0 no vacation reply ({decision.rule})"
+    try:
+        message = build_reply(result.vacation, incoming, is_internal_sender(incoming.sender), now)
+    except (ValueError, TypeError) as exc:
+        # Stored text that cannot make a valid message will not get better by retrying.
+        log.error("not replying mailbox=%s: the stored reply is unusable (%s)", mailbox, type(exc).__name__)
+        return "250 2.0.0 no vacation reply (unusable reply text)"
+    try:
+        send_reply(message, incoming.sender)
+    except ReplyNotAccepted as exc:
+        log.warning(
+            "deferred mailbox=%s sender=%s: Postfix did not accept the reply: %s", mailbox, incoming.sender, exc
+        )
+        return TEMPORARY
+    try:
+        record_reply(result.vacation, incoming.sender, now)
+    except DatabaseError as exc:
+        # The reply is out; asking Postfix to retry would send it twice.
+        log.error("reply sent but not recorded mailbox=%s sender=%s: %s", mailbox, incoming.sender, exc)
+    log.info("replied mailbox=%s sender=%s", mailbox, incoming.sender)
+    return "250 2.0.0 vacation reply sent"
+
+
+class ResponderHandler:
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self.executor = executor
+        # One decision at a time per (user, sender): two copies at once must not both reply.
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._users: dict[tuple[str, str], int] = {}
+
+    @contextmanager
+    def _lock_entry(self, key: tuple[str, str]) -> Iterator[asyncio.Lock]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            yield lock
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+    async def _one(self, recipient: str, sender: str, raw: bytes) -> str:
+        mailbox = mailbox_for(recipient)
+        if mailbox is None:
+            log.info("decision recipient=%s reply=no rule=unknown-recipient", recipient[:320])
+            return "250 2.0.0 not a vacation routing address; nothing to do"
+        loop = asyncio.get_running_loop()
+        with self._lock_entry((mailbox, sender.lower())) as lock:
+            async with lock:
+                try:
+                    return await loop.run_in_executor(self.executor, handle_copy, mailbox, sender, raw)
+                except Exception:
+                    log.exception("deferred mailbox=%s: unexpected error", mailbox)
+                    return TEMPORARY
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw = envelope.original_content or b""
+        sender = envelope.mail_from or ""
+        statuses = await asyncio.gather(*(self._one(rcpt, sender, raw) for rcpt in envelope.rcpt_tos))
+        # LMTP: one status line per accepted recipient, in RCPT order.
+        return "\r\n".join(statuses)
+
+
+def make_protocol(handler: ResponderHandler) -> LMTP:
+    return LMTP(
+        handler,
+        data_size_limit=0,  # Postfix enforces the size limit; refusing a copy would bounce it
+        enable_SMTPUTF8=False,
+        decode_data=False,
+        hostname="responder.mailadmin.invalid",
+        ident="mailadmin vacation responder",
+    )
+
+
+async def serve(host: str, port: int, workers: int, started: threading.Event | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="responder")
+    handler = ResponderHandler(executor)
+    server = await loop.create_server(lambda: make_protocol(handler), host, port, reuse_address=True)
+    log.info("vacation responder listening on %s:%s (LMTP)", host, port)
+    if started is not None:
+        started.set()
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ResponderThread:
+    """The responder inside this process (tests): start() returns once it listens."""
+
+    def __init__(self, host: str | None = None, port: int | None = None, workers: int = 4) -> None:
+        self.host = host or settings.RESPONDER_HOST
+        self.port = port or settings.RESPONDER_PORT
+        self.workers = workers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ResponderThread":
+        started = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._task = self._loop.create_task(serve(self.host, self.port, self.workers, started))
+            try:
+                self._loop.run_until_complete(self._task)
+            except (asyncio.CancelledError, Exception):  # noqa: S110 (stopped, or failed to bind: start() reports it)
+                pass
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="responder", daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError(f"the responder did not start listening on {self.host}:{self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            self._thread.join(10)

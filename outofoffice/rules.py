@@ -1,0 +1,226 @@
+"""When a vacation reply goes out (RFC 3834, RFC 5230, as Pigeonhole does it).
+
+Pure functions over parsed facts: the responder and the "would X get a reply?" preview
+both call `decide`, so they cannot disagree.
+"""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.parser import BytesParser
+from email.policy import compat32
+from email.utils import getaddresses
+
+# Our own replies carry this header; a message that has it is one of ours coming back.
+LOOP_HEADER = "X-Mailadmin-Vacation"
+MAX_HEADER_BYTES = 256 * 1024
+
+# Local parts of senders that are machines or lists (lower-case).
+SYSTEM_LOCAL_PARTS = re.compile(
+    r"""^(
+        mailer-daemon | postmaster | listserv | majordomo | mailman | bounce[s]?
+      | owner-.* | .*-owner | .*-request | .*-bounces?
+      | no[-_.]?reply.* | .*[-_.]no[-_.]?reply | do[-_.]?not[-_.]?reply.* | donotreply.*
+    )$""",
+    re.VERBOSE,
+)
+ADDRESS_PATTERN = re.compile(r"^[^\s@<>()\[\],;:\"\\]+@[a-z0-9.-]+\.[a-z0-9-]+$")
+RECIPIENT_HEADERS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What the rules need of one message: the envelope sender and the decoded header lines."""
+
+    sender: str
+    headers: tuple[tuple[str, str], ...]
+
+    def values(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self.headers if key == name]
+
+    def first(self, name: str) -> str:
+        found = self.values(name)
+        return found[0].strip() if found else ""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """The user a copy was meant for, and their vacation settings at this moment."""
+
+    address: str
+    enabled: bool
+    starts_at: datetime | None
+    ends_at: datetime | None
+    interval: timedelta
+    # Every address the user owns (mailbox and all aliases): mail from these is the user's own.
+    own_addresses: frozenset[str]
+    # Addresses for which mail may be answered: the mailbox and aliases opted in to replies.
+    reply_addresses: frozenset[str]
+    # When this sender last got this reply, if ever.
+    last_reply_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    reply: bool
+    rule: str
+    reason: str
+
+
+def _decode(raw: str) -> str:
+    # compat32 keeps undecodable bytes as surrogates; show them as U+FFFD instead of failing.
+    return raw.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+
+
+def parse_incoming(sender: str, raw: bytes) -> Incoming:
+    """Header lines of a raw message (any bytes, never raises), lower-case names, unfolded."""
+    head = raw[:MAX_HEADER_BYTES]
+    end = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=len(head))
+    message = BytesParser(policy=compat32).parsebytes(head[: end + 2], headersonly=True)
+    headers = tuple(
+        (str(name).strip().lower(), re.sub(r"\r?\n[ \t]*", " ", _decode(str(value))).strip())
+        for name, value in message.raw_items()
+    )
+    return Incoming(sender=normalise_address(_decode(sender)), headers=headers)
+
+
+def normalise_address(address: str) -> str:
+    return address.strip().strip("<>").strip().lower()
+
+
+def addresses_in(incoming: Incoming, names: tuple[str, ...]) -> set[str]:
+    values = [value for name in names for value in incoming.values(name)]
+    return {normalise_address(address) for _, address in getaddresses(values) if address}
+
+
+def _stop(rule: str, reason: str) -> Decision:
+    return Decision(reply=False, rule=rule, reason=reason)
+
+
+Rule = Callable[[Incoming, Recipient, datetime], Decision | None]
+
+
+def rule_vacation_off(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if not recipient.enabled:
+        return _stop("vacation-off", "the vacation reply is switched off")
+    return None
+
+
+def rule_outside_window(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if recipient.starts_at is not None and now < recipient.starts_at:
+        return _stop("outside-window", "the vacation has not started yet")
+    if recipient.ends_at is not None and now >= recipient.ends_at:
+        return _stop("outside-window", "the vacation has ended")
+    return None
+
+
+def rule_empty_sender(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if not incoming.sender:
+        return _stop("empty-sender", "the envelope sender is empty (a bounce or another automatic message)")
+    if not ADDRESS_PATTERN.match(incoming.sender):
+        return _stop("empty-sender", "the envelope sender is not a usable address")
+    return None
+
+
+def rule_system_sender(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    local_part = incoming.sender.rsplit("@", 1)[0]
+    if SYSTEM_LOCAL_PARTS.match(local_part):
+        return _stop("system-sender", "the sender is a system, list or no-reply address")
+    return None
+
+
+def rule_sender_is_user(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if incoming.sender in recipient.own_addresses:
+        return _stop("sender-is-user", "the sender is the user themselves")
+    return None
+
+
+def rule_loop_marker(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if incoming.values(LOOP_HEADER):
+        return _stop("loop", "the message is one of our own vacation replies")
+    return None
+
+
+def rule_auto_submitted(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    for value in incoming.values("auto-submitted"):
+        if value.split(";", 1)[0].strip().lower() != "no":
+            return _stop("auto-submitted", "the message is marked Auto-Submitted")
+    return None
+
+
+def rule_list(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if any(name.startswith("list-") for name, _ in incoming.headers):
+        return _stop("mailing-list", "the message came through a mailing list (List-* header)")
+    return None
+
+
+def rule_precedence(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if any(value.strip().lower() in ("bulk", "list", "junk") for value in incoming.values("precedence")):
+        return _stop("precedence", "the message has Precedence bulk, list or junk")
+    return None
+
+
+def rule_suppress(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    for value in incoming.values("x-auto-response-suppress"):
+        tokens = {token.strip().lower() for token in value.split(",")}
+        if tokens & {"all", "oof"}:
+            return _stop("suppressed", "the sender asked for no automatic replies (X-Auto-Response-Suppress)")
+    return None
+
+
+def rule_spam(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    flagged = (
+        any(value.lower().startswith("yes") for value in incoming.values("x-spam-flag"))
+        or any(value.lower().startswith("yes") for value in incoming.values("x-spam-status"))
+        or any(value.lower().startswith("yes") for value in incoming.values("x-spam"))
+    )
+    if flagged:
+        return _stop("spam", "the message is flagged as spam")
+    return None
+
+
+def rule_not_addressed(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if not addresses_in(incoming, RECIPIENT_HEADERS) & recipient.reply_addresses:
+        return _stop(
+            "not-addressed",
+            "none of the user's addresses is in To, Cc, Bcc or Resent-* "
+            "(disposable aliases count only where replies are switched on)",
+        )
+    return None
+
+
+def rule_already_answered(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    if recipient.last_reply_at is not None and now < recipient.last_reply_at + recipient.interval:
+        return _stop("already-answered", "this sender already got this reply within the interval")
+    return None
+
+
+RULES: tuple[Rule, ...] = (
+    rule_vacation_off,
+    rule_outside_window,
+    rule_empty_sender,
+    rule_system_sender,
+    rule_sender_is_user,
+    rule_loop_marker,
+    rule_auto_submitted,
+    rule_list,
+    rule_precedence,
+    rule_suppress,
+    rule_spam,
+    rule_not_addressed,
+    rule_already_answered,
+)
+
+REPLY = Decision(reply=True, rule="reply", reason="a vacation reply goes to the envelope sender")
+
+
+def decide(incoming: Incoming, recipient: Recipient | None, now: datetime) -> Decision:
+    if recipient is None:
+        return _stop("no-vacation", "this user has no vacation reply set")
+    for rule in RULES:
+        decision = rule(incoming, recipient, now)
+        if decision is not None:
+            return decision
+    return REPLY

@@ -1,0 +1,142 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from accounts import directory
+from accounts.roles import staff_required
+from outofoffice.evaluation import evaluate, is_internal_sender
+from outofoffice.forms import PreviewForm, UserSearchForm, VacationForm
+from outofoffice.models import VacationReply
+from outofoffice.replies import reply_text
+from outofoffice.rules import parse_incoming
+from outofoffice.vacations import clear_vacation, save_vacation
+
+PAGE_SIZE = 25
+UNAVAILABLE = "The directory is not answering right now. Nothing was changed; please try again in a minute."
+
+
+def _vacation_of(uid: str, address: str) -> VacationReply:
+    """The vacation reply of this user, or a new unsaved one; its address follows the directory."""
+    vacation = VacationReply.objects.filter(uid=uid).first() or VacationReply(uid=uid)
+    vacation.address = address.lower()
+    return vacation
+
+
+def own_vacation(request: HttpRequest) -> VacationReply:
+    assert isinstance(request.user, User)
+    uid = request.user.get_username()
+    address = request.user.email
+    if not address:
+        found = directory.get_user(uid)
+        if found is None or not found.mail:
+            raise Http404("You have no mailbox.")
+        address = found.mail
+    return _vacation_of(uid, address)
+
+
+def vacation_for_staff(uid: str) -> tuple[directory.DirectoryUser, VacationReply]:
+    """Any user's vacation, for helpdesk and admins; 404 for anyone not in the directory."""
+    found = directory.get_user(uid)
+    if found is None or not found.mail:
+        raise Http404("No such user.")
+    return found, _vacation_of(found.uid, found.mail)
+
+
+def _edit(request: HttpRequest, vacation: VacationReply, context: dict[str, object], done_url: str) -> HttpResponse:
+    form = VacationForm(request.POST if request.method == "POST" else None, instance=vacation)
+    if request.method == "POST" and form.is_valid():
+        save_vacation(form.save(commit=False), request)
+        state = "on" if form.instance.enabled else "off"
+        messages.success(request, f"Vacation reply saved; it is {state}.")
+        return redirect(done_url)
+    return render(
+        request,
+        "outofoffice/vacation.html",
+        {**context, "form": form, "vacation": vacation, "now": timezone.now()},
+    )
+
+
+@login_required
+def vacation(request: HttpRequest) -> HttpResponse:
+    return _edit(
+        request,
+        own_vacation(request),
+        {"preview_url": reverse("outofoffice:preview")},
+        reverse("outofoffice:vacation"),
+    )
+
+
+def _preview(request: HttpRequest, vacation: VacationReply, context: dict[str, object]) -> HttpResponse:
+    form = PreviewForm(request.POST if request.method == "POST" else None)
+    result = reply = None
+    if request.method == "POST" and form.is_valid():
+        raw = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n") + "\n\n"
+        incoming = parse_incoming(form.cleaned_data["sender"], raw.encode("utf-8"))
+        result = evaluate(vacation.address, incoming, timezone.now())
+        if result.decision.reply and result.vacation is not None:
+            reply = {
+                "subject": f"Auto: {result.vacation.subject}",
+                "text": reply_text(result.vacation, is_internal_sender(incoming.sender)),
+            }
+    context = {**context, "form": form, "vacation": vacation, "result": result, "reply": reply}
+    return render(request, "outofoffice/preview.html", context)
+
+
+@login_required
+def preview(request: HttpRequest) -> HttpResponse:
+    return _preview(request, own_vacation(request), {"back_url": reverse("outofoffice:vacation")})
+
+
+@staff_required
+def helpdesk(request: HttpRequest) -> HttpResponse:
+    form = UserSearchForm(request.GET or None)
+    users: list[directory.DirectoryUser] = []
+    more = False
+    page = max(0, min(int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 0, 1000))
+    if form.is_valid() and form.cleaned_data["q"]:
+        try:
+            users, more = directory.search_users(form.cleaned_data["q"], limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+        except directory.DirectoryUnavailable:
+            form.add_error(None, UNAVAILABLE)
+    states = {v.uid: v for v in VacationReply.objects.filter(uid__in=[u.uid for u in users])}
+    rows = [(user, states.get(user.uid)) for user in users]
+    current = VacationReply.objects.filter(enabled=True).order_by("ends_at", "uid")[:100]
+    return render(
+        request,
+        "outofoffice/helpdesk.html",
+        {"form": form, "rows": rows, "more": more, "page": page, "current": current, "now": timezone.now()},
+    )
+
+
+@staff_required
+def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
+    target, vacation = vacation_for_staff(uid)
+    context = {
+        "target": target,
+        "preview_url": reverse("outofoffice:helpdesk_preview", args=[target.uid]),
+        "clear_url": reverse("outofoffice:helpdesk_clear", args=[target.uid]),
+    }
+    return _edit(request, vacation, context, reverse("outofoffice:helpdesk_user", args=[target.uid]))
+
+
+@staff_required
+@require_POST
+def helpdesk_clear(request: HttpRequest, uid: str) -> HttpResponse:
+    target, vacation = vacation_for_staff(uid)
+    if vacation.pk is not None:
+        clear_vacation(vacation, request)
+        messages.success(request, f"The vacation reply of {target.uid} is cleared.")
+    return redirect("outofoffice:helpdesk_user", uid=target.uid)
+
+
+@staff_required
+def helpdesk_preview(request: HttpRequest, uid: str) -> HttpResponse:
+    target, vacation = vacation_for_staff(uid)
+    return _preview(
+        request, vacation, {"target": target, "back_url": reverse("outofoffice:helpdesk_user", args=[target.uid])}
+    )
