@@ -122,7 +122,7 @@ bind_pw = {password}
 search_base = {settings.LDAP_PEOPLE_DN}
 query_filter = (&(objectClass=mailAccount)(mail=%s)({attr}=TRUE))
 result_attribute = mail
-result_format = REJECT Sending is suspended for this account; contact {settings.ABUSE_CONTACT}
+result_format = REJECT {settings.SUSPENSION_REJECT_TEXT.replace("%", "%%")}
 """
 
     def configure(self) -> None:

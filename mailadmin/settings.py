@@ -86,6 +86,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Web UI: dates in the viewer's time zone (browser-provided `tz` cookie; see README).
+    "mailadmin.timezones.TimezoneMiddleware",
 ]
 
 ROOT_URLCONF = "mailadmin.urls"
@@ -103,6 +105,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "accounts.roles.role_context",
             ],
+            # Web UI: {% load navigation %} for the shared layout's links.
+            "libraries": {"navigation": "mailadmin.navigation"},
         },
     },
 ]
@@ -209,6 +213,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
+# Periodic tasks (celery beat): each feature adds its entries in its own block below.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 
 # --- Postfix ------------------------------------------------------------------------------
 # Directory where the published hash: tables live (Postfix reads them from here).
@@ -237,6 +243,25 @@ POSTFIX_MAPS = (
 MAIL_DOMAIN = env_str("MAIL_DOMAIN", "example.org")
 ALIAS_DOMAIN = env_str("ALIAS_DOMAIN", "alias.example.org")
 ABUSE_CONTACT = env_str("ABUSE_CONTACT", f"abuse@{MAIL_DOMAIN}")
+
+# --- Sender suspension ------------------------------------------------------------------
+# The text after "554 5.7.1 <address>: Sender address rejected:" for a suspended sender, in
+# the LDAP sender_block.cf and the hash: sender_access map. One printable ASCII line: it is
+# the whole SMTP reply text, so the per-user reason never goes there.
+SUSPENSION_REJECT_TEXT = env_str(
+    "SUSPENSION_REJECT_TEXT", f"Sending is suspended for this account; contact {ABUSE_CONTACT}"
+).strip()
+if not (0 < len(SUSPENSION_REJECT_TEXT) <= 200 and SUSPENSION_REJECT_TEXT.isascii()) or not (
+    SUSPENSION_REJECT_TEXT.isprintable()
+):
+    raise ImproperlyConfigured("MAILADMIN_SUSPENSION_REJECT_TEXT must be one printable ASCII line of 1-200 characters")
+# How often the worker lifts suspensions whose end has passed and re-applies the database's
+# suspensions to the LDAP sender-block flag (seconds).
+SUSPENSION_SWEEP_INTERVAL = env_int("SUSPENSION_SWEEP_INTERVAL", 60)
+CELERY_BEAT_SCHEDULE["suspension-sweep"] = {
+    "task": "accounts.tasks.sweep_suspensions",
+    "schedule": float(SUSPENSION_SWEEP_INTERVAL),
+}
 
 # --- Vacation responder -----------------------------------------------------------------
 RESPONDER_HOST = env_str("RESPONDER_HOST", "127.0.0.1")
