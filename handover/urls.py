@@ -1,4 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from handover import views
 
 app_name = "handover"
-urlpatterns: list = []  # type: ignore[type-arg]
+urlpatterns = [
+    path("", views.mine, name="mine"),
+    path("edit/", views.edit, name="edit"),
+    path("delete/", views.delete, name="delete"),
+    path("shared/", views.shared, name="shared"),
+    path("<int:pk>/", views.detail, name="detail"),
+    path("<int:pk>/print/", views.printable, name="print"),
+]

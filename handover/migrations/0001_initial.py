@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,57 +14,81 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='HandoverNote',
+            name="HandoverNote",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('starts_at', models.DateTimeField()),
-                ('ends_at', models.DateTimeField()),
-                ('time_zone', models.CharField(default='UTC', max_length=64)),
-                ('reachability', models.CharField(blank=True, max_length=300)),
-                ('primary_delegate_uid', models.CharField(db_index=True, max_length=64)),
-                ('primary_delegate_name', models.CharField(blank=True, max_length=200)),
-                ('primary_delegate_mail', models.CharField(blank=True, max_length=320)),
-                ('pending_decisions', models.TextField(blank=True)),
-                ('contacts', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('author', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='handover_note', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("starts_at", models.DateTimeField()),
+                ("ends_at", models.DateTimeField()),
+                ("time_zone", models.CharField(default="UTC", max_length=64)),
+                ("reachability", models.CharField(blank=True, max_length=300)),
+                ("primary_delegate_uid", models.CharField(db_index=True, max_length=64)),
+                ("primary_delegate_name", models.CharField(blank=True, max_length=200)),
+                ("primary_delegate_mail", models.CharField(blank=True, max_length=320)),
+                ("pending_decisions", models.TextField(blank=True)),
+                ("contacts", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "author",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="handover_note",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['starts_at', 'id'],
+                "ordering": ["starts_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='TopicDelegate',
+            name="TopicDelegate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('topic', models.CharField(max_length=100)),
-                ('delegate_uid', models.CharField(db_index=True, max_length=64)),
-                ('delegate_name', models.CharField(blank=True, max_length=200)),
-                ('delegate_mail', models.CharField(blank=True, max_length=320)),
-                ('note', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='topic_delegates', to='handover.handovernote')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("topic", models.CharField(max_length=100)),
+                ("delegate_uid", models.CharField(db_index=True, max_length=64)),
+                ("delegate_name", models.CharField(blank=True, max_length=200)),
+                ("delegate_mail", models.CharField(blank=True, max_length=320)),
+                (
+                    "note",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="topic_delegates",
+                        to="handover.handovernote",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='WorkItem',
+            name="WorkItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=200)),
-                ('links', models.TextField(blank=True, help_text='http(s) URLs, one per line (validated at input)')),
-                ('context', models.TextField(blank=True, help_text='context and key decisions')),
-                ('status', models.CharField(blank=True, max_length=200)),
-                ('next_step', models.CharField(blank=True, max_length=300)),
-                ('next_step_owner', models.CharField(blank=True, max_length=200)),
-                ('deadline', models.DateField(blank=True, null=True)),
-                ('priority', models.CharField(choices=[('urgent', 'Urgent'), ('can-wait', 'Can wait')], default='can-wait', max_length=8)),
-                ('blockers', models.TextField(blank=True)),
-                ('note', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='handover.handovernote')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("title", models.CharField(max_length=200)),
+                ("links", models.TextField(blank=True, help_text="http(s) URLs, one per line (validated at input)")),
+                ("context", models.TextField(blank=True, help_text="context and key decisions")),
+                ("status", models.CharField(blank=True, max_length=200)),
+                ("next_step", models.CharField(blank=True, max_length=300)),
+                ("next_step_owner", models.CharField(blank=True, max_length=200)),
+                ("deadline", models.DateField(blank=True, null=True)),
+                (
+                    "priority",
+                    models.CharField(
+                        choices=[("urgent", "Urgent"), ("can-wait", "Can wait")], default="can-wait", max_length=8
+                    ),
+                ),
+                ("blockers", models.TextField(blank=True)),
+                (
+                    "note",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="items", to="handover.handovernote"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
     ]
