@@ -37,7 +37,7 @@ class OutsideHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         # Record the envelope as Postfix would (Return-Path, X-Original-To) above the message.
-        sender = envelope.mail_from or ""
+        sender = (envelope.mail_from or "").strip("<>")  # aiosmtpd reports the null sender as "<>"
         trace = f"Return-Path: <{sender}>\r\n".encode() + b"".join(
             f"X-Envelope-To: <{rcpt}>\r\n".encode() for rcpt in envelope.rcpt_tos
         )

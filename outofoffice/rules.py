@@ -25,7 +25,8 @@ SYSTEM_LOCAL_PARTS = re.compile(
     )$""",
     re.VERBOSE,
 )
-ADDRESS_PATTERN = re.compile(r"^[^\s@<>()\[\],;:\"\\]+@[a-z0-9.-]+\.[a-z0-9-]+$")
+# Envelope senders a reply may go to: plain ASCII, no quoting, a dotted domain.
+ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 RECIPIENT_HEADERS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 
 
@@ -71,7 +72,10 @@ class Decision:
 
 def _decode(raw: str) -> str:
     # compat32 keeps undecodable bytes as surrogates; show them as U+FFFD instead of failing.
-    return raw.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return raw.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return raw.encode("utf-8", "replace").decode("utf-8", "replace")
 
 
 def parse_incoming(sender: str, raw: bytes) -> Incoming:
