@@ -54,8 +54,16 @@ def _first(entry: ldap3.Entry, attribute: str) -> str:
     return str(values[0]) if values else ""
 
 
+def _is_true(value: object) -> bool:
+    # Without schema (get_info=NONE) ldap3 returns a BOOLEAN as the string "TRUE"/"FALSE".
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return value is True or str(value).upper() == "TRUE"
+
+
 def _to_user(entry: ldap3.Entry) -> DirectoryUser:
-    blocked = entry.entry_attributes_as_dict.get(settings.LDAP_SENDER_BLOCK_ATTR) or []
     return DirectoryUser(
         dn=entry.entry_dn,
         uid=_first(entry, "uid"),
@@ -63,7 +71,7 @@ def _to_user(entry: ldap3.Entry) -> DirectoryUser:
         given_name=_first(entry, "givenName"),
         sn=_first(entry, "sn"),
         mail=_first(entry, "mail").lower(),
-        sender_blocked=bool(blocked) and bool(blocked[0]),
+        sender_blocked=_is_true(entry.entry_attributes_as_dict.get(settings.LDAP_SENDER_BLOCK_ATTR)),
     )
 
 
@@ -138,7 +146,6 @@ def iter_users(extra_filter: str = "") -> Iterator[DirectoryUser]:
             if entry.get("type") != "searchResEntry":
                 continue
             attrs = entry["attributes"]
-            blocked = attrs.get(settings.LDAP_SENDER_BLOCK_ATTR)
             yield DirectoryUser(
                 dn=entry["dn"],
                 uid=_plain(attrs.get("uid")),
@@ -146,7 +153,7 @@ def iter_users(extra_filter: str = "") -> Iterator[DirectoryUser]:
                 given_name=_plain(attrs.get("givenName")),
                 sn=_plain(attrs.get("sn")),
                 mail=_plain(attrs.get("mail")).lower(),
-                sender_blocked=bool(blocked[0] if isinstance(blocked, list) and blocked else blocked),
+                sender_blocked=_is_true(attrs.get(settings.LDAP_SENDER_BLOCK_ATTR)),
             )
 
 
@@ -190,6 +197,19 @@ def delete_user(uid: str) -> None:
 def set_password(uid: str, password: str) -> None:
     with connection() as conn:
         conn.modify(user_dn(uid), {"userPassword": [(ldap3.MODIFY_REPLACE, [cram_md5_hash(password)])]})
+
+
+def remove_password(uid: str) -> None:
+    """Disable an account: with no userPassword neither this app nor Dovecot accepts a login."""
+    with connection() as conn:
+        try:
+            conn.modify(user_dn(uid), {"userPassword": [(ldap3.MODIFY_DELETE, [])]})
+        except ldap3.core.exceptions.LDAPNoSuchAttributeResult:
+            pass
+
+
+def has_password(uid: str) -> bool:
+    return password_hash(uid) is not None
 
 
 def set_sender_blocked(uid: str, blocked: bool) -> None:

@@ -1,10 +1,15 @@
+import re
+from datetime import datetime
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import authenticate, password_validation
 from django.contrib.auth.models import User
 from django.http import HttpRequest
+from django.utils import timezone
 
+from accounts import directory
 from accounts.backends import MAX_PASSWORD_LENGTH
 from accounts.cram_md5 import verify_cram_md5
 from accounts.directory import DirectoryUnavailable, password_hash
@@ -103,3 +108,180 @@ class PasswordChangeForm(forms.Form):
         if new and again is not None and new != again:
             self.add_error("new_password_again", "The two new passwords differ.")
         return cleaned
+
+
+# --- Directory administration and sender suspension -----------------------------------
+
+# A person's name for the directory: letters of any script, spaces and a few marks.
+NAME_PATTERN = re.compile(r"^[^\W\d_](?:[^\W_]|[ .'\-])*$")
+# Mailbox addresses the admin may create: plain ASCII local parts only (Postfix map keys).
+MAILBOX_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@[a-z0-9.-]{1,253}$")
+REASON_MAX_LENGTH = 2000
+
+
+def _reject_control_characters_except_lines(value: str) -> None:
+    if any((ord(c) < 32 and c not in "\n\t") or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in value):
+        raise forms.ValidationError("Control characters are not allowed.")
+
+
+def mailbox_domains() -> set[str]:
+    from aliases.models import Domain
+
+    return {settings.MAIL_DOMAIN, *Domain.objects.filter(is_alias_domain=False).values_list("name", flat=True)}
+
+
+def address_in_use(address: str) -> bool:
+    """A mailbox, an alias or a deleted alias's tombstone already holds this address."""
+    from aliases.models import Alias, AliasTombstone
+
+    local, _, domain = address.partition("@")
+    if Alias.objects.filter(local_part__iexact=local, domain__name__iexact=domain).exists():
+        return True
+    if AliasTombstone.objects.filter(address__iexact=address).exists():
+        return True
+    return directory.mail_exists(address)
+
+
+class DirectorySearchForm(forms.Form):
+    q = forms.CharField(label="Name, uid or address", max_length=100, required=False, strip=True)
+    page = forms.IntegerField(min_value=1, max_value=40, required=False)
+
+    def clean_q(self) -> str:
+        value: str = self.cleaned_data["q"]
+        _reject_control_characters(value)
+        return value
+
+
+class NewPasswordFields(forms.Form):
+    new_password = forms.CharField(
+        label="Password",
+        max_length=MAX_PASSWORD_LENGTH,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=password_validation.password_validators_help_text_html(),
+    )
+    new_password_again = forms.CharField(
+        label="Password again",
+        max_length=MAX_PASSWORD_LENGTH,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def password_user(self) -> User:
+        raise NotImplementedError
+
+    def clean_new_password(self) -> str:
+        password: str = self.cleaned_data["new_password"]
+        _reject_control_characters(password)
+        password_validation.validate_password(password, self.password_user())
+        return password
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        new, again = cleaned.get("new_password"), cleaned.get("new_password_again")
+        if new and again is not None and new != again:
+            self.add_error("new_password_again", "The two passwords differ.")
+        return cleaned
+
+
+class CreateUserForm(NewPasswordFields):
+    uid = forms.CharField(
+        label="User name (uid)",
+        max_length=64,
+        help_text="Lower-case letters, digits, dot, hyphen, underscore; starts with a letter.",
+    )
+    name = forms.CharField(label="Full name", max_length=100)
+    mail = forms.CharField(label="Mailbox address", max_length=254)
+    # The password's similarity check reads the other fields, so they are cleaned first.
+    field_order = ["uid", "name", "mail", "new_password", "new_password_again"]
+
+    def password_user(self) -> User:
+        # For the similarity check against uid, name and address.
+        return User(
+            username=self.cleaned_data.get("uid", ""),
+            first_name=self.cleaned_data.get("name", ""),
+            email=self.cleaned_data.get("mail", ""),
+        )
+
+    def clean_uid(self) -> str:
+        uid: str = self.cleaned_data["uid"]
+        if not directory.UID_PATTERN.match(uid):
+            raise forms.ValidationError(
+                "Use lower-case letters, digits, dot, hyphen or underscore, starting with a letter."
+            )
+        try:
+            taken = directory.get_user(uid) is not None
+        except DirectoryUnavailable:
+            raise forms.ValidationError(UNAVAILABLE) from None
+        if taken:
+            raise forms.ValidationError("A user with this uid already exists.")
+        return uid
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        _reject_control_characters(self.cleaned_data["name"])
+        if not NAME_PATTERN.match(name):
+            raise forms.ValidationError("Use letters, spaces, dots, hyphens and apostrophes only.")
+        return name
+
+    def clean_mail(self) -> str:
+        raw: str = self.cleaned_data["mail"]
+        _reject_control_characters(raw)
+        address = raw.lower()
+        if not MAILBOX_PATTERN.match(address) or ".." in address:
+            raise forms.ValidationError("Enter a plain mailbox address such as jane.doe@example.org.")
+        if address.partition("@")[2] not in mailbox_domains():
+            raise forms.ValidationError(f"Mailboxes live in {', '.join(sorted(mailbox_domains()))}.")
+        try:
+            if address_in_use(address):
+                raise forms.ValidationError("This address is already a mailbox or an alias.")
+        except DirectoryUnavailable:
+            raise forms.ValidationError(UNAVAILABLE) from None
+        return address
+
+
+class ResetPasswordForm(NewPasswordFields):
+    def __init__(self, person: directory.DirectoryUser, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.person = person
+
+    def password_user(self) -> User:
+        return User(username=self.person.uid, first_name=self.person.cn, email=self.person.mail)
+
+
+class DisableAccountForm(forms.Form):
+    reason = forms.CharField(label="Why (for the audit log)", max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean_reason(self) -> str:
+        reason: str = self.cleaned_data["reason"].replace("\r\n", "\n")
+        _reject_control_characters_except_lines(reason)
+        return reason
+
+
+class SuspendForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason",
+        max_length=REASON_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Shown to the user and to staff. It is never part of the SMTP reply.",
+    )
+    until = forms.DateTimeField(
+        label="Lift automatically at (optional)",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
+        help_text=f"Time zone {settings.TIME_ZONE}. Empty: until an admin reinstates the user.",
+    )
+
+    def clean_reason(self) -> str:
+        reason: str = self.cleaned_data["reason"].replace("\r\n", "\n").strip()
+        _reject_control_characters_except_lines(reason)
+        if not reason:
+            raise forms.ValidationError("Give a reason.")
+        return reason
+
+    def clean_until(self) -> datetime | None:
+        until: datetime | None = self.cleaned_data["until"]
+        if until is not None and until <= timezone.now():
+            raise forms.ValidationError("The end must be in the future.")
+        return until

@@ -1,7 +1,193 @@
-"""Sender suspension. Filled in by the suspension feature; the publication in
-aliases/postfix_maps.py calls sender_access_entries()."""
+"""Sender suspension: an admin bars a user from sending mail, with a reason and an optional end.
+
+The database row (SenderSuspension) is the truth; the LDAP sender-block flag (read live by
+Postfix's `check_sender_access ldap:`) and the hash: sender_access map (every address the
+user may send as) follow it. LDAP is written first, outside any transaction: if slapd
+refuses, nothing is recorded. If the database then fails, the flag is put back, and the
+periodic sweep (tasks.sweep_suspensions) re-applies the database's truth to LDAP anyway.
+"""
+
+import logging
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts import directory
+from accounts.models import SenderSuspension
+from aliases.models import Alias
+from aliases.publication import request_publication
+from audit.models import record_event
+
+log = logging.getLogger(__name__)
+
+
+class SuspensionError(Exception):
+    """A suspension or reinstatement that did not happen; the message is for the admin."""
+
+
+def is_suspended(user: User | str) -> bool:
+    uid = user if isinstance(user, str) else user.get_username()
+    return SenderSuspension.objects.active().filter(uid=uid).exists()
+
+
+def active_suspension(uid: str) -> SenderSuspension | None:
+    return SenderSuspension.objects.active().filter(uid=uid).first()
+
+
+def suspension_context(request: HttpRequest) -> dict[str, object]:
+    """Template context: the signed-in user's own active suspension, for the banner."""
+    if not request.user.is_authenticated:
+        return {}
+    return {
+        "own_suspension": active_suspension(request.user.get_username()),
+        "abuse_contact": settings.ABUSE_CONTACT,
+    }
+
+
+def reject_action() -> str:
+    return f"REJECT {settings.SUSPENSION_REJECT_TEXT}"
 
 
 def sender_access_entries() -> list[tuple[str, str]]:
-    """(address, access action) pairs for the hash: sender-access table."""
-    return []
+    """(address, access action) pairs for the hash: sender-access table: every address a
+    suspended user may send as (their mailbox and all their aliases, enabled or not)."""
+    active = SenderSuspension.objects.active()
+    action = reject_action()
+    addresses = {suspension.mail.lower() for suspension in active if suspension.mail}
+    aliases = Alias.objects.filter(owner__username__in=active.values("uid")).select_related("domain")
+    addresses.update(alias.address.lower() for alias in aliases)
+    return [(address, action) for address in sorted(addresses)]
+
+
+def suspend(
+    uid: str, reason: str, until: datetime | None, actor: User, request: HttpRequest | None = None
+) -> SenderSuspension:
+    if uid == actor.get_username():
+        raise SuspensionError("You cannot suspend your own account.")
+    if until is not None and until <= timezone.now():
+        raise SuspensionError("The end of the suspension must be in the future.")
+    if is_suspended(uid):
+        raise SuspensionError(f"{uid} is already suspended.")
+    try:
+        person = directory.get_user(uid)
+        if person is None:
+            raise SuspensionError(f"There is no user {uid} in the directory.")
+        directory.set_sender_blocked(uid, True)
+    except directory.DirectoryUnavailable:
+        raise SuspensionError(
+            "The directory is not answering, so nothing was changed: the user is not suspended. Try again shortly."
+        ) from None
+    except directory.DirectoryError as exc:
+        raise SuspensionError(f"The directory refused the change, nothing was changed: {exc}") from None
+    try:
+        with transaction.atomic():
+            suspension = SenderSuspension.objects.create(
+                uid=uid,
+                mail=person.mail,
+                reason=reason,
+                until=until,
+                created_by=actor,
+                created_by_name=actor.get_username(),
+            )
+            detail = f"until {until.isoformat()}" if until else "until reinstated"
+            record_event("suspension.suspend", request=request, actor=actor, target=uid, detail=detail)
+            request_publication(f"suspend {uid}")
+            if until is not None:
+                transaction.on_commit(lambda: _schedule_lift(suspension.pk, until))
+    except IntegrityError:
+        # Someone else suspended them a moment ago: the flag we set is right.
+        raise SuspensionError(f"{uid} is already suspended.") from None
+    except Exception:
+        _put_back_flag(uid, blocked=False)
+        raise
+    return suspension
+
+
+def reinstate(uid: str, actor: User | None, request: HttpRequest | None = None, now: datetime | None = None) -> bool:
+    """Lift the user's active suspension (actor None: lifted by the system at its end).
+    Returns False when there was nothing to lift."""
+    if active_suspension(uid) is None:
+        return False
+    try:
+        directory.set_sender_blocked(uid, False)
+    except directory.DirectoryUnavailable:
+        raise SuspensionError(
+            "The directory is not answering, so nothing was changed: the user is still suspended. Try again shortly."
+        ) from None
+    except directory.DirectoryError as exc:
+        raise SuspensionError(f"The directory refused the change, nothing was changed: {exc}") from None
+    try:
+        with transaction.atomic():
+            lifted = (
+                SenderSuspension.objects.active()
+                .filter(uid=uid)
+                .update(
+                    lifted_at=now or timezone.now(),
+                    lifted_by=actor,
+                    lifted_by_name=actor.get_username() if actor else "",
+                )
+            )
+            if lifted:
+                action = "suspension.reinstate" if actor else "suspension.expire"
+                record_event(action, request=request, actor=actor, target=uid)
+                request_publication(f"reinstate {uid}")
+    except Exception:
+        _put_back_flag(uid, blocked=True)
+        raise
+    return bool(lifted)
+
+
+def _put_back_flag(uid: str, blocked: bool) -> None:
+    try:
+        directory.set_sender_blocked(uid, blocked)
+    except directory.DirectoryError:
+        log.exception("could not put back the sender-block flag of %s; the sweep will", uid)
+
+
+def _schedule_lift(suspension_id: int, until: datetime) -> None:
+    from accounts.tasks import lift_suspension
+
+    try:
+        lift_suspension.apply_async(args=[suspension_id], eta=until)
+    except Exception:
+        # The broker is down: the periodic sweep lifts it at most one interval late.
+        log.warning("could not schedule the end of suspension %s; the sweep will lift it", suspension_id)
+
+
+def lift_expired(now: datetime | None = None) -> list[str]:
+    """Lift every suspension whose end has passed; returns the uids lifted. Those whose
+    flag cannot be cleared (slapd down) stay suspended until the next run."""
+    now = now or timezone.now()
+    lifted: list[str] = []
+    for uid in SenderSuspension.objects.active().filter(until__lte=now).values_list("uid", flat=True):
+        try:
+            if reinstate(uid, actor=None, now=now):
+                lifted.append(uid)
+        except SuspensionError:
+            log.warning("suspension of %s ended but the directory is not answering; retrying later", uid)
+    return lifted
+
+
+def reconcile() -> tuple[list[str], list[str]]:
+    """Make the LDAP flag match the database: (uids blocked, uids unblocked)."""
+    suspended = set(SenderSuspension.objects.active().values_list("uid", flat=True))
+    flagged = {user.uid for user in directory.iter_users(f"({settings.LDAP_SENDER_BLOCK_ATTR}=TRUE)")}
+    blocked = sorted(suspended - flagged)
+    unblocked = sorted(flagged - suspended)
+    for uid in blocked:
+        try:
+            directory.set_sender_blocked(uid, True)
+        except directory.DirectoryError as exc:
+            if isinstance(exc, directory.DirectoryUnavailable):
+                raise
+            log.warning("suspended user %s is not in the directory: %s", uid, exc)
+    for uid in unblocked:
+        if not is_suspended(uid):  # suspend() writes LDAP before its row commits
+            directory.set_sender_blocked(uid, False)
+    if blocked or unblocked:
+        log.warning("sender-block flags re-applied from the database: blocked %s, unblocked %s", blocked, unblocked)
+    return blocked, unblocked

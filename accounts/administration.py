@@ -1,0 +1,34 @@
+"""What an admin does to mail accounts: create, disable, reset a password. Each is one
+directory write followed by an audit event; nothing is recorded if the directory refuses."""
+
+from django.contrib.auth.models import User
+from django.http import HttpRequest
+
+from accounts import directory
+from audit.models import record_event
+
+
+def create_mail_user(uid: str, name: str, mail: str, password: str, request: HttpRequest) -> directory.DirectoryUser:
+    given, _, surname = name.rpartition(" ")
+    person = directory.create_user(uid=uid, cn=name, sn=surname or name, given_name=given, mail=mail, password=password)
+    record_event("account.create", request=request, target=uid, detail=f"mailbox {mail}")
+    return person
+
+
+def disable_account(uid: str, reason: str, request: HttpRequest) -> None:
+    directory.remove_password(uid)
+    # A new unusable password changes the session hash: the user's open sessions end.
+    user = User.objects.filter(username=uid).first()
+    if user is not None:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    record_event("account.disable", request=request, target=uid, detail=reason)
+
+
+def reset_password(uid: str, password: str, request: HttpRequest) -> None:
+    directory.set_password(uid, password)
+    user = User.objects.filter(username=uid).first()
+    if user is not None:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    record_event("account.password-reset", request=request, target=uid)

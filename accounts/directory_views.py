@@ -1,0 +1,188 @@
+"""The admin directory: search users, open one, create, disable, reset, suspend, reinstate.
+Helpdesk may look (list, detail); every change is for admins only."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.models import User
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from accounts import administration, directory, suspension
+from accounts.forms import (
+    UNAVAILABLE,
+    CreateUserForm,
+    DirectorySearchForm,
+    DisableAccountForm,
+    ResetPasswordForm,
+    SuspendForm,
+)
+from accounts.models import SenderSuspension
+from accounts.roles import admin_required, staff_required
+from aliases.models import Alias
+from audit.models import AuditEvent
+
+PAGE_SIZE = 25
+RECENT_EVENTS = 20
+
+
+def _unavailable(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/directory_unavailable.html", {"message": UNAVAILABLE}, status=503)
+
+
+def _directory_user_or_404(uid: str) -> directory.DirectoryUser:
+    person = directory.get_user(uid)
+    if person is None:
+        raise Http404("no such user")
+    return person
+
+
+@staff_required
+def user_list(request: HttpRequest) -> HttpResponse:
+    form = DirectorySearchForm(request.GET)
+    users: list[directory.DirectoryUser] = []
+    more = False
+    page = 1
+    if form.is_valid():
+        page = form.cleaned_data["page"] or 1
+        try:
+            users, more = directory.search_users(form.cleaned_data["q"], limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        except directory.DirectoryUnavailable:
+            return _unavailable(request)
+    suspended = set(
+        SenderSuspension.objects.active().filter(uid__in=[u.uid for u in users]).values_list("uid", flat=True)
+    )
+    context = {
+        "form": form,
+        "users": users,
+        "suspended": suspended,
+        "page": page,
+        "next_page": page + 1 if more and page < form.fields["page"].max_value else None,  # type: ignore[attr-defined]
+        "previous_page": page - 1 if page > 1 else None,
+        "query": form.cleaned_data.get("q", "") if form.is_valid() else "",
+    }
+    return render(request, "accounts/directory_list.html", context)
+
+
+@staff_required
+def user_detail(request: HttpRequest, uid: str) -> HttpResponse:
+    try:
+        person = _directory_user_or_404(uid)
+        has_password = directory.has_password(uid)
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
+    aliases = Alias.objects.filter(owner__username=uid).select_related("domain").order_by("domain__name", "local_part")
+    suspensions = SenderSuspension.objects.filter(uid=uid)[:20]
+    events = AuditEvent.objects.filter(target=uid).order_by("-created_at", "-id")[:RECENT_EVENTS]
+    context = {
+        "person": person,
+        "has_password": has_password,
+        "aliases": aliases,
+        "suspensions": suspensions,
+        "active_suspension": next((s for s in suspensions if s.is_active), None),
+        "vacation": _vacation_of(uid),
+        "events": events,
+        "is_self": uid == request.user.get_username(),
+    }
+    return render(request, "accounts/user_detail.html", context)
+
+
+def _vacation_of(uid: str) -> object | None:
+    from outofoffice.models import VacationReply
+
+    return VacationReply.objects.filter(uid=uid).first()
+
+
+@sensitive_post_parameters("new_password", "new_password_again")
+@admin_required
+def user_create(request: HttpRequest) -> HttpResponse:
+    form = CreateUserForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            administration.create_mail_user(data["uid"], data["name"], data["mail"], data["new_password"], request)
+        except directory.DirectoryUnavailable:
+            form.add_error(None, UNAVAILABLE)
+        except directory.DirectoryError as exc:
+            form.add_error(None, f"The directory refused the new user: {exc}")
+        else:
+            messages.success(request, f"User {data['uid']} created with mailbox {data['mail']}.")
+            return redirect("directory:detail", uid=data["uid"])
+    return render(request, "accounts/user_create.html", {"form": form})
+
+
+@sensitive_post_parameters("new_password", "new_password_again")
+@admin_required
+def user_reset_password(request: HttpRequest, uid: str) -> HttpResponse:
+    try:
+        person = _directory_user_or_404(uid)
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
+    form = ResetPasswordForm(person, request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            administration.reset_password(uid, form.cleaned_data["new_password"], request)
+        except directory.DirectoryUnavailable:
+            form.add_error(None, UNAVAILABLE)
+        else:
+            messages.success(request, f"The password of {uid} is set. Tell them through a safe channel.")
+            return redirect("directory:detail", uid=uid)
+    return render(request, "accounts/user_reset_password.html", {"form": form, "person": person})
+
+
+@admin_required
+def user_disable(request: HttpRequest, uid: str) -> HttpResponse:
+    try:
+        person = _directory_user_or_404(uid)
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
+    form = DisableAccountForm(request.POST if request.method == "POST" else None)
+    if uid == request.user.get_username():
+        form.add_error(None, "You cannot disable your own account.")
+    elif request.method == "POST" and form.is_valid():
+        try:
+            administration.disable_account(uid, form.cleaned_data["reason"], request)
+        except directory.DirectoryUnavailable:
+            form.add_error(None, UNAVAILABLE)
+        else:
+            messages.success(request, f"{uid} can no longer sign in (here or for mail). Set a password to enable.")
+            return redirect("directory:detail", uid=uid)
+    return render(request, "accounts/user_disable.html", {"form": form, "person": person})
+
+
+@admin_required
+def user_suspend(request: HttpRequest, uid: str) -> HttpResponse:
+    try:
+        person = _directory_user_or_404(uid)
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
+    form = SuspendForm(request.POST if request.method == "POST" else None)
+    if uid == request.user.get_username():
+        form.add_error(None, "You cannot suspend your own account.")
+    elif request.method == "POST" and form.is_valid():
+        assert isinstance(request.user, User)
+        try:
+            suspension.suspend(uid, form.cleaned_data["reason"], form.cleaned_data["until"], request.user, request)
+        except suspension.SuspensionError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"{uid} is suspended: mail from any of their addresses is refused.")
+            return redirect("directory:detail", uid=uid)
+    context = {"form": form, "person": person, "reject_text": settings.SUSPENSION_REJECT_TEXT}
+    return render(request, "accounts/user_suspend.html", context)
+
+
+@admin_required
+@require_POST
+def user_reinstate(request: HttpRequest, uid: str) -> HttpResponse:
+    assert isinstance(request.user, User)
+    if not SenderSuspension.objects.active().filter(uid=uid).exists():
+        raise Http404("not suspended")
+    try:
+        suspension.reinstate(uid, request.user, request)
+    except suspension.SuspensionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{uid} is reinstated and may send mail again.")
+    return redirect("directory:detail", uid=uid)
