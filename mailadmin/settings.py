@@ -106,6 +106,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.roles.role_context",
+                "accounts.suspension.suspension_context",
             ],
             # Web UI: {% load navigation %} for the shared layout's links.
             "libraries": {"navigation": "mailadmin.navigation"},

@@ -5,6 +5,7 @@ from accounts import views as account_views
 urlpatterns = [
     path("", account_views.home, name="home"),
     path("accounts/", include("accounts.urls")),
+    path("directory/", include("accounts.directory_urls")),
     path("aliases/", include("aliases.urls")),
     path("out-of-office/", include("outofoffice.urls")),
     path("handover/", include("handover.urls")),
