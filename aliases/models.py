@@ -85,6 +85,9 @@ class MapGeneration(models.Model):
     requested_at = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=200, blank=True)
 
+    def __str__(self) -> str:
+        return f"generation {self.requested}"
+
 
 class MapPublication(models.Model):
     """What one mail host has published (each host's worker publishes its own map directory)."""

@@ -1,6 +1,368 @@
-"""Publishing the Postfix maps. Filled in by the map publication feature."""
+"""Publishing the Postfix maps: the need is recorded with each change, a worker publishes.
+
+request_publication() bumps a generation counter inside the caller's transaction and queues
+a task after commit. The task (any number of times, on any worker) takes this host's
+publication lock, waits for a short quiet spell so a burst becomes one publication, renders
+every map and replaces only the ones whose content changed: new source and .db under a
+temporary name in the map directory, verified with `postmap -q`, then renamed into place.
+Postfix never sees a half-written table, and a failure leaves the previous tables in force.
+"""
+
+import fcntl
+import logging
+import os
+import random
+import secrets
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from aliases.models import Alias, MapGeneration, MapPublication
+
+if TYPE_CHECKING:
+    from aliases.postfix_maps import RenderedMaps
+
+logger = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT = 120  # seconds; postmap of a million lines takes a few
+
+
+class PublicationError(Exception):
+    """A step of the publication failed; the previous tables stay in force."""
+
+
+@dataclass
+class Outcome:
+    status: str  # "published", "unchanged", "nothing to do", "busy", "failed"
+    changed: list[str] = field(default_factory=list)
+    generation: int = 0
+    error: str = ""
+    reloaded: bool = False
+
+
+def queue_name(host: str) -> str:
+    return f"maps.{host}"
 
 
 def request_publication(reason: str = "") -> None:
     """Call inside the transaction that changed data the maps are made from: the need to
     publish is recorded with the change, and a worker publishes after commit."""
+    MapGeneration.objects.get_or_create(pk=1)
+    MapGeneration.objects.filter(pk=1).update(
+        requested=F("requested") + 1, requested_at=timezone.now(), reason=reason[:200]
+    )
+    transaction.on_commit(enqueue_publication, robust=True)
+
+
+def enqueue_publication() -> None:
+    """Queue a publication on every mail host. A broker that is down loses nothing: the
+    generation is in the database and each worker's reconcile publishes it."""
+    from aliases.tasks import publish_maps
+
+    for host in settings.MAP_HOSTS:
+        try:
+            publish_maps.apply_async(queue=queue_name(host), retry=False)
+        except Exception as exc:  # kombu raises several types for an unreachable broker
+            logger.warning("map publication for %s not queued (%s); the reconcile will publish it", host, exc)
+
+
+def requested_generation() -> int:
+    row = MapGeneration.objects.filter(pk=1).values_list("requested", "requested_at").first()
+    return row[0] if row else 0
+
+
+def host_state(host: str | None = None) -> MapPublication:
+    state, _ = MapPublication.objects.get_or_create(host=host or settings.MAIL_HOST)
+    return state
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def publication_lock() -> Iterator[bool]:
+    """This host's map directory, locked across processes (all workers of a host share it;
+    other hosts publish their own directories). Yields False when another publication holds it."""
+    lock_path = Path(settings.POSTFIX_MAP_DIR).parent / f".{Path(settings.POSTFIX_MAP_DIR).name}.publish.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# --- what is pending ----------------------------------------------------------------------------
+
+
+def _expiry_passed(since: datetime | None, now: datetime) -> bool:
+    if since is None:
+        return False
+    return Alias.objects.filter(expires_at__gt=since, expires_at__lte=now).exists()
+
+
+def _reload_due(state: MapPublication, now: datetime) -> bool:
+    interval = timedelta(seconds=settings.POSTFIX_RELOAD_MIN_INTERVAL)
+    return state.last_reload_at is None or now - state.last_reload_at >= interval
+
+
+def _needs_publication(state: MapPublication, now: datetime, full: bool) -> bool:
+    if requested_generation() > state.published_generation or state.last_success_at is None:
+        return True
+    if state.last_error:
+        return True
+    if _expiry_passed(state.last_success_at, now):
+        return True
+    full_interval = timedelta(seconds=settings.MAP_FULL_RECONCILE_INTERVAL)
+    return full and now - state.last_success_at >= full_interval
+
+
+def _wait_for_quiet() -> None:
+    """Let a burst of changes settle: wait until none arrived for the quiet spell, at most
+    MAX_WAIT in all. Changes arriving later are picked up by the loop in publish()."""
+    quiet = settings.MAP_PUBLISH_QUIET_MS / 1000
+    deadline = time.monotonic() + settings.MAP_PUBLISH_MAX_WAIT_MS / 1000
+    while True:
+        row = MapGeneration.objects.filter(pk=1).values_list("requested_at", flat=True).first()
+        if row is None:
+            return
+        idle = (timezone.now() - row).total_seconds()
+        remaining = deadline - time.monotonic()
+        if idle >= quiet or remaining <= 0:
+            return
+        time.sleep(min(quiet - idle, remaining))
+
+
+# --- writing the maps ---------------------------------------------------------------------------
+
+
+def _run(argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PublicationError(f"{argv[0]}: {exc}") from exc
+    return result
+
+
+def _postmap(*args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = [*shlex.split(settings.POSTMAP_COMMAND), "-c", str(settings.POSTFIX_CONFIG_DIR), *args]
+    result = _run(argv, stdin)
+    if check and result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise PublicationError(f"postmap {' '.join(args)} failed: {message[-1] if message else result.returncode}")
+    return result
+
+
+def _table(lines: list[str]) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in lines if line)
+
+
+def _verify(temp: Path, expected: dict[str, str | None]) -> None:
+    """Read the new table back: every sampled key gives its value; removed keys give nothing."""
+    if not expected:
+        return
+    result = _postmap("-q", "-", f"hash:{temp}", stdin="".join(f"{key}\n" for key in expected), check=False)
+    if result.returncode not in (0, 1) or (result.returncode == 1 and result.stderr.strip()):
+        raise PublicationError(f"postmap -q on the new table failed: {result.stderr.strip()[:300]}")
+    found = dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
+    for key, value in expected.items():
+        if found.get(key) != value:
+            got = found.get(key)
+            raise PublicationError(f"verification of the new table: {key} gave {got!r}, expected {value!r}")
+
+
+def _sample(lines: list[str], size: int) -> list[str]:
+    if len(lines) <= size:
+        return lines
+    return [lines[0], lines[-1], *random.sample(lines, size - 2)]
+
+
+def _replace_map(name: str, new_text: str, old_text: str | None) -> None:
+    """Build <name> and <name>.db under temporary names beside the live ones, verify, rename."""
+    map_dir = Path(settings.POSTFIX_MAP_DIR)
+    live, live_db = map_dir / name, map_dir / f"{name}.db"
+    temp = map_dir / f".{name}.{secrets.token_hex(4)}.tmp"
+    temp_db = Path(f"{temp}.db")
+    new_lines = new_text.splitlines()
+    try:
+        temp.write_text(new_text)
+        incremental = False
+        expected: dict[str, str | None] = {}
+        if old_text is not None and live_db.exists():
+            old_set, new_set = set(old_text.splitlines()), set(new_lines)
+            added, removed = new_set - old_set, old_set - new_set
+            if len(added) + len(removed) <= settings.MAP_INCREMENTAL_MAX_LINES:
+                incremental = True
+                added_table = _table(sorted(added))
+                removed_keys = {line.split(" ", 1)[0] for line in removed} - added_table.keys()
+                # Work on a copy: postmap -i/-d change a .db in place, which readers must not see.
+                shutil.copyfile(live_db, temp_db)
+                if removed_keys:
+                    keys = "".join(f"{key}\n" for key in sorted(removed_keys))
+                    _postmap("-d", "-", f"hash:{temp}", stdin=keys, check=False)
+                if added_table:
+                    _postmap("-i", "-r", f"hash:{temp}", stdin="".join(f"{line}\n" for line in sorted(added)))
+                expected.update(added_table)
+                expected.update(dict.fromkeys(sorted(removed_keys)[: settings.MAP_VERIFY_SAMPLE]))
+        if not incremental:
+            temp_db.unlink(missing_ok=True)
+            _postmap(f"hash:{temp}")
+        expected.update(_table(_sample(new_lines, settings.MAP_VERIFY_SAMPLE)))
+        _verify(temp, expected)
+        # The .db first: its source is then never newer than it (Postfix warns about that).
+        os.replace(temp_db, live_db)
+        os.replace(temp, live)
+    except OSError as exc:
+        raise PublicationError(f"writing {name}: {exc.strerror or exc}") from exc
+    finally:
+        temp.unlink(missing_ok=True)
+        temp_db.unlink(missing_ok=True)
+
+
+def live_source(name: str) -> str | None:
+    map_dir = Path(settings.POSTFIX_MAP_DIR)
+    if not (map_dir / f"{name}.db").exists():
+        return None
+    try:
+        return (map_dir / name).read_text()
+    except FileNotFoundError:
+        return None
+
+
+def write_maps(rendered: "RenderedMaps") -> list[str]:
+    """Replace the maps whose content changed; returns their names."""
+    changed = []
+    for name, text in rendered.sources.items():
+        old = live_source(name)
+        if old == text:
+            continue
+        _replace_map(name, text, old)
+        changed.append(name)
+    return changed
+
+
+def reload_postfix() -> None:
+    result = _run(shlex.split(settings.POSTFIX_RELOAD_COMMAND))
+    if result.returncode != 0:
+        raise PublicationError(f"postfix reload failed: {(result.stderr or result.stdout).strip()[:300]}")
+
+
+def _line_counts(rendered: "RenderedMaps") -> dict[str, int]:
+    return {name: text.count("\n") for name, text in rendered.sources.items()}
+
+
+# --- the publication ------------------------------------------------------------------------------
+
+
+def _publish_once(state: MapPublication, coalesce: bool) -> Outcome:
+    if coalesce:
+        _wait_for_quiet()
+    generation = requested_generation()
+    started = timezone.now()
+    host = state.host
+    MapPublication.objects.filter(host=host).update(last_attempt_at=started)
+    # Imported here: the renderer reads other features' modules, which import this one.
+    from aliases.postfix_maps import render_maps
+
+    try:
+        rendered = render_maps(now=started)
+        changed = write_maps(rendered)
+    except Exception as exc:  # any failure: the previous tables stay, the error is shown
+        message = str(exc)[:2000] or type(exc).__name__
+        logger.error("map publication on %s failed: %s", host, message)
+        MapPublication.objects.filter(host=host).update(last_error=message, last_error_at=timezone.now())
+        return Outcome("failed", generation=generation, error=message)
+    updates: dict[str, object] = {
+        # The render started at `started`: aliases expiring after it are caught by the next run.
+        "last_success_at": started,
+        "published_generation": generation,
+        "last_error": "",
+        "line_counts": _line_counts(rendered),
+    }
+    if changed:
+        updates["publications"] = F("publications") + 1
+        updates["reload_pending"] = True
+    MapPublication.objects.filter(host=host).update(**updates)
+    _schedule_next_expiry()
+    logger.info("maps on %s at generation %s: %s", host, generation, ", ".join(changed) or "unchanged")
+    return Outcome("published" if changed else "unchanged", changed=changed, generation=generation)
+
+
+def _reload_if_due(host: str) -> bool:
+    state = host_state(host)
+    now = timezone.now()
+    if not state.reload_pending or not _reload_due(state, now):
+        return False
+    try:
+        reload_postfix()
+    except PublicationError as exc:
+        MapPublication.objects.filter(host=host).update(last_error=str(exc), last_error_at=now)
+        return False
+    MapPublication.objects.filter(host=host).update(last_reload_at=now, reload_pending=False)
+    return True
+
+
+def publish(*, force: bool = False, coalesce: bool = True, full: bool = False) -> Outcome:
+    """Publish this host's maps if anything is pending (or always, with force). Safe to call
+    from any number of workers at once: one publishes, the others return "busy", and the one
+    publishing looks again after releasing the lock so no change is left behind."""
+    host = settings.MAIL_HOST
+    outcome = Outcome("nothing to do")
+    changed: list[str] = []
+    reloaded = False
+    while True:
+        with publication_lock() as locked:
+            if not locked:
+                return Outcome("busy") if outcome.status == "nothing to do" else outcome
+            while True:
+                state = host_state(host)
+                if not (force or _needs_publication(state, timezone.now(), full)):
+                    break
+                force = full = False
+                outcome = _publish_once(state, coalesce)
+                changed += outcome.changed
+                if outcome.status == "failed":
+                    break
+            reloaded = _reload_if_due(host) or reloaded
+        # A change committed while we held the lock may have found it busy: look once more.
+        if outcome.status == "failed" or not _needs_publication(host_state(host), timezone.now(), False):
+            break
+    outcome.changed, outcome.reloaded = list(dict.fromkeys(changed)), reloaded
+    if outcome.status != "failed" and changed:
+        outcome.status = "published"
+    return outcome
+
+
+def _schedule_next_expiry() -> None:
+    """Wake a worker at the next alias expiry, so it takes effect at that moment."""
+    from aliases.tasks import publish_maps
+
+    now = timezone.now()
+    upcoming = Alias.objects.filter(enabled=True, expires_at__gt=now).order_by("expires_at")
+    next_expiry = upcoming.values_list("expires_at", flat=True).first()
+    if next_expiry is None or next_expiry - now > timedelta(hours=1):
+        return  # the periodic reconcile covers far expiries (and the broker's ETA window)
+    try:
+        publish_maps.apply_async(queue=queue_name(settings.MAIL_HOST), eta=next_expiry, retry=False)
+    except Exception as exc:
+        logger.warning("expiry wake-up not queued (%s); the reconcile will catch it", exc)

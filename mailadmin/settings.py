@@ -4,6 +4,7 @@ Defaults run the demo on one machine; README.md lists the production values.
 """
 
 import os
+import socket
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -259,6 +260,35 @@ POSTFIX_MAPS = (
     "alias_domains",
     "mailboxes",
 )
+
+# --- Map publication ----------------------------------------------------------------------
+# This mail host: its worker publishes POSTFIX_MAP_DIR and records its state under this name.
+MAIL_HOST = env_str("MAIL_HOST", socket.gethostname())
+# Every mail host whose worker publishes maps; a change is queued to each host's own queue
+# (maps.<host>), which that host's worker consumes.
+MAP_HOSTS = env_list("MAP_HOSTS", [MAIL_HOST])
+# Coalescing: publish once no change arrived for QUIET ms, or at the latest MAX_WAIT ms after
+# the first pending change (a burst of creations becomes a few publications).
+MAP_PUBLISH_QUIET_MS = env_int("MAP_PUBLISH_QUIET_MS", 150)
+MAP_PUBLISH_MAX_WAIT_MS = env_int("MAP_PUBLISH_MAX_WAIT_MS", 1500)
+# A map whose delta is at most this many lines is updated on a copy of the live .db
+# (postmap -i/-d) instead of being rebuilt; the copy is verified and renamed like a rebuild.
+MAP_INCREMENTAL_MAX_LINES = env_int("MAP_INCREMENTAL_MAX_LINES", 20000)
+MAP_VERIFY_SAMPLE = env_int("MAP_VERIFY_SAMPLE", 16)
+# Postfix is reloaded after a change at most once per this many seconds (a skipped reload is
+# done by the next reconcile; Postfix daemons also notice changed tables by themselves).
+POSTFIX_RELOAD_MIN_INTERVAL = env_int("POSTFIX_RELOAD_MIN_INTERVAL", 5)
+# Workers reconcile this often (cheap unless something is pending), and re-render fully
+# (catching directory changes made outside mailadmin) every MAP_FULL_RECONCILE_INTERVAL.
+MAP_RECONCILE_INTERVAL = env_int("MAP_RECONCILE_INTERVAL", 30)
+MAP_FULL_RECONCILE_INTERVAL = env_int("MAP_FULL_RECONCILE_INTERVAL", 600)
+CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 2)
+for _host in MAP_HOSTS:
+    CELERY_BEAT_SCHEDULE[f"reconcile-maps-{_host}"] = {
+        "task": "aliases.tasks.reconcile_maps",
+        "schedule": float(MAP_RECONCILE_INTERVAL),
+        "options": {"queue": f"maps.{_host}", "expires": float(MAP_RECONCILE_INTERVAL)},
+    }
 
 # Mail domains: the organisation's mailbox domain and its disposable-alias domain.
 MAIL_DOMAIN = env_str("MAIL_DOMAIN", "example.org")

@@ -1,0 +1,86 @@
+"""The main.cf and master.cf lines that match the current settings.
+
+Each feature adds its lines to MAIN_CF_SECTIONS / MASTER_CF_SECTIONS (a function returning
+lines, so the values follow the settings at the time the command runs)."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+
+def _map(name: str) -> str:
+    return f"hash:{Path(settings.POSTFIX_MAP_DIR) / name}"
+
+
+def alias_maps_lines() -> list[str]:
+    return [
+        "# mailadmin: domains, aliases, catch-alls and mailboxes (published by the Celery worker)",
+        f"virtual_mailbox_domains = {_map('mailbox_domains')}",
+        f"virtual_alias_domains = {_map('alias_domains')}",
+        f"virtual_alias_maps = {_map('virtual')}",
+        f"virtual_mailbox_maps = {_map('mailboxes')}",
+        f"transport_maps = {_map('transport')}",
+        "# Disabled, expired and deleted aliases are refused before any catch-all is consulted.",
+        "smtpd_recipient_restrictions =",
+        f"    check_recipient_access {_map('recipient_access')},",
+        "    permit_mynetworks,",
+        "    permit_sasl_authenticated,",
+        "    reject_unauth_destination",
+    ]
+
+
+def sender_lines() -> list[str]:
+    return [
+        "# mailadmin: suspended senders (live LDAP flag, and the published hash: table)",
+        "smtpd_sender_restrictions =",
+        f"    check_sender_access ldap:{Path(settings.POSTFIX_CONFIG_DIR) / 'sender_block.cf'},",
+        f"    check_sender_access {_map('sender_access')}",
+    ]
+
+
+def sender_block_cf_lines() -> list[str]:
+    return [
+        f"# {Path(settings.POSTFIX_CONFIG_DIR) / 'sender_block.cf'} (mode 0600, owned by root)",
+        f"server_host = {settings.LDAP_URI}",
+        "version = 3",
+        "bind = yes",
+        f"bind_dn = cn=postfix,ou=services,{settings.LDAP_BASE_DN}",
+        "bind_pw = <the postfix service account's password>",
+        f"search_base = {settings.LDAP_PEOPLE_DN}",
+        f"query_filter = (&(objectClass=mailAccount)(mail=%s)({settings.LDAP_SENDER_BLOCK_ATTR}=TRUE))",
+        "result_attribute = mail",
+        f"result_format = REJECT Sending is suspended for this account; contact {settings.ABUSE_CONTACT}",
+    ]
+
+
+def responder_master_lines() -> list[str]:
+    return [
+        "# mailadmin: vacation copies go to the responder over LMTP (transport map entry:",
+        f"#   {settings.VACATION_ROUTING_DOMAIN} lmtp:inet:{settings.RESPONDER_HOST}:{settings.RESPONDER_PORT})",
+        "lmtp      unix  -       -       n       -       -       lmtp",
+    ]
+
+
+MAIN_CF_SECTIONS: list[Callable[[], list[str]]] = [alias_maps_lines, sender_lines]
+MASTER_CF_SECTIONS: list[Callable[[], list[str]]] = [responder_master_lines]
+EXTRA_FILES: list[Callable[[], list[str]]] = [sender_block_cf_lines]
+
+
+class Command(BaseCommand):
+    help = "Print the main.cf / master.cf lines that match the current settings."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--part", choices=("main.cf", "master.cf", "files", "all"), default="all")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        parts = {"main.cf": MAIN_CF_SECTIONS, "master.cf": MASTER_CF_SECTIONS, "files": EXTRA_FILES}
+        for part, sections in parts.items():
+            if options["part"] not in (part, "all"):
+                continue
+            self.stdout.write(f"##### {part}")
+            for section in sections:
+                self.stdout.write("\n".join(section()))
+                self.stdout.write("")

@@ -1,0 +1,49 @@
+import difflib
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from aliases import publication
+from aliases.postfix_maps import render_maps
+
+
+class Command(BaseCommand):
+    help = "Publish this host's Postfix maps now (--dry-run: print the diff against the live maps)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["dry_run"]:
+            self._diff()
+            return
+        outcome = publication.publish(force=True, coalesce=False)
+        if outcome.status == "failed":
+            raise CommandError(f"publication failed, the previous maps stay in force: {outcome.error}")
+        if outcome.status == "busy":
+            self.stdout.write("another publication is running on this host; it publishes every pending change")
+            return
+        changed = ", ".join(outcome.changed) or "none"
+        reload = " (postfix reloaded)" if outcome.reloaded else ""
+        self.stdout.write(f"published generation {outcome.generation}; changed maps: {changed}{reload}")
+
+    def _diff(self) -> None:
+        rendered = render_maps()
+        differences = 0
+        for name, text in rendered.sources.items():
+            live = publication.live_source(name)
+            if live == text:
+                continue
+            differences += 1
+            diff = "".join(
+                difflib.unified_diff(
+                    (live or "").splitlines(keepends=True),
+                    text.splitlines(keepends=True),
+                    fromfile=f"{name} (live)" if live is not None else f"{name} (not published)",
+                    tofile=f"{name} (rendered)",
+                    n=0,
+                )
+            )
+            self.stdout.write(diff, ending="")
+        if not differences:
+            self.stdout.write("the live maps are up to date")

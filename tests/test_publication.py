@@ -1,0 +1,288 @@
+"""Map rendering and publication against the real postmap (no Postfix needed here)."""
+
+import subprocess
+from collections.abc import Callable
+from datetime import timedelta
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+from django.utils import timezone
+
+from accounts.directory import DirectoryUser
+from aliases import publication
+from aliases.models import Alias, AliasTombstone, Domain, MapGeneration, MapPublication
+from aliases.postfix_maps import render_maps
+
+pytestmark = pytest.mark.django_db
+
+
+def lookup(name: str, key: str, map_dir: Path | None = None) -> str | None:
+    path = Path(map_dir or settings.POSTFIX_MAP_DIR) / name
+    result = subprocess.run(
+        [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", key, f"hash:{path}"],
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+@pytest.fixture
+def map_dir(tmp_path: Path) -> Path:
+    """A map directory of this test's own (the private Postfix keeps reading the shared one)."""
+    directory = tmp_path / "maps"
+    directory.mkdir()
+    with override_settings(POSTFIX_MAP_DIR=directory, POSTFIX_RELOAD_COMMAND="/bin/true"):
+        yield directory
+
+
+def make_alias(owner: User, local: str, domain: Domain, **fields: object) -> Alias:
+    return Alias.objects.create(owner=owner, local_part=local, domain=domain, **fields)
+
+
+@pytest.fixture
+def owner() -> User:
+    return User.objects.create(username="owen", email="owen@example.org")
+
+
+@pytest.fixture
+def alias_domain() -> Domain:
+    return Domain.objects.create(name="alias.example.org", is_alias_domain=True)
+
+
+def test_aliases_forward_to_their_owners_mailbox(owner: User, alias_domain: Domain) -> None:
+    make_alias(owner, "twittercom", alias_domain)
+    make_alias(owner, "shopexample", alias_domain)
+
+    virtual = render_maps().sources["virtual"]
+
+    assert "shopexample@alias.example.org owen@example.org\n" in virtual
+    assert "twittercom@alias.example.org owen@example.org\n" in virtual
+    assert virtual.splitlines() == sorted(virtual.splitlines())
+
+
+def test_disabled_expired_and_deleted_addresses_are_refused(owner: User, alias_domain: Domain) -> None:
+    make_alias(owner, "leaked", alias_domain, enabled=False)
+    make_alias(owner, "old", alias_domain, expires_at=timezone.now() - timedelta(minutes=1))
+    make_alias(owner, "later", alias_domain, expires_at=timezone.now() + timedelta(days=1))
+    AliasTombstone.objects.create(address="gone@alias.example.org")
+
+    maps = render_maps().sources
+
+    assert "leaked@alias.example.org 550 5.1.1 This address is disabled\n" in maps["recipient_access"]
+    assert "old@alias.example.org 550 5.1.1 This address has expired\n" in maps["recipient_access"]
+    assert "gone@alias.example.org 550 5.1.1 This address has been deleted\n" in maps["recipient_access"]
+    assert "later@alias.example.org owen@example.org" in maps["virtual"]
+    assert "leaked@" not in maps["virtual"] and "old@" not in maps["virtual"]
+
+
+def test_catch_all_keeps_real_mailboxes_and_merges_targets(
+    owner: User, make_directory_user: Callable[..., DirectoryUser]
+) -> None:
+    mailbox = make_directory_user(mail="realbox@catch.example.net")
+    personal = User.objects.create(username="pat", email="pat@example.org")
+    Domain.objects.create(name="catch.example.net", catchall_destinations="owen@example.org,ops@example.org")
+    Domain.objects.create(name="pat.example.net", is_alias_domain=True, catchall_owner=personal)
+
+    maps = render_maps().sources
+
+    assert "@catch.example.net owen@example.org, ops@example.org\n" in maps["virtual"]
+    assert f"{mailbox.mail} {mailbox.mail}\n" in maps["virtual"]
+    assert "@pat.example.net pat@example.org\n" in maps["virtual"]
+    assert "realbox@catch.example.net catch.example.net/realbox/\n" in maps["mailboxes"]
+    assert "catch.example.net OK\n" in maps["mailbox_domains"]
+    assert "pat.example.net OK\n" in maps["alias_domains"]
+    assert "pat.example.net" not in maps["mailbox_domains"]
+
+
+def test_unsafe_rows_never_reach_a_map_line(owner: User, alias_domain: Domain) -> None:
+    make_alias(owner, "bad\nkey", alias_domain)
+    make_alias(owner, "bad key", alias_domain)
+    make_alias(owner, "fine", alias_domain)
+
+    virtual = render_maps().sources["virtual"]
+
+    assert virtual == "fine@alias.example.org owen@example.org\n"
+
+
+def test_rendering_twice_gives_the_same_bytes(owner: User, alias_domain: Domain) -> None:
+    for n in range(30):
+        make_alias(owner, f"site{n}", alias_domain)
+
+    assert render_maps().sources == render_maps().sources
+
+
+def test_publication_makes_new_alias_answer_postmap_lookups(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    make_alias(owner, "newsletter", alias_domain)
+    publication.request_publication("test")
+
+    outcome = publication.publish(coalesce=False)
+
+    assert outcome.status == "published"
+    assert lookup("virtual", "newsletter@alias.example.org") == "owen@example.org"
+    state = MapPublication.objects.get(host=settings.MAIL_HOST)
+    assert state.published_generation == MapGeneration.objects.get().requested
+    assert state.line_counts["virtual"] == 1
+    assert not list(map_dir.glob(".*"))  # no temporary files left behind
+
+
+def test_only_changed_maps_are_rewritten(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    publication.publish(force=True, coalesce=False)
+    before = {p.name: p.stat().st_mtime_ns for p in map_dir.iterdir()}
+    make_alias(owner, "another", alias_domain)
+    publication.request_publication("test")
+
+    outcome = publication.publish(coalesce=False)
+
+    after = {p.name: p.stat().st_mtime_ns for p in map_dir.iterdir()}
+    assert outcome.changed == ["virtual"]
+    assert [name for name in sorted(after) if after[name] != before.get(name)] == ["virtual", "virtual.db"]
+
+
+def test_incremental_update_removes_and_adds_keys(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    aliases = [make_alias(owner, f"shop{n}", alias_domain) for n in range(50)]
+    publication.publish(force=True, coalesce=False)
+    aliases[0].enabled = False
+    aliases[0].save()
+    aliases[1].delete()
+    make_alias(owner, "fresh", alias_domain)
+    publication.request_publication("test")
+
+    publication.publish(coalesce=False)
+
+    assert lookup("virtual", "shop0@alias.example.org") is None
+    assert lookup("virtual", "shop1@alias.example.org") is None
+    assert lookup("virtual", "fresh@alias.example.org") == "owen@example.org"
+    assert lookup("virtual", "shop2@alias.example.org") == "owen@example.org"
+    assert lookup("recipient_access", "shop0@alias.example.org") == "550 5.1.1 This address is disabled"
+
+
+def test_nothing_pending_means_nothing_written(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    publication.publish(force=True, coalesce=False)
+
+    assert publication.publish(coalesce=False).status == "nothing to do"
+
+
+def test_failing_postmap_keeps_previous_tables_and_records_the_error(
+    map_dir: Path, owner: User, alias_domain: Domain, tmp_path: Path
+) -> None:
+    make_alias(owner, "before", alias_domain)
+    publication.publish(force=True, coalesce=False)
+    before = {p.name: p.read_bytes() for p in map_dir.iterdir()}
+    failing = tmp_path / "postmap"
+    failing.write_text("#!/bin/sh\necho 'postmap: fatal: disk full' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    make_alias(owner, "after", alias_domain, enabled=False)
+    publication.request_publication("test")
+
+    with override_settings(POSTMAP_COMMAND=str(failing), MAP_INCREMENTAL_MAX_LINES=0):
+        outcome = publication.publish(coalesce=False)
+
+    assert outcome.status == "failed"
+    assert {p.name: p.read_bytes() for p in map_dir.iterdir()} == before
+    assert lookup("virtual", "before@alias.example.org") == "owen@example.org"
+    state = MapPublication.objects.get(host=settings.MAIL_HOST)
+    assert "disk full" in state.last_error
+    # Fixed: the next attempt publishes without anyone requesting it again.
+    assert publication.publish(coalesce=False).status == "published"
+    assert lookup("recipient_access", "after@alias.example.org") == "550 5.1.1 This address is disabled"
+    assert MapPublication.objects.get(host=settings.MAIL_HOST).last_error == ""
+
+
+def test_a_table_that_reads_back_wrong_is_not_put_in_place(
+    map_dir: Path, owner: User, alias_domain: Domain, tmp_path: Path
+) -> None:
+    publication.publish(force=True, coalesce=False)
+    before = {p.name: p.read_bytes() for p in map_dir.iterdir()}
+    # A postmap that "succeeds" but builds an empty table: verification must catch it.
+    lying = tmp_path / "postmap"
+    real = settings.POSTMAP_COMMAND
+    lying.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *-q*) exec {real} "$@";; esac\n'
+        'for last; do :; done\n: > "${last#hash:}"\n'
+        f'exec {real} "$@"\n'
+    )
+    lying.chmod(0o755)
+    make_alias(owner, "checked", alias_domain)
+    publication.request_publication("test")
+
+    with override_settings(POSTMAP_COMMAND=str(lying), MAP_INCREMENTAL_MAX_LINES=0):
+        outcome = publication.publish(coalesce=False)
+
+    assert outcome.status == "failed"
+    assert "verification" in outcome.error
+    assert {p.name: p.read_bytes() for p in map_dir.iterdir()} == before
+
+
+def test_expired_alias_is_refused_by_the_next_reconcile(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    alias = make_alias(owner, "shortlived", alias_domain, expires_at=timezone.now() + timedelta(hours=2))
+    publication.publish(force=True, coalesce=False)
+    assert lookup("virtual", "shortlived@alias.example.org") == "owen@example.org"
+    # The expiry passes (moved into the past without requesting a publication).
+    MapPublication.objects.update(last_success_at=timezone.now() - timedelta(hours=1))
+    Alias.objects.filter(pk=alias.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert publication.publish(coalesce=False, full=True).status == "published"
+    assert lookup("virtual", "shortlived@alias.example.org") is None
+    assert lookup("recipient_access", "shortlived@alias.example.org") == "550 5.1.1 This address has expired"
+
+
+def test_publish_maps_command_dry_run_prints_a_diff_and_changes_nothing(
+    map_dir: Path, owner: User, alias_domain: Domain
+) -> None:
+    call_command("publish_maps", stdout=StringIO())
+    before = {p.name: p.read_bytes() for p in map_dir.iterdir()}
+    make_alias(owner, "drydiff", alias_domain)
+    out = StringIO()
+
+    call_command("publish_maps", "--dry-run", stdout=out)
+
+    assert "+drydiff@alias.example.org owen@example.org" in out.getvalue()
+    assert {p.name: p.read_bytes() for p in map_dir.iterdir()} == before
+
+
+def test_publish_maps_command_publishes(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    make_alias(owner, "bycommand", alias_domain)
+    out = StringIO()
+
+    call_command("publish_maps", stdout=out)
+
+    assert "changed maps:" in out.getvalue() and "virtual" in out.getvalue()
+    assert lookup("virtual", "bycommand@alias.example.org") == "owen@example.org"
+    assert "up to date" in _dry_run()
+
+
+def _dry_run() -> str:
+    out = StringIO()
+    call_command("publish_maps", "--dry-run", stdout=out)
+    return out.getvalue()
+
+
+def test_publish_maps_command_reports_failure(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    make_alias(owner, "x1", alias_domain)
+    with override_settings(POSTMAP_COMMAND="/bin/false", MAP_INCREMENTAL_MAX_LINES=0):
+        with pytest.raises(CommandError, match="previous maps stay in force"):
+            call_command("publish_maps", stdout=StringIO())
+
+
+def test_postfix_config_prints_lines_for_the_current_settings(map_dir: Path) -> None:
+    out = StringIO()
+
+    call_command("postfix_config", stdout=out)
+
+    text = out.getvalue()
+    assert f"virtual_alias_maps = hash:{map_dir}/virtual" in text
+    assert f"virtual_alias_domains = hash:{map_dir}/alias_domains" in text
+    assert f"transport_maps = hash:{map_dir}/transport" in text
+    restrictions = text.split("smtpd_recipient_restrictions =", 1)[1]
+    assert restrictions.index(f"check_recipient_access hash:{map_dir}/recipient_access") < restrictions.index(
+        "permit_mynetworks"
+    )
+    assert f"check_sender_access hash:{map_dir}/sender_access" in text
+    assert "sender_block.cf" in text and "lmtp" in text
