@@ -1,4 +1,16 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from aliases import views
 
 app_name = "aliases"
-urlpatterns: list = []  # type: ignore[type-arg]
+urlpatterns = [
+    path("", views.alias_list, name="list"),
+    path("new/<slug:kind>/", views.alias_create, name="create"),
+    path("<int:pk>/", views.alias_detail, name="detail"),
+    path("<int:pk>/disable/", views.alias_disable, name="disable"),
+    path("<int:pk>/enable/", views.alias_enable, name="enable"),
+    path("<int:pk>/delete/", views.alias_delete, name="delete"),
+    path("domains/", views.domain_list, name="domains"),
+    path("domains/new/", views.domain_create, name="domain_create"),
+    path("domains/<int:pk>/", views.domain_edit, name="domain_edit"),
+]

@@ -1,0 +1,387 @@
+from datetime import date, datetime, time
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from accounts import directory
+from accounts.forms import UNAVAILABLE
+from aliases.addresses import (
+    MAX_LOCAL_PART,
+    normalize_address_list,
+    normalize_domain,
+    normalize_local_part,
+    propose_local_part,
+    site_name,
+)
+from aliases.models import Alias, Domain
+from aliases.services import address_in_use, creation_refusal, free_local_parts, random_local_part, usable_domains
+
+MAX_CATCHALL_DESTINATIONS = 20
+
+
+def _refuse_control_characters(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError("Control characters and line breaks are not allowed.")
+    return value
+
+
+def _start_of_day(day: date) -> datetime:
+    # "Stops working on <day>": from the start of that day in the site's time zone.
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def check_available(address: str) -> None:
+    """Not an alias, tombstone, catch-all destination or mailbox (LDAP `mail`)."""
+    if address_in_use(address):
+        raise ValidationError(f"{address} is not available. Choose another name.", code="taken")
+    try:
+        taken = directory.mail_exists(address)
+    except directory.DirectoryUnavailable:
+        raise ValidationError(UNAVAILABLE, code="unavailable") from None
+    if taken:
+        raise ValidationError(f"{address} is not available. Choose another name.", code="taken")
+
+
+class AliasCreateForm(forms.Form):
+    """What every kind of new alias asks for; subclasses add how the name is chosen."""
+
+    kind = Alias.Kind.CUSTOM
+
+    domain = forms.ModelChoiceField(queryset=Domain.objects.none(), empty_label=None, label="Domain")
+    label = forms.CharField(
+        label="Note (optional)",
+        max_length=100,
+        required=False,
+        validators=[_refuse_control_characters],
+        help_text="For you, to recognise the address later.",
+    )
+    expires_on = forms.DateField(
+        label="Stops working on (optional)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="From this day on, mail to the address is refused.",
+    )
+
+    def __init__(self, owner: User, *args: Any, is_admin: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+        self.is_admin = is_admin
+        domains = usable_domains(owner)
+        field = self.fields["domain"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = domains
+        default = next((d for d in domains if d.name == settings.ALIAS_DOMAIN), None)
+        if default is not None:
+            field.initial = default.pk
+        self.local_part = ""
+
+    @property
+    def expires_at(self) -> datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        return _start_of_day(day) if day else None
+
+    def clean_expires_on(self) -> date | None:
+        day: date | None = self.cleaned_data.get("expires_on")
+        if day is not None and day <= timezone.localdate():
+            raise ValidationError("Choose a day after today.")
+        return day
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        refusal = creation_refusal(self.owner)
+        if refusal:
+            raise ValidationError(refusal, code="limit")
+        if not self.fields["domain"].queryset.exists():  # type: ignore[attr-defined]
+            raise ValidationError("There is no alias domain yet. Ask the mail administrators to add one.")
+        domain = cleaned.get("domain")
+        if domain is not None and not self.errors:
+            self.choose_local_part(cleaned, domain)
+        return cleaned
+
+    def choose_local_part(self, cleaned: dict[str, Any], domain: Domain) -> None:
+        raise NotImplementedError
+
+    @property
+    def remembered_site(self) -> str:
+        return str(self.cleaned_data.get("site", ""))
+
+
+class CustomAliasForm(AliasCreateForm):
+    kind = Alias.Kind.CUSTOM
+    field_order = ["local_part", "domain", "label", "expires_on"]
+
+    local_part = forms.CharField(
+        label="Name (before the @)",
+        max_length=MAX_LOCAL_PART,
+        strip=False,
+        help_text="Letters, digits, and dots, hyphens or underscores between them.",
+    )
+
+    def clean_local_part(self) -> str:
+        return normalize_local_part(self.cleaned_data["local_part"], allow_reserved=self.is_admin)
+
+    def choose_local_part(self, cleaned: dict[str, Any], domain: Domain) -> None:
+        self.local_part = cleaned["local_part"]
+        try:
+            check_available(f"{self.local_part}@{domain.name}")
+        except ValidationError as exc:
+            self.add_error("local_part", exc)
+
+
+class RandomAliasForm(AliasCreateForm):
+    kind = Alias.Kind.RANDOM
+
+    def choose_local_part(self, cleaned: dict[str, Any], domain: Domain) -> None:
+        for _ in range(5):
+            candidate = random_local_part()
+            if free_local_parts([candidate], domain):
+                try:
+                    check_available(f"{candidate}@{domain.name}")
+                except ValidationError as exc:
+                    if exc.code == "unavailable":
+                        raise
+                    continue
+                self.local_part = candidate
+                return
+        raise ValidationError("No free random name was found. Please try again.")
+
+
+class SiteAliasForm(AliasCreateForm):
+    kind = Alias.Kind.PER_SITE
+    field_order = ["site", "local_part", "domain", "label", "expires_on"]
+
+    site = forms.CharField(
+        label="Site",
+        max_length=255,
+        help_text="Paste the site's address (https://www.example.com/signup) or type its name.",
+    )
+    local_part = forms.CharField(
+        label="Name (before the @)",
+        max_length=MAX_LOCAL_PART,
+        strip=False,
+        required=False,
+        help_text="Leave empty to use the name made from the site.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["site"].widget.attrs.update(autocomplete="off", inputmode="url")
+
+    def clean_site(self) -> str:
+        name = site_name(self.cleaned_data["site"])
+        if not name:
+            raise ValidationError("Enter the site's address or name.")
+        return name
+
+    def clean_local_part(self) -> str:
+        value: str = self.cleaned_data.get("local_part", "")
+        return normalize_local_part(value, allow_reserved=self.is_admin) if value else ""
+
+    def choose_local_part(self, cleaned: dict[str, Any], domain: Domain) -> None:
+        if cleaned.get("local_part"):
+            self.local_part = cleaned["local_part"]
+            try:
+                check_available(f"{self.local_part}@{domain.name}")
+            except ValidationError as exc:
+                self.add_error("local_part", exc)
+            return
+        proposal = proposal_for(cleaned["site"], domain)
+        if not proposal:
+            self.add_error("local_part", "No name could be made from this site. Enter one here.")
+            return
+        self.local_part = proposal
+
+
+def proposal_for(site: str, domain: Domain) -> str:
+    """The first free name made from the site: twittercom, then twittercom2, twittercom3, ..."""
+    base = propose_local_part(site)
+    if not base:
+        return ""
+    candidates = [base] + [f"{base}{n}" for n in range(2, 21)]
+    for candidate in free_local_parts(candidates, domain):
+        try:
+            check_available(f"{candidate}@{domain.name}")
+        except ValidationError as exc:
+            if exc.code == "unavailable":
+                raise
+            continue
+        return candidate
+    return ""
+
+
+class AliasEditForm(forms.Form):
+    label = forms.CharField(label="Note", max_length=100, required=False, validators=[_refuse_control_characters])
+    expires_on = forms.DateField(
+        label="Stops working on",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Leave empty to keep the address. From this day on, mail to it is refused.",
+    )
+    vacation_replies = forms.BooleanField(
+        label="Send my vacation reply to mail that arrives through this address",
+        required=False,
+        help_text="Off by default: a vacation reply to a disposable address tells the sender your real name.",
+    )
+
+    def __init__(self, alias: Alias, *args: Any, **kwargs: Any) -> None:
+        initial = {
+            "label": alias.label,
+            "expires_on": timezone.localtime(alias.expires_at).date() if alias.expires_at else None,
+            "vacation_replies": alias.vacation_replies,
+        }
+        super().__init__(*args, initial=initial, **kwargs)
+        self.alias = alias
+
+    def clean_expires_on(self) -> date | None:
+        day: date | None = self.cleaned_data.get("expires_on")
+        if day is not None and day != self.initial["expires_on"] and day <= timezone.localdate():
+            raise ValidationError("Choose a day after today.")
+        return day
+
+    @property
+    def expires_at(self) -> datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        if day is not None and day == self.initial["expires_on"]:
+            return self.alias.expires_at  # unchanged: keep the exact stored moment
+        return _start_of_day(day) if day else None
+
+
+class AliasSearchForm(forms.Form):
+    SORTS = {
+        "new": ("-created_at", "-id"),
+        "old": ("created_at", "id"),
+        "address": ("local_part", "domain__name", "id"),
+        "site": ("site", "local_part", "id"),
+        "note": ("label", "local_part", "id"),
+    }
+    q = forms.CharField(label="Search", max_length=100, required=False, validators=[_refuse_control_characters])
+    sort = forms.ChoiceField(
+        label="Sort by",
+        required=False,
+        choices=[
+            ("new", "newest first"),
+            ("old", "oldest first"),
+            ("address", "address"),
+            ("site", "site"),
+            ("note", "note"),
+        ],
+    )
+
+    @property
+    def query(self) -> str:
+        return str(self.cleaned_data.get("q") or "") if self.is_valid() else ""
+
+    @property
+    def sort_key(self) -> str:
+        return str(self.cleaned_data.get("sort") or "new") if self.is_valid() else "new"
+
+    @property
+    def ordering(self) -> tuple[str, ...]:
+        return self.SORTS[self.sort_key]
+
+    @property
+    def page_query(self) -> str:
+        """The search as a query string prefix for page links ("q=...&sort=...&")."""
+        params = {"q": self.query, "sort": self.sort_key} if self.query else {"sort": self.sort_key}
+        return urlencode(params) + "&"
+
+
+class DomainForm(forms.Form):
+    name = forms.CharField(label="Domain name", max_length=253, help_text="For example alias.example.org")
+    is_alias_domain = forms.BooleanField(
+        label="Alias domain",
+        required=False,
+        help_text="Holds only aliases (forwarding addresses), no mailboxes. Every user may make aliases here.",
+    )
+    catchall_destinations = forms.CharField(
+        label="Catch-all: deliver any other address of this domain to",
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Mail addresses, one a line or separated by commas. Leave empty for no catch-all. "
+        "Addresses on our own domains must be existing mailboxes or aliases.",
+    )
+    catchall_owner_uid = forms.CharField(
+        label="Personal catch-all domain of (user name)",
+        required=False,
+        max_length=64,
+        help_text="Every address of this domain not otherwise defined reaches this user; "
+        "they may also make aliases here.",
+    )
+
+    def __init__(self, *args: Any, instance: Domain | None = None, **kwargs: Any) -> None:
+        self.instance = instance or Domain()
+        initial = {}
+        if instance is not None:
+            initial = {
+                "name": instance.name,
+                "is_alias_domain": instance.is_alias_domain,
+                "catchall_destinations": "\n".join(instance.catchall_addresses),
+                "catchall_owner_uid": instance.catchall_owner.get_username() if instance.catchall_owner else "",
+            }
+        super().__init__(*args, initial=initial, **kwargs)
+        if instance is not None:
+            # Renaming would silently move every alias and leave its tombstones behind.
+            self.fields["name"].disabled = True
+            self.fields["name"].help_text = "A domain cannot be renamed."
+
+    def clean_name(self) -> str:
+        name = normalize_domain(self.cleaned_data["name"])
+        if Domain.objects.filter(name__iexact=name).exclude(pk=self.instance.pk).exists():
+            raise ValidationError(f"{name} is already a domain here.")
+        return name
+
+    def clean_catchall_destinations(self) -> str:
+        addresses = normalize_address_list(self.cleaned_data["catchall_destinations"])
+        if len(addresses) > MAX_CATCHALL_DESTINATIONS:
+            raise ValidationError(f"At most {MAX_CATCHALL_DESTINATIONS} addresses.")
+        ours = set(Domain.objects.values_list("name", flat=True))
+        for address in addresses:
+            local_part, domain_name = address.split("@")
+            if domain_name not in ours:
+                continue  # outside: any valid address
+            if Alias.objects.filter(local_part=local_part, domain__name=domain_name).exists():
+                continue
+            try:
+                exists = directory.mail_exists(address)
+            except directory.DirectoryUnavailable:
+                raise ValidationError(UNAVAILABLE) from None
+            if not exists:
+                raise ValidationError(f"{address} is on one of our domains but is no mailbox or alias.")
+        return ",".join(addresses)
+
+    def clean_catchall_owner_uid(self) -> str:
+        uid: str = self.cleaned_data["catchall_owner_uid"].strip()
+        if not uid:
+            return ""
+        if not directory.UID_PATTERN.match(uid):
+            raise ValidationError("That is not a user name.")
+        try:
+            user = directory.get_user(uid)
+        except directory.DirectoryUnavailable:
+            raise ValidationError(UNAVAILABLE) from None
+        if user is None:
+            raise ValidationError(f"There is no user {uid}.")
+        return uid
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("catchall_destinations") and cleaned.get("catchall_owner_uid"):
+            raise ValidationError(
+                "A domain has either a catch-all to addresses or a personal catch-all owner, not both."
+            )
+        return cleaned
+
+    def apply(self) -> Domain:
+        """The domain with the cleaned values (not saved)."""
+        domain = self.instance
+        if domain.pk is None:
+            domain.name = self.cleaned_data["name"]
+        domain.is_alias_domain = self.cleaned_data["is_alias_domain"]
+        domain.catchall_destinations = self.cleaned_data["catchall_destinations"]
+        return domain

@@ -1,0 +1,189 @@
+"""Alias and domain workflows. Each change is one transaction holding the change, its audit
+event and the request to publish the Postfix maps (a worker publishes after commit).
+
+Checks that need the directory (is this address a mailbox?) run in the forms, before the
+transaction: no LDAP round trip happens while the database is locked.
+"""
+
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from aliases.addresses import is_reserved
+from aliases.models import Alias, AliasTombstone, Domain
+from aliases.publication import request_publication
+from audit.models import AuditEvent, record_event
+
+TAKEN = "{address} is not available. Choose another name."
+RANDOM_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud or typed from paper
+
+
+class AliasRefused(Exception):
+    """A change the rules do not allow; the message is meant for the person who asked."""
+
+
+def get_own_alias(request: HttpRequest, pk: int) -> Alias:
+    """The signed-in user's alias with this id; 404 for any other (including other users')."""
+    return get_object_or_404(Alias.objects.select_related("domain"), pk=pk, owner_id=request.user.pk)
+
+
+def usable_domains(user: User) -> QuerySet[Domain]:
+    """Every alias domain, and the user's own personal catch-all domains."""
+    return Domain.objects.filter(Q(is_alias_domain=True) | Q(catchall_owner_id=user.pk)).order_by("name")
+
+
+def address_in_use(address: str) -> bool:
+    """Taken in the database: an alias, a tombstone, or a catch-all destination (case-insensitive)."""
+    local_part, _, domain = address.lower().partition("@")
+    if Alias.objects.filter(local_part=local_part, domain__name=domain).exists():
+        return True
+    if AliasTombstone.objects.filter(address=address.lower()).exists():
+        return True
+    return any(
+        address.lower() in d.catchall_addresses
+        for d in Domain.objects.filter(catchall_destinations__icontains=address).only("catchall_destinations")
+    )
+
+
+def free_local_parts(candidates: list[str], domain: Domain) -> list[str]:
+    """The candidates no alias or tombstone on this domain holds, in order (two queries)."""
+    wanted = {c.lower() for c in candidates}
+    # Local parts are stored lower-case (normalize_local_part), so a plain IN matches.
+    taken = set(Alias.objects.filter(domain=domain, local_part__in=wanted).values_list("local_part", flat=True))
+    taken |= {
+        a.rsplit("@", 1)[0]
+        for a in AliasTombstone.objects.filter(address__in=[f"{c}@{domain.name}" for c in wanted]).values_list(
+            "address", flat=True
+        )
+    }
+    return [c for c in candidates if c.lower() not in taken and not is_reserved(c)]
+
+
+def random_local_part() -> str:
+    return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(12))
+
+
+def creation_refusal(owner: User, now: datetime | None = None) -> str | None:
+    """Why this user may not create another alias now, or None."""
+    now = now or timezone.now()
+    limit = settings.ALIAS_LIMIT_PER_USER
+    if Alias.objects.filter(owner=owner).count() >= limit:
+        return f"You have reached the limit of {limit} aliases. Delete some you no longer use to make new ones."
+    rate, window = settings.ALIAS_CREATION_RATE, settings.ALIAS_CREATION_WINDOW
+    recent = AuditEvent.objects.filter(
+        actor_name=owner.get_username(), action="alias.create", created_at__gte=now - timedelta(seconds=window)
+    ).count()
+    if recent >= rate:
+        minutes = max(1, window // 60)
+        return f"You have made {recent} aliases in the last {minutes} minutes, the most allowed. Try again later."
+    return None
+
+
+def create_alias(
+    request: HttpRequest,
+    owner: User,
+    *,
+    local_part: str,
+    domain: Domain,
+    kind: str,
+    site: str = "",
+    label: str = "",
+    expires_at: datetime | None = None,
+) -> Alias:
+    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check)."""
+    address = f"{local_part}@{domain.name}"
+    with transaction.atomic():
+        refusal = creation_refusal(owner)
+        if refusal:
+            raise AliasRefused(refusal)
+        # Checked again inside the transaction: another request may have taken it meanwhile.
+        if address_in_use(address):
+            raise AliasRefused(TAKEN.format(address=address))
+        try:
+            with transaction.atomic():
+                alias = Alias.objects.create(
+                    owner=owner,
+                    local_part=local_part,
+                    domain=domain,
+                    kind=kind,
+                    site=site,
+                    label=label,
+                    expires_at=expires_at,
+                )
+        except IntegrityError:
+            raise AliasRefused(TAKEN.format(address=address)) from None
+        record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
+        request_publication(f"alias created: {address}")
+    return alias
+
+
+def _describe(alias: Alias) -> str:
+    parts = [f"kind {alias.kind}"]
+    if alias.site:
+        parts.append(f"site {alias.site}")
+    if alias.expires_at:
+        parts.append(f"expires {alias.expires_at:%Y-%m-%d %H:%M %Z}")
+    return ", ".join(parts)
+
+
+def set_alias_enabled(request: HttpRequest, alias: Alias, enabled: bool) -> None:
+    if alias.enabled == enabled:
+        return
+    with transaction.atomic():
+        alias.enabled = enabled
+        alias.save(update_fields=["enabled", "updated_at"])
+        record_event("alias.enable" if enabled else "alias.disable", request=request, target=alias.address)
+        request_publication(f"alias {'enabled' if enabled else 'disabled'}: {alias.address}")
+
+
+def update_alias(
+    request: HttpRequest, alias: Alias, *, label: str, expires_at: datetime | None, vacation_replies: bool
+) -> None:
+    changed = [
+        name
+        for name, value in (("label", label), ("expires_at", expires_at), ("vacation_replies", vacation_replies))
+        if getattr(alias, name) != value
+    ]
+    if not changed:
+        return
+    with transaction.atomic():
+        alias.label, alias.expires_at, alias.vacation_replies = label, expires_at, vacation_replies
+        alias.save(update_fields=[*changed, "updated_at"])
+        record_event("alias.update", request=request, target=alias.address, detail="changed " + ", ".join(changed))
+        # The label changes no map; expiry and vacation replies do.
+        if changed != ["label"]:
+            request_publication(f"alias changed: {alias.address}")
+
+
+def delete_alias(request: HttpRequest, alias: Alias) -> None:
+    """The address is refused from now on and can never be created again."""
+    address = alias.address.lower()
+    with transaction.atomic():
+        AliasTombstone.objects.get_or_create(address=address, defaults={"former_owner_id": alias.owner_id})
+        alias.delete()
+        record_event("alias.delete", request=request, target=address)
+        request_publication(f"alias deleted: {address}")
+
+
+def save_domain(request: HttpRequest, domain: Domain, *, catchall_owner_uid: str, created: bool) -> None:
+    """Store a domain validated by DomainForm; the owner's uid was checked in the directory."""
+    with transaction.atomic():
+        # A user who never signed in has no row yet; sign-in fills in the rest from LDAP.
+        owner = User.objects.get_or_create(username=catchall_owner_uid)[0] if catchall_owner_uid else None
+        domain.catchall_owner = owner
+        domain.save()
+        detail = "alias domain" if domain.is_alias_domain else "mailbox domain"
+        if domain.catchall_destinations:
+            detail += f"; catch-all to {domain.catchall_destinations}"
+        if catchall_owner_uid:
+            detail += f"; personal catch-all of {catchall_owner_uid}"
+        action = "domain.create" if created else "domain.update"
+        record_event(action, request=request, target=domain.name, detail=detail)
+        request_publication(f"domain {'created' if created else 'changed'}: {domain.name}")

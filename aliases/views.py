@@ -1,0 +1,182 @@
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from accounts.roles import Role, admin_required, role_of
+from aliases.forms import (
+    AliasCreateForm,
+    AliasEditForm,
+    AliasSearchForm,
+    CustomAliasForm,
+    DomainForm,
+    RandomAliasForm,
+    SiteAliasForm,
+    proposal_for,
+)
+from aliases.models import Alias, Domain
+from aliases.services import (
+    AliasRefused,
+    create_alias,
+    delete_alias,
+    get_own_alias,
+    save_domain,
+    set_alias_enabled,
+    update_alias,
+)
+
+CREATE_FORMS: dict[str, type[AliasCreateForm]] = {
+    "site": SiteAliasForm,
+    "random": RandomAliasForm,
+    "custom": CustomAliasForm,
+}
+
+
+def _user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)
+    return request.user
+
+
+@login_required
+def alias_list(request: HttpRequest) -> HttpResponse:
+    search = AliasSearchForm(request.GET)
+    aliases = Alias.objects.filter(owner_id=request.user.pk).select_related("domain")
+    if search.query:
+        q = search.query
+        aliases = aliases.filter(Q(local_part__icontains=q) | Q(site__icontains=q) | Q(label__icontains=q))
+    page = Paginator(aliases.order_by(*search.ordering), settings.ALIASES_PER_PAGE).get_page(request.GET.get("page"))
+    quick = SiteAliasForm(_user(request), is_admin=role_of(request.user) == Role.ADMIN)
+    context = {"page": page, "search": search, "quick": quick, "page_query": search.page_query}
+    return render(request, "aliases/alias_list.html", context)
+
+
+@login_required
+def alias_create(request: HttpRequest, kind: str) -> HttpResponse:
+    form_class = CREATE_FORMS.get(kind)
+    if form_class is None:
+        return redirect("aliases:create", kind="site")
+    owner = _user(request)
+    is_admin = role_of(owner) == Role.ADMIN
+    if request.method != "POST" or "suggest" in request.POST:
+        # ?site=... or the "Suggest a name" button: fill in the name the app would choose.
+        site = (request.POST if request.method == "POST" else request.GET).get("site", "")
+        initial = _proposal(site) if form_class is SiteAliasForm else {}
+        form = form_class(owner, is_admin=is_admin, initial=initial)
+        return render(request, "aliases/alias_create.html", {"form": form, "kind": kind})
+    form = form_class(owner, request.POST, is_admin=is_admin)
+    if form.is_valid():
+        try:
+            alias = create_alias(
+                request,
+                owner,
+                local_part=form.local_part,
+                domain=form.cleaned_data["domain"],
+                kind=form.kind,
+                site=form.remembered_site,
+                label=form.cleaned_data["label"],
+                expires_at=form.expires_at,
+            )
+        except AliasRefused as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Your new address is {alias.address}. Mail to it reaches your mailbox.")
+            return redirect("aliases:detail", pk=alias.pk)
+    return render(request, "aliases/alias_create.html", {"form": form, "kind": kind})
+
+
+def _proposal(site: str) -> dict[str, str]:
+    site = site.strip()[:255]
+    domain = Domain.objects.filter(name=settings.ALIAS_DOMAIN, is_alias_domain=True).first()
+    if not site or domain is None:
+        return {"site": site}
+    try:
+        local_part = proposal_for(site, domain)
+    except ValidationError:
+        local_part = ""  # hostile input or directory down: the form says so on submit
+    return {"site": site, "local_part": local_part}
+
+
+@login_required
+def alias_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    alias = get_own_alias(request, pk)
+    form = AliasEditForm(alias, request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        update_alias(
+            request,
+            alias,
+            label=form.cleaned_data["label"],
+            expires_at=form.expires_at,
+            vacation_replies=form.cleaned_data["vacation_replies"],
+        )
+        messages.success(request, f"{alias.address} is saved.")
+        return redirect("aliases:detail", pk=alias.pk)
+    return render(request, "aliases/alias_detail.html", {"alias": alias, "form": form})
+
+
+@require_POST
+@login_required
+def alias_disable(request: HttpRequest, pk: int) -> HttpResponse:
+    alias = get_own_alias(request, pk)
+    set_alias_enabled(request, alias, False)
+    messages.success(request, f"{alias.address} is switched off: mail to it is refused.")
+    return redirect(_back(request, alias))
+
+
+@require_POST
+@login_required
+def alias_enable(request: HttpRequest, pk: int) -> HttpResponse:
+    alias = get_own_alias(request, pk)
+    set_alias_enabled(request, alias, True)
+    messages.success(request, f"{alias.address} is switched on again.")
+    return redirect(_back(request, alias))
+
+
+def _back(request: HttpRequest, alias: Alias) -> str:
+    # From the list, back to the same page of the list; otherwise to the alias.
+    if request.POST.get("from") == "list":
+        return "aliases:list"
+    return reverse("aliases:detail", args=[alias.pk])
+
+
+@login_required
+def alias_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    alias = get_own_alias(request, pk)
+    if request.method == "POST":
+        address = alias.address
+        delete_alias(request, alias)
+        messages.success(request, f"{address} is deleted. Mail to it is refused from now on.")
+        return redirect("aliases:list")
+    return render(request, "aliases/alias_delete.html", {"alias": alias})
+
+
+@admin_required
+def domain_list(request: HttpRequest) -> HttpResponse:
+    domains = Domain.objects.select_related("catchall_owner").order_by("name")
+    return render(request, "aliases/domain_list.html", {"domains": domains})
+
+
+@admin_required
+def domain_create(request: HttpRequest) -> HttpResponse:
+    return _domain_form(request, None)
+
+
+@admin_required
+def domain_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    return _domain_form(request, get_object_or_404(Domain.objects.select_related("catchall_owner"), pk=pk))
+
+
+def _domain_form(request: HttpRequest, domain: Domain | None) -> HttpResponse:
+    form = DomainForm(request.POST if request.method == "POST" else None, instance=domain)
+    if request.method == "POST" and form.is_valid():
+        saved = form.apply()
+        save_domain(request, saved, catchall_owner_uid=form.cleaned_data["catchall_owner_uid"], created=domain is None)
+        messages.success(request, f"{saved.name} is saved. The mail server's tables follow shortly.")
+        return redirect("aliases:domains")
+    return render(request, "aliases/domain_form.html", {"form": form, "domain": domain})
