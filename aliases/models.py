@@ -1,6 +1,9 @@
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 
 class Domain(models.Model):
@@ -22,6 +25,10 @@ class Domain(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def catchall_addresses(self) -> list[str]:
+        return [a for a in self.catchall_destinations.split(",") if a]
 
 
 class Alias(models.Model):
@@ -59,6 +66,13 @@ class Alias(models.Model):
     @property
     def address(self) -> str:
         return f"{self.local_part}@{self.domain.name}"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    def is_live(self, now: datetime | None = None) -> bool:
+        """Delivers mail: enabled and not past its expiry (otherwise Postfix must reject it)."""
+        return self.enabled and not self.is_expired(now)
 
 
 class AliasTombstone(models.Model):

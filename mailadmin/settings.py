@@ -295,6 +295,14 @@ MAIL_DOMAIN = env_str("MAIL_DOMAIN", "example.org")
 ALIAS_DOMAIN = env_str("ALIAS_DOMAIN", "alias.example.org")
 ABUSE_CONTACT = env_str("ABUSE_CONTACT", f"abuse@{MAIL_DOMAIN}")
 
+# --- Aliases --------------------------------------------------------------------------------
+# Per user: at most ALIAS_LIMIT_PER_USER aliases, and ALIAS_CREATION_RATE new ones per
+# ALIAS_CREATION_WINDOW seconds (deleted ones count: they were created).
+ALIAS_LIMIT_PER_USER = env_int("ALIAS_LIMIT_PER_USER", 2000)
+ALIAS_CREATION_RATE = env_int("ALIAS_CREATION_RATE", 50)
+ALIAS_CREATION_WINDOW = env_int("ALIAS_CREATION_WINDOW", 3600)
+ALIASES_PER_PAGE = env_int("ALIASES_PER_PAGE", 50)
+
 # --- Sender suspension ------------------------------------------------------------------
 # The text after "554 5.7.1 <address>: Sender address rejected:" for a suspended sender, in
 # the LDAP sender_block.cf and the hash: sender_access map. One printable ASCII line: it is
