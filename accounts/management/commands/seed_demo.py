@@ -3,8 +3,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import transaction
 
 from accounts import directory
+from audit.models import record_event
 
 DEMO_USERS = (
     # uid, given name, surname, group
@@ -43,3 +45,19 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {uid:<8} {role:<9} {password}")
         else:
             self.stdout.write("Demo users already exist; their passwords were printed when they were created.")
+        self._seed_domains()
+
+    def _seed_domains(self) -> None:
+        # Aliases: the demo's mailbox domain and alias domain, if missing (checked like the admin form's).
+        from aliases.addresses import normalize_domain
+        from aliases.models import Domain
+        from aliases.publication import request_publication
+
+        for setting, is_alias_domain in ((settings.MAIL_DOMAIN, False), (settings.ALIAS_DOMAIN, True)):
+            name = normalize_domain(setting)
+            with transaction.atomic():
+                _, created = Domain.objects.get_or_create(name=name, defaults={"is_alias_domain": is_alias_domain})
+                if created:
+                    record_event("domain.create", target=name, detail="demo seed")
+                    request_publication(f"demo domain: {name}")
+                    self.stdout.write(f"Domain {name} created ({'alias' if is_alias_domain else 'mailbox'} domain).")
