@@ -6,8 +6,10 @@ the Permissions-Policy, which Django does not cover, to every response, static f
 pages included.
 """
 
+import ipaddress
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 # No inline script or style anywhere: templates load static/js and static/css only, so a value
@@ -48,5 +50,29 @@ def security_headers(get_response: Callable[[HttpRequest], HttpResponse]) -> Cal
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
+
+    return middleware
+
+
+def client_address_from_proxy(
+    get_response: Callable[[HttpRequest], HttpResponse],
+) -> Callable[[HttpRequest], HttpResponse]:
+    """Behind a reverse proxy, REMOTE_ADDR is the proxy: every client would share one address
+    and one sign-in throttle. Only when the peer is a trusted proxy, take the nearest address
+    that proxy appended to X-Forwarded-For; a client's own X-Forwarded-For is never believed."""
+    trusted = set(settings.TRUSTED_PROXIES)
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        if trusted and request.META.get("REMOTE_ADDR") in trusted:
+            hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+            for hop in reversed(hops):
+                if hop in trusted:
+                    continue
+                try:
+                    request.META["REMOTE_ADDR"] = str(ipaddress.ip_address(hop))
+                except ValueError:
+                    pass  # garbage from the client side: keep the proxy's address
+                break
+        return get_response(request)
 
     return middleware

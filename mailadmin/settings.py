@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Production hardening: the client's address as a trusted reverse proxy saw it.
+    "mailadmin.security.client_address_from_proxy",
     "django.middleware.security.SecurityMiddleware",
     # Production hardening: Content-Security-Policy and Permissions-Policy on every response.
     "mailadmin.security.security_headers",
@@ -175,6 +177,8 @@ SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", not DEBUG)
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Addresses of reverse proxies whose X-Forwarded-For is believed (sign-in throttle, audit log).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
