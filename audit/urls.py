@@ -1,4 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from audit import views
 
 app_name = "audit"
-urlpatterns: list = []  # type: ignore[type-arg]
+urlpatterns = [
+    path("", views.log, name="log"),
+]

@@ -1,9 +1,9 @@
 from django.urls import include, path
 
-from accounts import views as account_views
+from mailadmin import dashboard
 
 urlpatterns = [
-    path("", account_views.home, name="home"),
+    path("", dashboard.home, name="home"),
     path("accounts/", include("accounts.urls")),
     path("directory/", include("accounts.directory_urls")),
     path("aliases/", include("aliases.urls")),

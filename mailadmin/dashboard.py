@@ -1,0 +1,85 @@
+"""The overview page: what the signed-in person has set up, and what their role looks after.
+
+A fixed number of queries per role, whatever the number of aliases or events
+(tests/test_ui_home.py pins it).
+"""
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from accounts.roles import Role, role_of
+from aliases.models import Alias, MapGeneration, MapPublication
+from audit.models import AuditEvent
+from outofoffice.models import VacationReply
+
+RECENT = 5
+
+
+def _vacation_state(vacation: VacationReply | None) -> str:
+    now = timezone.now()
+    if vacation is None or not vacation.enabled:
+        return "off"
+    if vacation.ends_at is not None and vacation.ends_at <= now:
+        return "ended"
+    if vacation.starts_at is not None and vacation.starts_at > now:
+        return "scheduled"
+    return "on"
+
+
+def _own(request: HttpRequest) -> dict[str, object]:
+    user = request.user
+    aliases = Alias.objects.filter(owner=user)
+    counts = aliases.aggregate(total=Count("id"), enabled=Count("id", filter=Q(enabled=True)))
+    vacation = VacationReply.objects.filter(uid=user.get_username()).first()
+    return {
+        "alias_total": counts["total"],
+        "alias_enabled": counts["enabled"],
+        "recent_aliases": list(aliases.select_related("domain")[:RECENT]),
+        "vacation": vacation,
+        "vacation_state": _vacation_state(vacation),
+    }
+
+
+def _staff() -> dict[str, object]:
+    now = timezone.now()
+    current = VacationReply.objects.filter(enabled=True).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+    return {
+        "vacations_current": list(current.order_by("starts_at", "uid")[:RECENT]),
+        "vacations_count": current.count(),
+    }
+
+
+def _admin() -> dict[str, object]:
+    generation = MapGeneration.objects.first()
+    publications = list(MapPublication.objects.all())
+    requested = generation.requested if generation is not None else 0
+    hosts = [
+        {
+            "host": p.host,
+            "current": p.published_generation >= requested,
+            "failing": bool(p.last_error)
+            and (p.last_success_at is None or (p.last_error_at is not None and p.last_error_at > p.last_success_at)),
+            "last_success_at": p.last_success_at,
+            "last_error": p.last_error,
+        }
+        for p in publications
+    ]
+    return {
+        "map_hosts": hosts,
+        "maps_ok": all(h["current"] and not h["failing"] for h in hosts),
+        "recent_events": list(AuditEvent.objects.all()[:RECENT]),
+    }
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    role = role_of(request.user)
+    context = _own(request)
+    if role in (Role.HELPDESK, Role.ADMIN):
+        context.update(_staff())
+    if role == Role.ADMIN:
+        context.update(_admin())
+    return render(request, "accounts/home.html", context)

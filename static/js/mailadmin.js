@@ -1,0 +1,90 @@
+/* mailadmin progressive enhancement. Every action also works without this file.
+ *
+ * - tz cookie: the browser's IANA time zone, read by mailadmin/timezones.py so dates
+ *   show in the viewer's zone.
+ * - <form data-confirm="Question?">: asks before submitting; on "OK" it adds the hidden
+ *   field named by data-confirm-field (default "confirmed"=yes) so the server can skip its
+ *   own confirmation page. Without JavaScript that page asks instead.
+ * - <button data-copy="text" hidden>: shown and wired up to copy text to the clipboard.
+ * Loaded with defer from base.html; no inline script, so a strict CSP can forbid them.
+ */
+(function () {
+  "use strict";
+
+  function setTimeZoneCookie() {
+    var zone;
+    try {
+      zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    } catch (e) {
+      return;
+    }
+    if (!zone || !/^[A-Za-z0-9_+\-\/]{1,64}$/.test(zone)) return;
+    var current = document.cookie.split("; ").filter(function (c) { return c.indexOf("tz=") === 0; })[0];
+    if (current === "tz=" + encodeURIComponent(zone)) return;
+    var secure = location.protocol === "https:" ? "; Secure" : "";
+    document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax" + secure;
+  }
+
+  function confirmBeforeSubmit(event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement)) return;
+    var submitter = event.submitter;
+    var question = (submitter && submitter.getAttribute("data-confirm")) || form.getAttribute("data-confirm");
+    if (!question) return;
+    if (!window.confirm(question)) {
+      event.preventDefault();
+      return;
+    }
+    var name = form.getAttribute("data-confirm-field") || "confirmed";
+    if (!form.querySelector('input[type="hidden"][name="' + name + '"]')) {
+      var input = document.createElement("input");
+      input.type = "hidden";
+      input.name = name;
+      input.value = "yes";
+      form.appendChild(input);
+    }
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    return new Promise(function (resolve, reject) {
+      var area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "visually-hidden";
+      document.body.appendChild(area);
+      area.select();
+      var ok = document.execCommand("copy");
+      document.body.removeChild(area);
+      if (ok) { resolve(); } else { reject(new Error("copy failed")); }
+    });
+  }
+
+  function setUpCopyButtons() {
+    var buttons = document.querySelectorAll("button[data-copy]");
+    Array.prototype.forEach.call(buttons, function (button) {
+      var label = button.textContent;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        copyText(button.getAttribute("data-copy")).then(function () {
+          button.textContent = "Copied";
+          button.setAttribute("aria-live", "polite");
+          window.setTimeout(function () { button.textContent = label; }, 2000);
+        }, function () {
+          button.textContent = "Press Ctrl+C";
+        });
+      });
+    });
+  }
+
+  setTimeZoneCookie();
+  document.documentElement.classList.add("js");
+  document.addEventListener("submit", confirmBeforeSubmit);
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", setUpCopyButtons);
+  } else {
+    setUpCopyButtons();
+  }
+})();

@@ -1,0 +1,110 @@
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts import directory
+from aliases.models import Alias, Domain
+from audit.models import AuditEvent
+from outofoffice.models import VacationReply
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ldap_round_trips(monkeypatch):
+    """How many LDAP connections the code under test opens (the real directory still answers)."""
+    opened = []
+    real = directory.connection
+
+    def counting():
+        opened.append(1)
+        return real()
+
+    monkeypatch.setattr(directory, "connection", counting)
+    return opened
+
+
+def _aliases(owner: User, count: int, enabled: bool = True) -> None:
+    domain, _ = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})
+    Alias.objects.bulk_create(
+        Alias(owner=owner, local_part=f"site{owner.pk}x{i}", domain=domain, kind=Alias.Kind.PER_SITE, enabled=enabled)
+        for i in range(count)
+    )
+
+
+def _user(client) -> User:
+    return User.objects.get(username=client.directory_user.uid)
+
+
+def test_new_end_user_sees_what_to_do_next(sign_in) -> None:
+    html = sign_in("end user").get("/").content.decode()
+    assert "None yet" in html
+    assert "Set a vacation reply" in html
+    assert "Change password" in html
+    assert "Helpdesk" not in html and "Audit log" not in html
+
+
+def test_end_user_overview_counts_active_aliases_and_shows_vacation(sign_in) -> None:
+    client = sign_in("end user")
+    user = _user(client)
+    _aliases(user, 3)
+    Alias.objects.filter(owner=user).order_by("id").first().__class__.objects.filter(
+        pk=Alias.objects.filter(owner=user).order_by("id").first().pk
+    ).update(enabled=False)
+    VacationReply.objects.create(
+        uid=user.username, address=user.email, enabled=True, subject="Away", ends_at=timezone.now() + timedelta(days=3)
+    )
+    html = client.get("/").content.decode()
+    assert "2 <small>active of 3</small>" in html
+    assert "Away" in html and "until" in html
+
+
+def test_helpdesk_overview_lists_current_vacations(sign_in) -> None:
+    helpdesk = sign_in("helpdesk")
+    VacationReply.objects.create(uid="carol", address="carol@example.org", enabled=True, subject="Out")
+    VacationReply.objects.create(
+        uid="dave", address="dave@example.org", enabled=True, ends_at=timezone.now() - timedelta(days=1)
+    )
+    html = helpdesk.get("/").content.decode()
+    assert "/out-of-office/helpdesk/carol/" in html
+    assert "dave" not in html
+    assert "Find a user" in html
+    assert "Audit log" not in html
+
+
+def test_admin_overview_shows_latest_changes_and_map_state(sign_in) -> None:
+    admin = sign_in("admin")
+    AuditEvent.objects.create(action="alias.disable", actor_name="alice", target="shop@alias.example.org")
+    html = admin.get("/").content.decode()
+    assert "shop@alias.example.org" in html
+    assert "Open the audit log" in html
+    assert "never published" in html
+
+
+@pytest.mark.parametrize("role", ["end user", "helpdesk", "admin"])
+def test_home_page_queries_and_ldap_round_trips_do_not_grow_with_data(sign_in, ldap_round_trips, role) -> None:
+    client = sign_in(role)
+    client.get("/")
+
+    def measure() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get("/").status_code == 200
+        return len(captured)
+
+    few = measure()
+    _aliases(_user(client), 200)
+    VacationReply.objects.bulk_create(
+        VacationReply(uid=f"v{i}", address=f"v{i}@example.org", enabled=True) for i in range(50)
+    )
+    AuditEvent.objects.bulk_create(AuditEvent(action="x", actor_name=f"a{i}") for i in range(200))
+    ldap_round_trips.clear()
+    assert measure() == few
+    assert ldap_round_trips == []
+    # session, user, groups (role), own suspension (banner), then aliases: counts + recent, own vacation;
+    # helpdesk: current vacations + count; admin: map generation, publications, events.
+    assert few == {"end user": 7, "helpdesk": 9, "admin": 12}[role]
