@@ -1,6 +1,6 @@
 from django.urls import path
 
-from aliases import views
+from aliases import publication_views, views
 
 app_name = "aliases"
 urlpatterns = [
@@ -13,4 +13,6 @@ urlpatterns = [
     path("domains/", views.domain_list, name="domains"),
     path("domains/new/", views.domain_create, name="domain_create"),
     path("domains/<int:pk>/", views.domain_edit, name="domain_edit"),
+    path("publication/", publication_views.publication_status, name="publication"),
+    path("publication/publish/", publication_views.publication_publish, name="publication_publish"),
 ]

@@ -286,3 +286,39 @@ def test_postfix_config_prints_lines_for_the_current_settings(map_dir: Path) -> 
     )
     assert f"check_sender_access hash:{map_dir}/sender_access" in text
     assert "sender_block.cf" in text and "lmtp" in text
+
+
+def test_admin_page_shows_generation_line_counts_and_last_error(
+    sign_in: Callable[..., object], map_dir: Path, owner: User, alias_domain: Domain
+) -> None:
+    make_alias(owner, "counted", alias_domain)
+    publication.request_publication("test")
+    publication.publish(coalesce=False)
+    publication.request_publication("test")
+    with override_settings(POSTMAP_COMMAND="/bin/false", MAP_INCREMENTAL_MAX_LINES=0):
+        make_alias(owner, "blocked", alias_domain)
+        publication.publish(coalesce=False)
+    admin = sign_in("admin")
+
+    page = admin.get("/aliases/publication/").content.decode()  # type: ignore[attr-defined]
+
+    assert "Generation requested: <strong>2</strong>" in page
+    assert "Generation published: <strong>1</strong>" in page
+    assert "postmap hash:" in page and "failed" in page
+    assert f"<code>{map_dir}/virtual</code></td><td>1</td>" in page
+
+
+def test_publication_page_is_for_admins_only(sign_in: Callable[..., object]) -> None:
+    for role in ("end user", "helpdesk"):
+        client = sign_in(role)
+        assert client.get("/aliases/publication/").status_code == 403  # type: ignore[attr-defined]
+        assert client.post("/aliases/publication/publish/").status_code == 403  # type: ignore[attr-defined]
+
+
+def test_publish_now_button_records_the_need_to_publish(sign_in: Callable[..., object]) -> None:
+    admin = sign_in("admin")
+
+    response = admin.post("/aliases/publication/publish/")  # type: ignore[attr-defined]
+
+    assert response.status_code == 302
+    assert MapGeneration.objects.get().requested == 1

@@ -1,0 +1,50 @@
+"""The admin page showing how far each mail host has published the Postfix maps."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.roles import admin_required
+from aliases import publication
+from aliases.models import MapGeneration, MapPublication
+from audit.models import record_event
+
+
+@admin_required
+def publication_status(request: HttpRequest) -> HttpResponse:
+    generation = MapGeneration.objects.filter(pk=1).first()
+    requested = generation.requested if generation else 0
+    known = {state.host: state for state in MapPublication.objects.all()}
+    # Hosts that should publish but never did still get a row on the page.
+    hosts = [known.pop(host, None) or MapPublication(host=host) for host in settings.MAP_HOSTS]
+    hosts += known.values()
+    rows = [
+        {
+            "state": state,
+            "behind": max(requested - state.published_generation, 0),
+            "counts": [(name, state.line_counts.get(name)) for name in settings.POSTFIX_MAPS],
+        }
+        for state in hosts
+    ]
+    context = {
+        "requested": requested,
+        "generation": generation,
+        "rows": rows,
+        "map_dir": settings.POSTFIX_MAP_DIR,
+        "reconcile_interval": settings.MAP_RECONCILE_INTERVAL,
+    }
+    return render(request, "aliases/publication.html", context)
+
+
+@require_POST
+@admin_required
+def publication_publish(request: HttpRequest) -> HttpResponse:
+    # Counts as a change: every host publishes, and the reconcile retries until it succeeds.
+    with transaction.atomic():
+        publication.request_publication("publish requested on the admin page")
+        record_event("maps.publish_requested", request=request, target="postfix maps")
+    messages.success(request, "A publication was queued on every mail host.")
+    return redirect("aliases:publication")
