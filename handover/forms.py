@@ -169,7 +169,6 @@ class NoteForm(forms.ModelForm):
             aware = wall.replace(tzinfo=zone)
             if aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall:
                 self.add_error(name, f"That time does not exist in {zone_name} (the clocks skip it).")
-                cleaned.pop(name)
             else:
                 cleaned[name] = aware
         starts, ends = cleaned.get("starts_at"), cleaned.get("ends_at")
