@@ -329,7 +329,7 @@ CELERY_BEAT_SCHEDULE["suspension-sweep"] = {
 # --- Vacation responder -----------------------------------------------------------------
 RESPONDER_HOST = env_str("RESPONDER_HOST", "127.0.0.1")
 RESPONDER_PORT = env_int("RESPONDER_PORT", 10026)
-# Postfix routes copies for users on vacation to <user>#<domain>@VACATION_ROUTING_DOMAIN.
+# Postfix routes copies for users on vacation to <user>=<domain>@VACATION_ROUTING_DOMAIN.
 VACATION_ROUTING_DOMAIN = env_str("VACATION_ROUTING_DOMAIN", "autoreply.mailadmin.invalid")
 # Out of office: where the responder hands its replies (the private/local Postfix).
 VACATION_SMTP_HOST = env_str("VACATION_SMTP_HOST", "127.0.0.1")

@@ -1,8 +1,10 @@
 """What the map publication needs from out-of-office: copies of mail for users on vacation.
 
 Postfix keeps delivering to the mailbox (the renderer keeps the mailbox itself as a target)
-and adds a copy to <local>#<domain>@VACATION_ROUTING_DOMAIN, which the transport map sends
-to the responder. The publication in aliases/ calls these two functions.
+and adds a copy to <local>=<domain>@VACATION_ROUTING_DOMAIN, which the transport map sends
+to the responder. "=" rather than "#": the map renderer refuses "#" in any token (a comment
+character in map sources), and a domain never contains "=", so the last "=" splits it.
+The publication in aliases/ calls these two functions.
 """
 
 from django.conf import settings
@@ -14,15 +16,15 @@ from outofoffice.models import VacationReply
 
 def routing_address(mailbox: str) -> str:
     local_part, domain = mailbox.lower().rsplit("@", 1)
-    return f"{local_part}#{domain}@{settings.VACATION_ROUTING_DOMAIN}"
+    return f"{local_part}={domain}@{settings.VACATION_ROUTING_DOMAIN}"
 
 
 def mailbox_for(routing: str) -> str | None:
     """The mailbox a routing address stands for, or None if it is not one of ours."""
     local, _, domain = routing.strip().strip("<>").lower().rpartition("@")
-    if domain != settings.VACATION_ROUTING_DOMAIN.lower() or "#" not in local:
+    if domain != settings.VACATION_ROUTING_DOMAIN.lower() or "=" not in local:
         return None
-    mailbox_local, _, mailbox_domain = local.rpartition("#")
+    mailbox_local, _, mailbox_domain = local.rpartition("=")
     if not mailbox_local or not mailbox_domain:
         return None
     return f"{mailbox_local}@{mailbox_domain}"
