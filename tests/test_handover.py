@@ -184,6 +184,8 @@ def test_add_another_item_saves_and_comes_back_with_a_blank_row(shared_note: dic
     page = author.get(EDIT_URL).content.decode()
     assert 'id="new-item"' in page
     assert 'name="items-TOTAL_FORMS" value="2"' in page
+    # The window comes back as the author typed it, in their zone, whatever the viewer's zone.
+    assert 'value="2026-12-21T09:00"' in page
 
 
 @pytest.mark.parametrize("viewer", ["author", "primary", "topic", "admin"])
@@ -379,3 +381,16 @@ def test_note_url_for_gives_the_path_of_a_users_note_or_none(shared_note: dict[s
     assert note_url_for(shared_note["author"].directory_user.uid) == f"/handover/{note.pk}/"
     assert note_url_for(shared_note["primary"].uid) is None
     assert note_url_for("*") is None
+
+
+@pytest.mark.django_db
+def test_window_shows_in_the_authors_zone_and_in_the_readers_own(shared_note: dict[str, Any]) -> None:
+    reader = Client()
+    reader.post("/accounts/sign-in/", {"username": shared_note["primary"].uid, "password": DEMO_PASSWORD})
+    reader.cookies["tz"] = "America/New_York"
+    page = reader.get(f"/handover/{shared_note['note'].pk}/").content.decode()
+    # Entered as 09:00 in Athens (UTC+2 in winter): 02:00 in New York (UTC-5).
+    assert "Mon 21 Dec 2026, 09:00 to Mon 4 Jan 2027, 09:00 (Europe/Athens)" in page
+    assert "Your time (America/New_York): Mon 21 Dec 2026, 02:00" in page
+    shared = reader.get("/handover/shared/").content.decode()
+    assert "21 Dec 2026 09:00" in shared
