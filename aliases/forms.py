@@ -52,7 +52,8 @@ class AliasCreateForm(forms.Form):
 
     kind = Alias.Kind.CUSTOM
 
-    domain = forms.ModelChoiceField(queryset=Domain.objects.none(), empty_label=None, label="Domain")
+    # Optional: posting a site alone uses the default alias domain.
+    domain = forms.ModelChoiceField(queryset=Domain.objects.none(), empty_label=None, label="Domain", required=False)
     label = forms.CharField(
         label="Note (optional)",
         max_length=100,
@@ -75,9 +76,12 @@ class AliasCreateForm(forms.Form):
         field = self.fields["domain"]
         assert isinstance(field, forms.ModelChoiceField)
         field.queryset = domains
-        default = next((d for d in domains if d.name == settings.ALIAS_DOMAIN), None)
-        if default is not None:
-            field.initial = default.pk
+        alias_domains = [d for d in domains if d.is_alias_domain]
+        self.default_domain = next((d for d in alias_domains if d.name == settings.ALIAS_DOMAIN), None) or next(
+            iter(alias_domains), None
+        )
+        if self.default_domain is not None:
+            field.initial = self.default_domain.pk
         self.local_part = ""
 
     @property
@@ -96,9 +100,10 @@ class AliasCreateForm(forms.Form):
         refusal = creation_refusal(self.owner)
         if refusal:
             raise ValidationError(refusal, code="limit")
-        if not self.fields["domain"].queryset.exists():  # type: ignore[attr-defined]
+        domain = cleaned.get("domain") or self.default_domain
+        if domain is None and "domain" not in self.errors:
             raise ValidationError("There is no alias domain yet. Ask the mail administrators to add one.")
-        domain = cleaned.get("domain")
+        cleaned["domain"] = domain
         if domain is not None and not self.errors:
             self.choose_local_part(cleaned, domain)
         return cleaned

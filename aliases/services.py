@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from accounts.suspension import is_suspended
 from aliases.addresses import is_reserved
 from aliases.models import Alias, AliasTombstone, Domain
 from aliases.publication import request_publication
@@ -73,6 +74,9 @@ def random_local_part() -> str:
 def creation_refusal(owner: User, now: datetime | None = None) -> str | None:
     """Why this user may not create another alias now, or None."""
     now = now or timezone.now()
+    if is_suspended(owner):
+        # New addresses would be new ways to send and receive for a barred sender.
+        return f"Your account is suspended, so you cannot make new aliases. Contact {settings.ABUSE_CONTACT}."
     limit = settings.ALIAS_LIMIT_PER_USER
     if Alias.objects.filter(owner=owner).count() >= limit:
         return f"You have reached the limit of {limit} aliases. Delete some you no longer use to make new ones."
