@@ -10,9 +10,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from accounts.models import SenderSuspension
 from accounts.roles import Role, role_of
 from aliases.models import Alias, MapGeneration, MapPublication
 from audit.models import AuditEvent
+from handover.models import HandoverNote, TopicDelegate
 from outofoffice.models import VacationReply
 
 RECENT = 5
@@ -33,13 +35,18 @@ def _own(request: HttpRequest) -> dict[str, object]:
     user = request.user
     aliases = Alias.objects.filter(owner=user)
     counts = aliases.aggregate(total=Count("id"), enabled=Count("id", filter=Q(enabled=True)))
-    vacation = VacationReply.objects.filter(uid=user.get_username()).first()
+    uid = user.get_username()
+    vacation = VacationReply.objects.filter(uid=uid).first()
+    as_topic_delegate = TopicDelegate.objects.filter(delegate_uid=uid).values("note_id")
+    handed_to_me = HandoverNote.objects.filter(Q(primary_delegate_uid=uid) | Q(pk__in=as_topic_delegate))
     return {
         "alias_total": counts["total"],
         "alias_enabled": counts["enabled"],
         "recent_aliases": list(aliases.select_related("domain")[:RECENT]),
         "vacation": vacation,
         "vacation_state": _vacation_state(vacation),
+        "handover_note": HandoverNote.objects.filter(author=user).first(),
+        "handed_to_me": list(handed_to_me.select_related("author").order_by("starts_at", "id")[:RECENT]),
     }
 
 
@@ -67,7 +74,10 @@ def _admin() -> dict[str, object]:
         }
         for p in publications
     ]
+    suspensions = SenderSuspension.objects.active()
     return {
+        "suspensions": list(suspensions.order_by("-created_at")[:RECENT]),
+        "suspension_count": suspensions.count(),
         "map_hosts": hosts,
         "maps_ok": all(h["current"] and not h["failing"] for h in hosts),
         "recent_events": list(AuditEvent.objects.all()[:RECENT]),

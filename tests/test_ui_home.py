@@ -105,6 +105,7 @@ def test_home_page_queries_and_ldap_round_trips_do_not_grow_with_data(sign_in, l
     ldap_round_trips.clear()
     assert measure() == few
     assert ldap_round_trips == []
-    # session, user, groups (role), own suspension (banner), then aliases: counts + recent, own vacation;
-    # helpdesk: current vacations + count; admin: map generation, publications, events.
-    assert few == {"end user": 7, "helpdesk": 9, "admin": 12}[role]
+    # session, user, groups (role), own suspension (banner), then aliases: counts + recent, own vacation,
+    # own handover note, notes handed to me; helpdesk: current vacations + count; admin: suspensions +
+    # count, map generation, publications, events.
+    assert few == {"end user": 9, "helpdesk": 11, "admin": 16}[role]

@@ -20,9 +20,9 @@
     }
     if (!zone || !/^[A-Za-z0-9_+\-\/]{1,64}$/.test(zone)) return;
     var current = document.cookie.split("; ").filter(function (c) { return c.indexOf("tz=") === 0; })[0];
-    if (current === "tz=" + encodeURIComponent(zone)) return;
+    if (current === "tz=" + zone) return;
     var secure = location.protocol === "https:" ? "; Secure" : "";
-    document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax" + secure;
+    document.cookie = "tz=" + zone + "; path=/; max-age=31536000; SameSite=Lax" + secure;
   }
 
   function confirmBeforeSubmit(event) {
