@@ -2,13 +2,16 @@
 in slapd (check_sender_access ldap:) and the published hash: sender_access map (aliases)."""
 
 import smtplib
+import subprocess
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from accounts import suspension
+from accounts import sender_block, suspension
 from aliases.models import Alias, Domain
+from localservices.slapd import Slapd
 from tests.test_suspension import HOSTILE_REASON
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -77,3 +80,36 @@ def test_a_suspended_users_alias_is_refused_through_the_published_sender_access_
     suspension.reinstate(target.uid, admin)
     publish(coalesce=False)
     assert mail_from(alias.address)[0] == 250
+
+
+def _lookup(cf_lines: list[str], key: str, tmp_path: Path) -> str:
+    cf = tmp_path / "lookup.cf"
+    cf.write_text("\n".join(cf_lines) + "\n")
+    cf.chmod(0o600)
+    result = subprocess.run(
+        ["/usr/sbin/postmap", "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", key, f"ldap:{cf}"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode in (0, 1), result.stderr  # 1: not found
+    return result.stdout.strip()
+
+
+def test_the_submission_tables_block_a_suspended_login_and_map_addresses_to_logins(
+    make_directory_user, tmp_path: Path
+) -> None:
+    password = Slapd().password_file("postfix").read_text().strip()
+    target, bystander = make_directory_user(), make_directory_user()
+    suspension.suspend(target.uid, "abuse", None, _admin(make_directory_user))
+    reject = f"REJECT {settings.SUSPENSION_REJECT_TEXT}"
+
+    sasl = sender_block.sasl_sender_block_cf_lines(password)
+    assert _lookup(sasl, target.uid, tmp_path) == reject
+    assert _lookup(sasl, target.mail, tmp_path) == reject
+    assert _lookup(sasl, bystander.uid, tmp_path) == ""
+    assert _lookup(sasl, "*", tmp_path) == ""  # Postfix escapes filter metacharacters
+    assert _lookup(sender_block.sender_block_cf_lines(password), target.mail, tmp_path) == reject
+    assert _lookup(sender_block.sender_login_maps_cf_lines(password), bystander.mail, tmp_path) == bystander.uid
+
+    suspension.reinstate(target.uid, None)
+    assert _lookup(sasl, target.uid, tmp_path) == ""

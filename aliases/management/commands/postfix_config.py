@@ -10,6 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from accounts import sender_block
+
 
 def _map(name: str) -> str:
     return f"hash:{Path(settings.POSTFIX_MAP_DIR) / name}"
@@ -32,30 +34,6 @@ def alias_maps_lines() -> list[str]:
     ]
 
 
-def sender_lines() -> list[str]:
-    return [
-        "# mailadmin: suspended senders (live LDAP flag, and the published hash: table)",
-        "smtpd_sender_restrictions =",
-        f"    check_sender_access ldap:{Path(settings.POSTFIX_CONFIG_DIR) / 'sender_block.cf'},",
-        f"    check_sender_access {_map('sender_access')}",
-    ]
-
-
-def sender_block_cf_lines() -> list[str]:
-    return [
-        f"# {Path(settings.POSTFIX_CONFIG_DIR) / 'sender_block.cf'} (mode 0600, owned by root)",
-        f"server_host = {settings.LDAP_URI}",
-        "version = 3",
-        "bind = yes",
-        f"bind_dn = cn=postfix,ou=services,{settings.LDAP_BASE_DN}",
-        "bind_pw = <the postfix service account's password>",
-        f"search_base = {settings.LDAP_PEOPLE_DN}",
-        f"query_filter = (&(objectClass=mailAccount)(mail=%s)({settings.LDAP_SENDER_BLOCK_ATTR}=TRUE))",
-        "result_attribute = mail",
-        f"result_format = REJECT Sending is suspended for this account; contact {settings.ABUSE_CONTACT}",
-    ]
-
-
 def responder_master_lines() -> list[str]:
     return [
         "# mailadmin: vacation copies go to the responder over LMTP (transport map entry:",
@@ -64,9 +42,9 @@ def responder_master_lines() -> list[str]:
     ]
 
 
-MAIN_CF_SECTIONS: list[Callable[[], list[str]]] = [alias_maps_lines, sender_lines]
-MASTER_CF_SECTIONS: list[Callable[[], list[str]]] = [responder_master_lines]
-EXTRA_FILES: list[Callable[[], list[str]]] = [sender_block_cf_lines]
+MAIN_CF_SECTIONS: list[Callable[[], list[str]]] = [alias_maps_lines, sender_block.main_cf_lines]
+MASTER_CF_SECTIONS: list[Callable[[], list[str]]] = [responder_master_lines, sender_block.master_cf_lines]
+EXTRA_FILES: list[Callable[[], list[str]]] = [sender_block.extra_files]
 
 
 class Command(BaseCommand):
