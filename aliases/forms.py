@@ -24,10 +24,9 @@ from aliases.services import address_in_use, creation_refusal, free_local_parts,
 MAX_CATCHALL_DESTINATIONS = 20
 
 
-def _refuse_control_characters(value: str) -> str:
+def _refuse_control_characters(value: str) -> None:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValidationError("Control characters and line breaks are not allowed.")
-    return value
 
 
 def _start_of_day(day: date) -> datetime:
@@ -82,7 +81,7 @@ class AliasCreateForm(forms.Form):
         )
         if self.default_domain is not None:
             field.initial = self.default_domain.pk
-        self.local_part = ""
+        self.chosen_local_part = ""
 
     @property
     def expires_at(self) -> datetime | None:
@@ -131,9 +130,9 @@ class CustomAliasForm(AliasCreateForm):
         return normalize_local_part(self.cleaned_data["local_part"], allow_reserved=self.is_admin)
 
     def choose_local_part(self, cleaned: dict[str, Any], domain: Domain) -> None:
-        self.local_part = cleaned["local_part"]
+        self.chosen_local_part = cleaned["local_part"]
         try:
-            check_available(f"{self.local_part}@{domain.name}")
+            check_available(f"{self.chosen_local_part}@{domain.name}")
         except ValidationError as exc:
             self.add_error("local_part", exc)
 
@@ -151,7 +150,7 @@ class RandomAliasForm(AliasCreateForm):
                     if exc.code == "unavailable":
                         raise
                     continue
-                self.local_part = candidate
+                self.chosen_local_part = candidate
                 return
         raise ValidationError("No free random name was found. Please try again.")
 
@@ -189,9 +188,9 @@ class SiteAliasForm(AliasCreateForm):
 
     def choose_local_part(self, cleaned: dict[str, Any], domain: Domain) -> None:
         if cleaned.get("local_part"):
-            self.local_part = cleaned["local_part"]
+            self.chosen_local_part = cleaned["local_part"]
             try:
-                check_available(f"{self.local_part}@{domain.name}")
+                check_available(f"{self.chosen_local_part}@{domain.name}")
             except ValidationError as exc:
                 self.add_error("local_part", exc)
             return
@@ -199,7 +198,7 @@ class SiteAliasForm(AliasCreateForm):
         if not proposal:
             self.add_error("local_part", "No name could be made from this site. Enter one here.")
             return
-        self.local_part = proposal
+        self.chosen_local_part = proposal
 
 
 def proposal_for(site: str, domain: Domain) -> str:
@@ -233,13 +232,13 @@ class AliasEditForm(forms.Form):
         help_text="Off by default: a vacation reply to a disposable address tells the sender your real name.",
     )
 
-    def __init__(self, alias: Alias, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, alias: Alias, data: Any = None) -> None:
         initial = {
             "label": alias.label,
             "expires_on": timezone.localtime(alias.expires_at).date() if alias.expires_at else None,
             "vacation_replies": alias.vacation_replies,
         }
-        super().__init__(*args, initial=initial, **kwargs)
+        super().__init__(data, initial=initial)
         self.alias = alias
 
     def clean_expires_on(self) -> date | None:
@@ -319,7 +318,7 @@ class DomainForm(forms.Form):
         "they may also make aliases here.",
     )
 
-    def __init__(self, *args: Any, instance: Domain | None = None, **kwargs: Any) -> None:
+    def __init__(self, data: Any = None, *, instance: Domain | None = None) -> None:
         self.instance = instance or Domain()
         initial = {}
         if instance is not None:
@@ -329,7 +328,7 @@ class DomainForm(forms.Form):
                 "catchall_destinations": "\n".join(instance.catchall_addresses),
                 "catchall_owner_uid": instance.catchall_owner.get_username() if instance.catchall_owner else "",
             }
-        super().__init__(*args, initial=initial, **kwargs)
+        super().__init__(data, initial=initial)
         if instance is not None:
             # Renaming would silently move every alias and leave its tombstones behind.
             self.fields["name"].disabled = True

@@ -76,7 +76,7 @@ def alias_create(request: HttpRequest, kind: str) -> HttpResponse:
             alias = create_alias(
                 request,
                 owner,
-                local_part=form.local_part,
+                local_part=form.chosen_local_part,
                 domain=form.cleaned_data["domain"],
                 kind=form.kind,
                 site=form.remembered_site,
