@@ -12,6 +12,7 @@ from accounts import directory
 from accounts.forms import UNAVAILABLE
 from aliases.addresses import (
     MAX_LOCAL_PART,
+    normalize_address,
     normalize_address_list,
     normalize_domain,
     normalize_local_part,
@@ -320,6 +321,7 @@ class DomainForm(forms.Form):
 
     def __init__(self, data: Any = None, *, instance: Domain | None = None) -> None:
         self.instance = instance or Domain()
+        self.catchall_owner_mail = ""
         initial = {}
         if instance is not None:
             initial = {
@@ -371,6 +373,11 @@ class DomainForm(forms.Form):
             raise ValidationError(UNAVAILABLE) from None
         if user is None:
             raise ValidationError(f"There is no user {uid}.")
+        try:
+            # Postfix maps the catch-all to this address; it must be as safe as any other.
+            self.catchall_owner_mail = normalize_address(user.mail)
+        except ValidationError:
+            raise ValidationError(f"{uid} has no usable mail address in the directory.") from None
         return uid
 
     def clean(self) -> dict[str, Any]:

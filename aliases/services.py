@@ -176,18 +176,25 @@ def delete_alias(request: HttpRequest, alias: Alias) -> None:
         request_publication(f"alias deleted: {address}")
 
 
-def save_domain(request: HttpRequest, domain: Domain, *, catchall_owner_uid: str, created: bool) -> None:
-    """Store a domain validated by DomainForm; the owner's uid was checked in the directory."""
+def save_domain(request: HttpRequest, domain: Domain, *, catchall_owner: tuple[str, str], created: bool) -> None:
+    """Store a domain validated by DomainForm; catchall_owner is (uid, mail) as read from the
+    directory, or ("", "") for none."""
+    uid, mail = catchall_owner
     with transaction.atomic():
-        # A user who never signed in has no row yet; sign-in fills in the rest from LDAP.
-        owner = User.objects.get_or_create(username=catchall_owner_uid)[0] if catchall_owner_uid else None
+        owner = None
+        if uid:
+            # A user who never signed in has no row yet; the maps need their address now.
+            owner, _ = User.objects.get_or_create(username=uid, defaults={"email": mail})
+            if owner.email != mail:
+                owner.email = mail
+                owner.save(update_fields=["email"])
         domain.catchall_owner = owner
         domain.save()
         detail = "alias domain" if domain.is_alias_domain else "mailbox domain"
         if domain.catchall_destinations:
             detail += f"; catch-all to {domain.catchall_destinations}"
-        if catchall_owner_uid:
-            detail += f"; personal catch-all of {catchall_owner_uid}"
+        if uid:
+            detail += f"; personal catch-all of {uid}"
         action = "domain.create" if created else "domain.update"
         record_event(action, request=request, target=domain.name, detail=detail)
         request_publication(f"domain {'created' if created else 'changed'}: {domain.name}")

@@ -176,7 +176,8 @@ def _domain_form(request: HttpRequest, domain: Domain | None) -> HttpResponse:
     form = DomainForm(request.POST if request.method == "POST" else None, instance=domain)
     if request.method == "POST" and form.is_valid():
         saved = form.apply()
-        save_domain(request, saved, catchall_owner_uid=form.cleaned_data["catchall_owner_uid"], created=domain is None)
+        owner = (form.cleaned_data["catchall_owner_uid"], form.catchall_owner_mail)
+        save_domain(request, saved, catchall_owner=owner, created=domain is None)
         messages.success(request, f"{saved.name} is saved. The mail server's tables follow shortly.")
         return redirect("aliases:domains")
     return render(request, "aliases/domain_form.html", {"form": form, "domain": domain})

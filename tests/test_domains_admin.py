@@ -89,6 +89,8 @@ def test_a_personal_catchall_owner_is_chosen_by_uid_before_they_ever_signed_in(s
     admin.post(f"/aliases/domains/{domain.pk}/", _form(catchall_owner_uid=person.uid))
     domain.refresh_from_db()
     assert domain.catchall_owner is not None and domain.catchall_owner.username == person.uid
+    # The maps route the catch-all to the owner's mailbox, known before their first sign-in.
+    assert domain.catchall_owner.email == person.mail
     both = _form(catchall_owner_uid=person.uid, catchall_destinations="a@outside.example")
     assert "not both" in admin.post(f"/aliases/domains/{domain.pk}/", both).content.decode()
 
