@@ -147,8 +147,9 @@ class NoteForm(forms.ModelForm):
                 ends_at=note.local_ends_at.replace(tzinfo=None),
                 primary_delegate=note.primary_delegate_uid,
             )
-        else:
-            self.initial.setdefault("time_zone", timezone.get_current_timezone_name())
+        elif timezone.get_current_timezone_name() in TIME_ZONES:
+            # A new note starts in the viewer's own zone (the browser's, when it told us).
+            self.initial["time_zone"] = timezone.get_current_timezone_name()
 
     def clean_primary_delegate(self) -> directory.DirectoryUser | None:
         user = self.cleaned_data.get("primary_delegate")
@@ -255,6 +256,11 @@ class NoteChildFormSet(BaseInlineFormSet):
         super().__init__(*args, **kwargs)
         # Rows come out in a stable order, and a user's own extra rows stay at the end.
         self.queryset = self.queryset.order_by("id")
+
+    def add_fields(self, form: forms.Form, index: int | None) -> None:
+        super().add_fields(form, index)
+        if "DELETE" in form.fields:
+            form.fields["DELETE"].label = "Remove this row when saving"
 
 
 TopicDelegateFormSet = inlineformset_factory(

@@ -394,3 +394,11 @@ def test_window_shows_in_the_authors_zone_and_in_the_readers_own(shared_note: di
     assert "Your time (America/New_York): Mon 21 Dec 2026, 02:00" in page
     shared = reader.get("/handover/shared/").content.decode()
     assert "21 Dec 2026 09:00" in shared
+
+
+@pytest.mark.django_db
+def test_a_new_note_starts_in_the_viewers_time_zone(sign_in: Any) -> None:
+    author = sign_in()
+    author.cookies["tz"] = "Asia/Tokyo"
+    page = author.get(EDIT_URL).content.decode()
+    assert '<option value="Asia/Tokyo" selected>' in page
