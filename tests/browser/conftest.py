@@ -61,12 +61,17 @@ def _artifact_name(item: pytest.Item) -> str:
 @pytest.fixture
 def page(request: pytest.FixtureRequest, browser: Browser, live_server: object) -> Iterator[Page]:
     context = browser.new_context(base_url=str(live_server), viewport=DESKTOP, timezone_id=TIME_ZONE, locale="en-GB")
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=str(live_server))
     page = context.new_page()
     problems: list[str] = []
     # CSP violations and script errors show up here; a finished page has none.
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
     page.console_problems = problems  # type: ignore[attr-defined]
+    # data-confirm asks with confirm(); answer yes and keep the question for the test to check.
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+    page.dialogs = dialogs  # type: ignore[attr-defined]
     yield page
     name = _artifact_name(request.node)
     failed = any(
