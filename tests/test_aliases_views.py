@@ -5,10 +5,12 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import SenderSuspension
+from aliases import publication
 from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
 from audit.models import AuditEvent
 
@@ -31,8 +33,8 @@ def _generation() -> int:
     return row.requested if row else 0
 
 
-def _map_files() -> dict[str, bytes]:
-    directory = Path(settings.POSTFIX_MAP_DIR)
+def _map_files(directory: Path | None = None) -> dict[str, bytes]:
+    directory = directory or Path(settings.POSTFIX_MAP_DIR)
     return {p.name: p.read_bytes() for p in sorted(directory.glob("*")) if p.is_file()} if directory.is_dir() else {}
 
 
@@ -97,6 +99,26 @@ def test_hostile_local_parts_are_refused_and_change_nothing(sign_in, domains, lo
     assert not AuditEvent.objects.filter(action__startswith="alias.").exists()
     assert _generation() == generation_before
     assert _map_files() == maps_before
+
+
+HOSTILE = ["evil\nbcc", "two words", "hash#tag", "a,b", "nul\x00byte", "x" * 300, "postmaster", "tab\tx", "a:b"]
+
+
+def test_hostile_local_parts_leave_the_published_maps_byte_for_byte_unchanged(sign_in, domains, tmp_path) -> None:
+    client = sign_in()
+    with override_settings(POSTFIX_MAP_DIR=tmp_path, POSTFIX_RELOAD_COMMAND="/bin/true"):
+        client.post("/aliases/new/site/", {"site": "https://www.twitter.com/signup"})
+        assert publication.publish(force=True, coalesce=False).status == "published"
+        virtual = (tmp_path / "virtual").read_text()
+        assert f"twittercom@{settings.ALIAS_DOMAIN} {client.directory_user.mail}\n" in virtual
+        published = _map_files(tmp_path)
+        for value in HOSTILE:
+            for kind in ("custom", "site"):
+                response = client.post(f"/aliases/new/{kind}/", {"site": "x.example", "local_part": value})
+                assert response.status_code == 200 and 'class="error"' in response.content.decode()
+        assert publication.publish(coalesce=False).status == "nothing to do"
+        assert _map_files(tmp_path) == published
+    assert Alias.objects.count() == 1
 
 
 def test_an_admin_may_take_a_reserved_name(sign_in, domains) -> None:
