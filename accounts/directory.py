@@ -260,29 +260,48 @@ def password_hash(uid: str) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def search_users(query: str, limit: int = 25, offset: int = 0) -> tuple[list[DirectoryUser], bool]:
-    """Users whose uid, cn or mail contains `query` (all users if empty), server-side paged.
+def _paged_entries(conn: ldap3.Connection, flt: str, wanted: int, attributes: list[str]) -> list[ldap3.Entry]:
+    found: list[ldap3.Entry] = []
+    cookie: bytes | None = None
+    while len(found) < wanted:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            flt,
+            attributes=attributes,
+            paged_size=min(wanted - len(found), 500),
+            paged_cookie=cookie,
+        )
+        found.extend(conn.entries)
+        controls = conn.result.get("controls", {})
+        cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
+        if not cookie:
+            break
+    return found[:wanted]
 
-    Returns one page (sorted by uid within what the server returned) and whether more follow.
+
+def search_users(query: str, limit: int = 25, offset: int = 0) -> tuple[list[DirectoryUser], bool]:
+    """Users whose uid, cn or mail contains `query` (all users if empty), server-side paged,
+    in the server's (stable) order. Returns one page and whether more follow.
+
+    A later page skips the earlier entries by DN only (no attributes: parsing whole entries
+    is what costs), then reads the page's own entries.
     """
     term = escape_filter_chars(query.strip())
-    flt = f"(&(objectClass=mailAccount)(|(uid=*{term}*)(cn=*{term}*)(mail=*{term}*)))" if term else ""
+    if term:
+        flt = f"(&(objectClass=mailAccount)(|(uid=*{term}*)(cn=*{term}*)(mail=*{term}*)))"
+    else:
+        flt = "(objectClass=mailAccount)"
     wanted = offset + limit + 1
-    found: list[DirectoryUser] = []
     with connection() as conn:
-        cookie: bytes | None = None
-        while len(found) < wanted:
-            conn.search(
-                settings.LDAP_PEOPLE_DN,
-                flt or "(objectClass=mailAccount)",
-                attributes=_attributes(),
-                paged_size=min(wanted - len(found), 500),
-                paged_cookie=cookie,
-            )
-            found.extend(_to_user(entry) for entry in conn.entries)
-            controls = conn.result.get("controls", {})
-            cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
-            if not cookie:
-                break
-    page = found[offset : offset + limit]
-    return page, len(found) > offset + limit
+        if offset == 0:
+            users = [_to_user(entry) for entry in _paged_entries(conn, flt, wanted, _attributes())]
+            return users[:limit], len(users) > limit
+        dns = [entry.entry_dn for entry in _paged_entries(conn, flt, wanted, ["1.1"])]
+        page: list[DirectoryUser] = []
+        for dn in dns[offset : offset + limit]:
+            try:
+                conn.search(dn, "(objectClass=mailAccount)", ldap3.BASE, attributes=_attributes())
+            except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+                continue  # deleted in between
+            page.extend(_to_user(entry) for entry in conn.entries)
+    return page, len(dns) > offset + limit
