@@ -380,6 +380,15 @@ class DomainForm(forms.Form):
             raise ValidationError(f"{uid} has no usable mail address in the directory.") from None
         return uid
 
+    def clean_is_alias_domain(self) -> bool:
+        value: bool = self.cleaned_data["is_alias_domain"]
+        if self.instance.is_alias_domain and not value:
+            count = Alias.objects.filter(domain_id=self.instance.pk).count()
+            if count:
+                # Users chose these addresses on an alias domain; they would stop being offered.
+                raise ValidationError(f"{count} aliases use this domain; it stays an alias domain while they exist.")
+        return value
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if cleaned.get("catchall_destinations") and cleaned.get("catchall_owner_uid"):

@@ -1,7 +1,8 @@
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 
-from aliases.models import Domain, MapGeneration
+from aliases.models import Alias, Domain, MapGeneration
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -113,3 +114,13 @@ def test_seed_demo_creates_the_demo_domains_once(db) -> None:
     names = dict(Domain.objects.values_list("name", "is_alias_domain"))
     assert names == {settings.MAIL_DOMAIN: False, settings.ALIAS_DOMAIN: True}
     assert AuditEvent.objects.filter(action="domain.create").count() == 2
+
+
+def test_an_alias_domain_in_use_stays_an_alias_domain(sign_in) -> None:
+    admin = sign_in("admin")
+    domain = Domain.objects.create(name="used.example", is_alias_domain=True)
+    Alias.objects.create(owner=User.objects.get(username=admin.directory_user.uid), local_part="x", domain=domain)
+    response = admin.post(f"/aliases/domains/{domain.pk}/", _form())
+    assert "1 aliases use this domain" in response.content.decode()
+    domain.refresh_from_db()
+    assert domain.is_alias_domain
