@@ -161,6 +161,10 @@ class NoteForm(forms.ModelForm):
         cleaned = super().clean() or {}
         zone_name = cleaned.get("time_zone")
         if not zone_name:
+            # The form is invalid anyway; keep model validation from meeting naive datetimes.
+            for name in ("starts_at", "ends_at"):
+                if cleaned.get(name) is not None:
+                    cleaned[name] = cleaned[name].replace(tzinfo=UTC)
             return cleaned
         zone = ZoneInfo(zone_name)
         for name in ("starts_at", "ends_at"):
@@ -179,15 +183,6 @@ class NoteForm(forms.ModelForm):
             elif ends - starts > MAX_ABSENCE:
                 self.add_error("ends_at", "An absence window can be at most a year long.")
         return cleaned
-
-    def _post_clean(self) -> None:
-        # Without a valid zone clean() left wall-clock values; the form is invalid anyway,
-        # so keep model validation from warning about naive datetimes.
-        for name in ("starts_at", "ends_at"):
-            value = self.cleaned_data.get(name)
-            if isinstance(value, datetime) and value.tzinfo is None:
-                self.cleaned_data[name] = value.replace(tzinfo=UTC)
-        super()._post_clean()
 
 
 class TopicDelegateForm(forms.ModelForm):
@@ -252,12 +247,17 @@ class WorkItemForm(forms.ModelForm):
 
 
 class NoteChildFormSet(BaseInlineFormSet):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Rows come out in a stable order, and a user's own extra rows stay at the end.
-        self.queryset = self.queryset.order_by("id")
+    def clean(self) -> None:
+        super().clean()
+        # Django silently drops an existing-row id that is not among this note's rows (a forged
+        # id, or a row deleted in another tab); refuse the whole submission instead.
+        if any(form.instance.pk is None for form in self.initial_forms):
+            raise forms.ValidationError(
+                "This page is out of date: a row on it no longer exists. Reload the page and try again.",
+                code="stale",
+            )
 
-    def add_fields(self, form: forms.Form, index: int | None) -> None:
+    def add_fields(self, form: forms.ModelForm, index: int | None) -> None:
         super().add_fields(form, index)
         if "DELETE" in form.fields:
             form.fields["DELETE"].label = "Remove this row when saving"
@@ -288,7 +288,9 @@ WorkItemFormSet = inlineformset_factory(
 )
 
 
-def save_note(form: NoteForm, topics: BaseInlineFormSet, items: BaseInlineFormSet) -> HandoverNote:
+def save_note(
+    form: NoteForm, topics: "BaseInlineFormSet[Any, Any, Any]", items: "BaseInlineFormSet[Any, Any, Any]"
+) -> HandoverNote:
     """Write a validated note and its rows together (the directory was consulted during validation)."""
     with transaction.atomic():
         note: HandoverNote = form.save(commit=False)

@@ -402,3 +402,31 @@ def test_a_new_note_starts_in_the_viewers_time_zone(sign_in: Any) -> None:
     author.cookies["tz"] = "Asia/Tokyo"
     page = author.get(EDIT_URL).content.decode()
     assert '<option value="Asia/Tokyo" selected>' in page
+
+
+@pytest.mark.django_db
+def test_a_forged_row_id_cannot_touch_another_users_note(
+    shared_note: dict[str, Any], sign_in: Any, make_directory_user: Any
+) -> None:
+    victim = shared_note["note"]
+    victim_item = victim.items.get()
+    attacker = sign_in()
+    data = note_post(make_directory_user().uid, items=[item_row("Hijacked")])
+    data |= {"items-INITIAL_FORMS": "1", "items-0-id": str(victim_item.pk)}
+    response = attacker.post(EDIT_URL, data)
+    assert response.status_code == 200
+    assert "This page is out of date" in response.content.decode()
+    victim_item.refresh_from_db()
+    assert victim_item.title == "Renew the TLS certificate"
+    assert not HandoverNote.objects.filter(author__username=attacker.directory_user.uid).exists()
+
+
+@pytest.mark.django_db
+def test_an_absurd_row_count_is_refused_without_building_the_rows(shared_note: dict[str, Any]) -> None:
+    author, note = shared_note["author"], shared_note["note"]
+    data = note_post(shared_note["primary"].uid, items=[item_row("Renew the TLS certificate")], note=note)
+    data["items-TOTAL_FORMS"] = "100000000"
+    response = author.post(EDIT_URL, data)
+    assert response.status_code == 200
+    assert "Please submit at most 30 forms" in response.content.decode()
+    assert note.items.count() == 1
