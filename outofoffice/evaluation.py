@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db.models import OuterRef, Subquery
 
 from aliases.models import Alias, Domain
 from outofoffice.models import ReplyLog, VacationReply
@@ -37,11 +38,12 @@ def _alias_addresses(uid: str) -> tuple[set[str], set[str]]:
 
 def recipient_for(vacation: VacationReply, sender: str) -> Recipient:
     owned, answered = _alias_addresses(vacation.uid)
-    last = (
-        ReplyLog.objects.filter(vacation=vacation, sender=sender, reply_key=vacation.reply_key)
-        .values_list("sent_at", flat=True)
-        .first()
-    )
+    last_sent = getattr(vacation, "last_sent_at", None)
+    if not hasattr(vacation, "last_sent_at"):  # loaded without the annotation
+        last = ReplyLog.objects.filter(vacation=vacation, sender=sender).order_by("-sent_at")
+        last_sent, last_key = last.values_list("sent_at", "reply_key").first() or (None, None)
+    else:
+        last_key = vacation.last_reply_key  # type: ignore[attr-defined]
     return Recipient(
         address=vacation.address,
         enabled=vacation.enabled,
@@ -50,12 +52,22 @@ def recipient_for(vacation: VacationReply, sender: str) -> Recipient:
         interval=vacation.interval,
         own_addresses=frozenset({vacation.address, *owned}),
         reply_addresses=frozenset({vacation.address, *answered}),
-        last_reply_at=last,
+        # A new absence or a new text is a new reply: an old entry does not hold it back.
+        last_reply_at=last_sent if last_key == vacation.reply_key else None,
     )
 
 
 def evaluate(mailbox: str, incoming: Incoming, now: datetime) -> Evaluation:
-    vacation = VacationReply.objects.filter(address=mailbox.lower()).first()
+    # One query for the settings and this sender's latest reply (the hot path of the responder).
+    latest = ReplyLog.objects.filter(vacation=OuterRef("pk"), sender=incoming.sender).order_by("-sent_at")
+    vacation = (
+        VacationReply.objects.filter(address=mailbox.lower())
+        .annotate(
+            last_sent_at=Subquery(latest.values("sent_at")[:1]),
+            last_reply_key=Subquery(latest.values("reply_key")[:1]),
+        )
+        .first()
+    )
     recipient = recipient_for(vacation, incoming.sender) if vacation is not None else None
     return Evaluation(decision=decide(incoming, recipient, now), vacation=vacation, incoming=incoming)
 

@@ -6,6 +6,7 @@ into it except its Message-ID (for In-Reply-To/References), and only if well-for
 
 import re
 import smtplib
+import threading
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -23,7 +24,11 @@ REPLY_POLICY = SMTP.clone(max_line_length=998, raise_on_defect=True)
 
 
 class ReplyNotAccepted(Exception):
-    """Postfix did not take the reply; the copy must be retried."""
+    """Postfix did not take the reply for now; the copy must be retried."""
+
+
+class ReplyRefused(Exception):
+    """Postfix refused the reply for good (5xx): retrying the copy would not change that."""
 
 
 def reply_text(vacation: VacationReply, internal: bool) -> str:
@@ -52,13 +57,64 @@ def build_reply(vacation: VacationReply, incoming: Incoming, internal: bool, now
     return message
 
 
+class _Connections(threading.local):
+    smtp: smtplib.SMTP | None = None
+    target: tuple[str, int] | None = None
+
+
+# One SMTP session per responder thread, reused: a new connection per reply would cost
+# Postfix an smtpd hand-over each time.
+_connections = _Connections()
+
+
+def _session() -> smtplib.SMTP:
+    target = (settings.VACATION_SMTP_HOST, settings.VACATION_SMTP_PORT)
+    if _connections.smtp is not None and _connections.target == target:
+        return _connections.smtp
+    close_session()
+    _connections.smtp = smtplib.SMTP(*target, timeout=30)
+    _connections.target = target
+    return _connections.smtp
+
+
+def close_session() -> None:
+    smtp, _connections.smtp = _connections.smtp, None
+    if smtp is not None:
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+
 def send_reply(message: EmailMessage, recipient: str) -> None:
-    """Hand the reply to Postfix with an empty envelope sender, to the envelope sender only."""
-    try:
-        with smtplib.SMTP(settings.VACATION_SMTP_HOST, settings.VACATION_SMTP_PORT, timeout=30) as smtp:
-            smtp.send_message(message, from_addr="", to_addrs=[recipient])
-    except (smtplib.SMTPException, OSError) as exc:
-        raise ReplyNotAccepted(str(exc)) from exc
+    """Hand the reply to Postfix with an empty envelope sender, to the envelope sender only.
+    Returns once Postfix has accepted it; raises ReplyNotAccepted otherwise."""
+    for attempt in (1, 2):
+        reused = _connections.smtp is not None
+        try:
+            _session().send_message(message, from_addr="", to_addrs=[recipient])
+            return
+        except smtplib.SMTPServerDisconnected as exc:
+            close_session()
+            if attempt == 2 or not reused:  # a fresh connection that fails is a real failure
+                raise ReplyNotAccepted(str(exc)) from exc
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            if codes and all(500 <= code < 600 for code in codes):
+                raise ReplyRefused(f"recipient refused: {codes}") from exc
+            raise ReplyNotAccepted(f"recipient refused: {codes}") from exc
+        except smtplib.SMTPResponseException as exc:
+            # The session itself stays usable after a refused transaction.
+            try:
+                _session().rset()
+            except (smtplib.SMTPException, OSError):
+                close_session()
+            if 500 <= exc.smtp_code < 600:
+                raise ReplyRefused(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
+            raise ReplyNotAccepted(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            close_session()
+            raise ReplyNotAccepted(str(exc)) from exc
 
 
 def record_reply(vacation: VacationReply, sender: str, now: datetime) -> None:

@@ -20,7 +20,7 @@ from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from outofoffice.evaluation import evaluate, is_internal_sender
-from outofoffice.replies import ReplyNotAccepted, build_reply, record_reply, send_reply
+from outofoffice.replies import ReplyNotAccepted, ReplyRefused, build_reply, record_reply, send_reply
 from outofoffice.routing import mailbox_for
 from outofoffice.rules import parse_incoming
 
@@ -63,6 +63,9 @@ def handle_copy(mailbox: str, sender: str, raw: bytes) -> str:
             "deferred mailbox=%s sender=%s: Postfix did not accept the reply: %s", mailbox, incoming.sender, exc
         )
         return TEMPORARY
+    except ReplyRefused as exc:
+        log.warning("not replying mailbox=%s sender=%s: Postfix refused the reply: %s", mailbox, incoming.sender, exc)
+        return "250 2.0.0 no vacation reply (refused by the mail system)"
     try:
         record_reply(result.vacation, incoming.sender, now)
     except DatabaseError as exc:

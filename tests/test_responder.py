@@ -198,3 +198,10 @@ def test_after_the_end_there_is_no_reply(responder, capture, vacation):
     VacationReply.objects.filter(pk=vacation.pk).update(ends_at=timezone.now())
     deliver("carol@remote.example", message(), routing_address(USER))
     assert capture.messages() == []
+
+
+def test_a_reply_refused_for_good_is_not_retried_forever(responder, capture, vacation):
+    [(code, text)] = deliver("nosuch-carol@remote.example", message("nosuch-carol@remote.example"), routing_address(USER))
+    assert code == 250 and b"refused" in text
+    assert capture.messages() == []
+    assert not ReplyLog.objects.exists()

@@ -1,0 +1,202 @@
+"""Vacation responder throughput over loopback, beside Postfix's own smtp-sink.
+
+scripts/bench responder [--messages N]
+
+Measures, in one run and with the same asyncio client (a new connection per message):
+  - smtp-sink (Postfix's test server) as the ceiling of the loopback and the client;
+  - the responder (manage.py run_responder, LMTP) on copies that get no reply (bulk mail);
+  - the responder on copies that each get a reply, handed to the private Postfix;
+and the cost of one decision in this process (parse + database read + rules), in µs.
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailadmin.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from localservices.process import free_port, wait_for_port  # noqa: E402
+from outofoffice.evaluation import evaluate  # noqa: E402
+from outofoffice.models import ReplyLog, VacationReply  # noqa: E402
+from outofoffice.routing import routing_address  # noqa: E402
+from outofoffice.rules import decide, parse_incoming  # noqa: E402
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SMTP_SINK = "/usr/sbin/smtp-sink"
+MAILBOX = "bench@example.org"
+
+MessageFor = Callable[[int], tuple[str, bytes]]
+
+
+def message(sender: str, *extra: str) -> bytes:
+    lines = [f"From: {sender}", f"To: {MAILBOX}", "Subject: benchmark", f"Message-ID: <{sender}>", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n" + "Some text of the message.\r\n" * 40).encode()
+
+
+async def _expect(reader: asyncio.StreamReader, code: str) -> None:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("connection closed")
+        if line[3:4] != b"-":
+            break
+    if not line.startswith(code.encode()):
+        raise RuntimeError(f"expected {code}, got {line!r}")
+
+
+async def deliver_one(port: int, lmtp: bool, sender: str, recipient: str, raw: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await _expect(reader, "220")
+        writer.write(b"LHLO bench\r\n" if lmtp else b"EHLO bench\r\n")
+        await _expect(reader, "250")
+        for command, code in ((f"MAIL FROM:<{sender}>", "250"), (f"RCPT TO:<{recipient}>", "250"), ("DATA", "354")):
+            writer.write(command.encode() + b"\r\n")
+            await _expect(reader, code)
+        writer.write(raw + b".\r\n")
+        await _expect(reader, "250")
+        writer.write(b"QUIT\r\n")
+        await _expect(reader, "221")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def run_load(port: int, lmtp: bool, count: int, concurrency: int, message_for: MessageFor) -> float:
+    """Messages per second for `count` messages over `concurrency` parallel clients."""
+    numbers = iter(range(count))
+    recipient = routing_address(MAILBOX)
+
+    async def client() -> None:
+        for n in numbers:
+            sender, raw = message_for(n)
+            await deliver_one(port, lmtp, sender, recipient, raw)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
+
+
+def start_smtp_sink(port: int) -> subprocess.Popen[bytes]:
+    as_user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses to run as root
+    process = subprocess.Popen([SMTP_SINK, *as_user, f"127.0.0.1:{port}", "256"], stdout=subprocess.DEVNULL)
+    wait_for_port(port, "smtp-sink")
+    return process
+
+
+def start_responder(port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MAILADMIN_LOG_LEVEL": "WARNING"}
+    argv = [sys.executable, "manage.py", "run_responder", "--port", str(port)]
+    process = subprocess.Popen(argv, cwd=BASE_DIR, env=env)
+    wait_for_port(port, "responder", timeout=30)
+    return process
+
+
+def cost_per_decision(count: int) -> tuple[float, float]:
+    """(µs for parse + database read + rules, µs for the rules alone) per decision."""
+    now = timezone.now()
+    raws = [message(f"cost{n}@remote.example") for n in range(count)]
+    started = time.perf_counter()
+    for n, raw in enumerate(raws):
+        evaluate(MAILBOX, parse_incoming(f"cost{n}@remote.example", raw), now)
+    full = (time.perf_counter() - started) / count * 1e6
+    vacation = VacationReply.objects.get(address=MAILBOX)
+    from outofoffice.evaluation import recipient_for
+
+    recipient = recipient_for(vacation, "cost@remote.example")
+    incoming = parse_incoming("cost@remote.example", raws[0])
+    started = time.perf_counter()
+    for _ in range(count):
+        decide(incoming, recipient, now)
+    rules = (time.perf_counter() - started) / count * 1e6
+    return full, rules
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000, help="messages per measurement (default 2000)")
+    args = parser.parse_args()
+    if not Path(SMTP_SINK).exists() or shutil.which(SMTP_SINK) is None:
+        raise SystemExit(f"{SMTP_SINK} is missing (Debian package postfix)")
+    count = args.messages
+
+    call_command("migrate", "--noinput", verbosity=0)
+    now = timezone.now()
+    VacationReply.objects.update_or_create(
+        address=MAILBOX,
+        defaults={
+            "uid": "bench",
+            "enabled": True,
+            "starts_at": now - timezone.timedelta(hours=1),
+            "ends_at": now + timezone.timedelta(days=1),
+            "subject": "Away",
+            "body": "I am away this week.",
+        },
+    )
+    # The private Postfix relays the replies on to the "outside world": let smtp-sink take them.
+    outside = start_smtp_sink(settings.OUTSIDE_SMTP_PORT)
+    sink_port = free_port()
+    sink = start_smtp_sink(sink_port)
+    responder_port = free_port()
+    responder = start_responder(responder_port)
+    results: list[tuple[str, int, float]] = []
+    try:
+        asyncio.run(run_load(sink_port, False, 100, 10, lambda n: (f"warm{n}@remote.example", message("w"))))
+        asyncio.run(run_load(responder_port, True, 100, 10, lambda n: ("warm@remote.example", message("w"))))
+        for concurrency in (1, 10):
+            bulk: MessageFor = lambda n: (f"s{n}@remote.example", message(f"s{n}@remote.example", "Precedence: bulk"))  # noqa: E731
+            results.append(
+                (
+                    "smtp-sink (Postfix test server)",
+                    concurrency,
+                    asyncio.run(run_load(sink_port, False, count, concurrency, bulk)),
+                )
+            )
+            results.append(
+                (
+                    "responder, no reply (bulk)",
+                    concurrency,
+                    asyncio.run(run_load(responder_port, True, count, concurrency, bulk)),
+                )
+            )
+            ReplyLog.objects.all().delete()
+            tag = f"c{concurrency}"
+            replied: MessageFor = lambda n, tag=tag: (f"{tag}r{n}@remote.example", message(f"{tag}r{n}@remote.example"))  # noqa: E731
+            results.append(
+                (
+                    "responder, reply each (via Postfix)",
+                    concurrency,
+                    asyncio.run(run_load(responder_port, True, count, concurrency, replied)),
+                )
+            )
+        sent = ReplyLog.objects.count()
+    finally:
+        for process in (responder, sink, outside):
+            process.terminate()
+            process.wait(10)
+    full, rules = cost_per_decision(min(count, 2000))
+
+    print(f"\nVacation responder over loopback, {count} messages per row, new connection per message")
+    print(f"{'server':<40} {'concurrency':>11} {'msg/s':>9}")
+    for name, concurrency, rate in results:
+        print(f"{name:<40} {concurrency:>11} {rate:>9.0f}")
+    print(f"replies recorded in the last reply run: {sent}")
+    print(f"cost per decision: {full:.0f} µs (parse + SQL read + rules), {rules:.1f} µs (rules alone)")
+
+
+if __name__ == "__main__":
+    main()
