@@ -201,7 +201,8 @@ def test_after_the_end_there_is_no_reply(responder, capture, vacation):
 
 
 def test_a_reply_refused_for_good_is_not_retried_forever(responder, capture, vacation):
-    [(code, text)] = deliver("nosuch-carol@remote.example", message("nosuch-carol@remote.example"), routing_address(USER))
+    sender = "nosuch-carol@remote.example"
+    [(code, text)] = deliver(sender, message(sender), routing_address(USER))
     assert code == 250 and b"refused" in text
     assert capture.messages() == []
     assert not ReplyLog.objects.exists()
