@@ -19,18 +19,24 @@ MAX_LINKS_PER_ITEM = 10
 MAX_LINK_LENGTH = 2000
 MAX_ABSENCE = timedelta(days=366)
 TIME_ZONES = sorted(available_timezones() - {"localtime", "Factory"})
-# U+2028/U+2029 end a line in many viewers and mail clients even though they are not Cc.
-_LINE_BREAKING = {"\u2028", "\u2029"}
+# U+2028/U+2029 end a line in many viewers and mail clients even though they are not Cc;
+# bidi overrides and isolates can make a name or a link read as something else.
+_REFUSED = {"\u2028", "\u2029", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))}
 
 
 def reject_control_characters(value: str) -> None:
-    if any(unicodedata.category(c) == "Cc" or c in _LINE_BREAKING for c in value):
-        raise forms.ValidationError("Line breaks and control characters are not allowed here.", code="control")
+    if any(unicodedata.category(c) == "Cc" or c in _REFUSED for c in value):
+        raise forms.ValidationError(
+            "Line breaks and control characters (including text-direction overrides) are not allowed here.",
+            code="control",
+        )
 
 
 def reject_control_characters_except_lines(value: str) -> None:
-    if any((unicodedata.category(c) == "Cc" and c not in "\n\t") or c in _LINE_BREAKING for c in value):
-        raise forms.ValidationError("Control characters are not allowed.", code="control")
+    if any((unicodedata.category(c) == "Cc" and c not in "\n\t") or c in _REFUSED for c in value):
+        raise forms.ValidationError(
+            "Control characters (including text-direction overrides) are not allowed.", code="control"
+        )
 
 
 class SingleLineField(forms.CharField):

@@ -278,6 +278,9 @@ def test_user_text_is_escaped_on_every_page(shared_note: dict[str, Any]) -> None
 HOSTILE = {
     "newline in a title": {"items": [item_row("Renew\nBcc: x@evil.example")]},
     "control character in a status": {"items": [item_row("Renew", status="ok\x1b[2J")]},
+    "bidi override in a next step owner": {
+        "items": [item_row("Renew", next_step="Call", next_step_owner="\u202eloraC")]
+    },
     "NUL in context": {"items": [item_row("Renew", context="a\x00b")]},
     "javascript link": {"items": [item_row("Renew", links="javascript:alert(1)")]},
     "data link": {"items": [item_row("Renew", links="data:text/html,<b>x</b>")]},
