@@ -226,3 +226,29 @@ def test_user_page_shows_addresses_suspension_vacation_and_events(sign_in, make_
     page = admin.get(f"/directory/users/{person.uid}/").content.decode()
     assert person.mail in page and f"shopsite@{settings.ALIAS_DOMAIN}" in page
     assert "Away in June" in page and "Not suspended" in page and "sign-in" in page
+
+
+def test_the_search_page_has_a_fixed_cost_in_queries_and_ldap_round_trips(
+    sign_in, make_directory_user, django_assert_max_num_queries, monkeypatch
+) -> None:
+    import ldap3
+
+    for n in range(30):
+        make_directory_user(uid=f"costtest{n:02d}")
+    client = sign_in("admin")
+    searches: list[str] = []
+    real_search = ldap3.Connection.search
+
+    def counting_search(self: ldap3.Connection, *args: object, **kwargs: object) -> object:
+        searches.append(str(args[0]))
+        return real_search(self, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "search", counting_search)
+    with django_assert_max_num_queries(5):
+        page = client.get("/directory/", {"q": "costtest"})
+    assert page.content.decode().count("/directory/users/costtest") == 25
+    assert len(searches) == 1  # one paged search answers the first page
+    searches.clear()
+    with django_assert_max_num_queries(5):
+        client.get("/directory/", {"q": "costtest", "page": 2})
+    assert len(searches) == 1 + 5  # DNs up to the page, then the page's 5 entries
