@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import os
+import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from mailadmin import settings
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
 PROJECT_SCHEMA = settings.BASE_DIR / "deploy" / "ldap" / "mailadmin.schema"
+ACL_FILE = settings.BASE_DIR / "deploy" / "ldap" / "acl.conf"
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 
@@ -23,6 +25,21 @@ def ssha(password: str) -> str:
     salt = secrets.token_bytes(8)
     digest = hashlib.sha1(password.encode() + salt).digest()  # noqa: S324 -- slapd {SSHA}
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def access_rules(base: str) -> str:
+    """deploy/ldap/acl.conf, the documented ACLs, with this directory's names in place of the example's."""
+    names = {
+        "cn=mailadmin-admins,ou=groups,dc=example,dc=org": settings.LDAP_ADMIN_GROUP_DN,
+        "cn=mailadmin-helpdesk,ou=groups,dc=example,dc=org": settings.LDAP_HELPDESK_GROUP_DN,
+        "cn=mailadmin,ou=services,dc=example,dc=org": settings.LDAP_SERVICE_DN,
+        "ou=people,dc=example,dc=org": settings.LDAP_PEOPLE_DN,
+        "ou=groups,dc=example,dc=org": settings.LDAP_GROUPS_DN,
+        "dc=example,dc=org": base,
+        "mailSenderBlocked": settings.LDAP_SENDER_BLOCK_ATTR,
+    }
+    pattern = re.compile("|".join(re.escape(name) for name in sorted(names, key=len, reverse=True)))
+    return pattern.sub(lambda match: names[match.group(0)], ACL_FILE.read_text())
 
 
 class Slapd:
@@ -43,7 +60,6 @@ class Slapd:
     def _write_config(self) -> None:
         base = settings.LDAP_BASE_DN
         app = settings.LDAP_SERVICE_DN
-        readers = "\n".join(f'    by dn.exact="{self.service_dn(a)}" read' for a in READER_ACCOUNTS)
         includes = "\n".join(
             f"include {SCHEMA_DIR / name}.schema" for name in ("core", "cosine", "inetorgperson", "nis")
         )
@@ -64,20 +80,7 @@ index uid,cn,mail eq,sub
 index member eq
 index {settings.LDAP_SENDER_BLOCK_ATTR} eq
 limits dn.exact="{app}" size=unlimited time=unlimited
-# userPassword holds {{CRAM-MD5}} values, which are password-equivalent: only the service
-# accounts may read them, only the app's account may write them.
-access to attrs=userPassword
-    by dn.exact="{app}" write
-    by dn.exact="{self.service_dn("dovecot")}" read
-    by anonymous auth
-    by * none
-access to dn.subtree="{base}"
-    by dn.exact="{app}" write
-{readers}
-    by self read
-    by users read
-    by * none
-"""
+{access_rules(base)}"""
         )
 
     def _base_tree(self) -> str:
