@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from accounts import administration, directory, suspension
 from accounts.forms import (
+    DIRECTORY_MAX_PAGE,
     UNAVAILABLE,
     CreateUserForm,
     DirectorySearchForm,
@@ -58,7 +59,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
         "users": users,
         "suspended": suspended,
         "page": page,
-        "next_page": page + 1 if more and page < form.fields["page"].max_value else None,  # type: ignore[attr-defined]
+        "next_page": page + 1 if more and page < DIRECTORY_MAX_PAGE else None,
         "previous_page": page - 1 if page > 1 else None,
         "query": form.cleaned_data.get("q", "") if form.is_valid() else "",
     }

@@ -117,6 +117,8 @@ NAME_PATTERN = re.compile(r"^[^\W\d_](?:[^\W_]|[ .'\-])*$")
 # Mailbox addresses the admin may create: plain ASCII local parts only (Postfix map keys).
 MAILBOX_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@[a-z0-9.-]{1,253}$")
 REASON_MAX_LENGTH = 2000
+# Deep pages cost a walk over every earlier entry; past this, refine the search.
+DIRECTORY_MAX_PAGE = 40
 
 
 def _reject_control_characters_except_lines(value: str) -> None:
@@ -144,7 +146,7 @@ def address_in_use(address: str) -> bool:
 
 class DirectorySearchForm(forms.Form):
     q = forms.CharField(label="Name, uid or address", max_length=100, required=False, strip=True)
-    page = forms.IntegerField(min_value=1, max_value=40, required=False)
+    page = forms.IntegerField(min_value=1, max_value=DIRECTORY_MAX_PAGE, required=False)
 
     def clean_q(self) -> str:
         value: str = self.cleaned_data["q"]

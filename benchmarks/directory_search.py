@@ -121,7 +121,7 @@ def main() -> None:
     measure("GET /directory/?q=… signed in as admin (Django test client, whole request)", through_page, args.repeat)
 
     def deep_page(term: str) -> None:
-        page = client.get("/directory/", {"q": term, "page": 40})
+        page = client.get("/directory/", {"q": term, "page": "40"})
         assert page.status_code == 200
 
     print("\npage 40 (the last one offered) of a broad search:")
