@@ -120,3 +120,25 @@ def test_a_user_with_a_bindable_password_reads_only_their_own_entry(make_directo
     assert _read(conn, other.dn, "mail") == {}
     assert _read(conn, settings.LDAP_ADMIN_GROUP_DN, "member") == {}
     assert _refused(lambda: conn.modify(reader.dn, {"mail": [(ldap3.MODIFY_REPLACE, ["someone@example.org"])]}))
+
+
+def _rules(text: str) -> list[str]:
+    """Access rules as one normalised line each, from slapd.conf or LDIF continuation syntax."""
+    text = text.replace("\n  ", " ").replace("\n    by", " by")
+    rules = []
+    for line in text.splitlines():
+        line = line.removeprefix("olcAccess: ")
+        if line.startswith("{"):
+            line = line.split("}", 1)[1]
+        if line.startswith("access to "):
+            line = line.removeprefix("access ")
+        if line.startswith("to "):
+            rules.append(" ".join(line.split()))
+    return rules
+
+
+def test_the_cn_config_acls_are_the_tested_ones() -> None:
+    ldap_dir = settings.BASE_DIR / "deploy" / "ldap"
+    conf = (ldap_dir / "acl.conf").read_text().split("# --- Site-wide rules")[0]
+    assert _rules((ldap_dir / "acl.ldif").read_text()) == _rules(conf)
+    assert len(_rules(conf)) == 9
