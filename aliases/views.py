@@ -5,10 +5,9 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from accounts.roles import Role, admin_required, role_of
 from aliases.forms import (
@@ -120,19 +119,21 @@ def alias_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "aliases/alias_detail.html", {"alias": alias, "form": form})
 
 
-@require_POST
 @login_required
 def alias_disable(request: HttpRequest, pk: int) -> HttpResponse:
-    alias = get_own_alias(request, pk)
+    alias = get_own_alias(request, pk)  # before the method check: someone else's id is 404 either way
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     set_alias_enabled(request, alias, False)
     messages.success(request, f"{alias.address} is switched off: mail to it is refused.")
     return redirect(_back(request, alias))
 
 
-@require_POST
 @login_required
 def alias_enable(request: HttpRequest, pk: int) -> HttpResponse:
-    alias = get_own_alias(request, pk)
+    alias = get_own_alias(request, pk)  # before the method check: someone else's id is 404 either way
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     set_alias_enabled(request, alias, True)
     messages.success(request, f"{alias.address} is switched on again.")
     return redirect(_back(request, alias))
