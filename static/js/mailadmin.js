@@ -6,6 +6,8 @@
  *   field named by data-confirm-field (default "confirmed"=yes) so the server can skip its
  *   own confirmation page. Without JavaScript that page asks instead.
  * - <button data-copy="text" hidden>: shown and wired up to copy text to the clipboard.
+ * - tables inside .table-wrap get each cell labelled with its column heading (data-label),
+ *   so on a phone the stylesheet shows one block per row instead of a sideways scroll.
  * Loaded with defer from base.html; no inline script, so a strict CSP can forbid them.
  */
 (function () {
@@ -79,12 +81,33 @@
     });
   }
 
+  function labelTableCells() {
+    var tables = document.querySelectorAll(".table-wrap table");
+    Array.prototype.forEach.call(tables, function (table) {
+      var headings = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) {
+        return th.textContent.trim();
+      });
+      if (!headings.length) return;
+      Array.prototype.forEach.call(table.querySelectorAll("tbody tr"), function (row) {
+        Array.prototype.forEach.call(row.children, function (cell, index) {
+          if (!cell.hasAttribute("data-label") && headings[index]) cell.setAttribute("data-label", headings[index]);
+        });
+      });
+      table.classList.add("table-stack");
+    });
+  }
+
+  function ready() {
+    setUpCopyButtons();
+    labelTableCells();
+  }
+
   setTimeZoneCookie();
   document.documentElement.classList.add("js");
   document.addEventListener("submit", confirmBeforeSubmit);
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", setUpCopyButtons);
+    document.addEventListener("DOMContentLoaded", ready);
   } else {
-    setUpCopyButtons();
+    ready();
   }
 })();

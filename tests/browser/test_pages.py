@@ -1,0 +1,92 @@
+"""Every main page, at desktop and phone widths: no sideways scrolling on a phone, nothing the
+Content Security Policy blocks, one current navigation link. Screenshots of each land in
+test-artifacts/screenshots/pages/ for people to look at."""
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.utils import timezone
+from playwright.sync_api import Page
+
+from aliases.models import Alias, Domain
+from audit.models import AuditEvent
+from outofoffice.models import VacationReply
+from tests.browser.conftest import ARTIFACTS, DESKTOP, PHONE
+
+pytestmark = pytest.mark.browser
+
+PAGES = {
+    "end user": [
+        "/",
+        "/aliases/",
+        "/aliases/new/site/",
+        "/out-of-office/vacation/",
+        "/handover/",
+        "/handover/edit/",
+        "/handover/shared/",
+        "/accounts/password/",
+    ],
+    "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a"],
+    "admin": ["/", "/directory/?q=a", "/aliases/domains/", "/aliases/publication/", "/audit/"],
+}
+
+
+def _populate(owner: User) -> None:
+    domain, _ = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})
+    sites = ["shop.example.com", "news.example.net", "forum.example.org", "a-very-long-site-name.example.co.uk"]
+    Alias.objects.bulk_create(
+        Alias(
+            owner=owner,
+            local_part=site.split(".")[0].replace("-", "") + f"{i}",
+            domain=domain,
+            kind=Alias.Kind.PER_SITE,
+            site=site,
+            label="newsletter" if i % 2 else "",
+            enabled=i != 1,
+        )
+        for i, site in enumerate(sites)
+    )
+    VacationReply.objects.update_or_create(
+        uid=owner.username,
+        defaults={
+            "address": owner.email,
+            "enabled": True,
+            "subject": "Away",
+            "body": "Back soon.",
+            "ends_at": timezone.now() + timedelta(days=5),
+        },
+    )
+    AuditEvent.objects.bulk_create(
+        AuditEvent(action=action, actor_name=owner.username, target=target, detail=detail, client_address="127.0.0.1")
+        for action, target, detail in [
+            ("alias.create", "shop0@" + settings.ALIAS_DOMAIN, "site shop.example.com"),
+            ("alias.disable", "news1@" + settings.ALIAS_DOMAIN, ""),
+            ("vacation.set", owner.username, "enabled, until next week"),
+            ("suspension.suspend", "mallory", "Sent 4000 spam messages from a phished password; see ticket 4711 " * 2),
+        ]
+    )
+
+
+@pytest.mark.parametrize("role", PAGES)
+def test_main_pages_look_finished_at_desktop_and_phone_widths(page: Page, sign_in_as, role) -> None:
+    user = sign_in_as(role)
+    _populate(User.objects.get(username=user.uid))
+    folder = ARTIFACTS / "screenshots" / "pages"
+    folder.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(viewport)
+        for path in PAGES[role]:
+            response = page.goto(path)
+            assert response is not None and response.status == 200, path
+            name = f"{role.replace(' ', '-')}{path.replace('/', '_').replace('?', '-')}-{width_name}.png"
+            page.screenshot(path=str(folder / name), full_page=True)
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            if overflow > 0:
+                problems.append(f"{path} scrolls sideways by {overflow}px at {width_name} width")
+            if page.locator("[aria-current=page]").count() != 1:
+                problems.append(f"{path}: not exactly one current navigation link")
+    assert problems == []
+    assert page.console_problems == []
