@@ -27,7 +27,17 @@ def _test_environment() -> Path:
     os.environ["MAILADMIN_STATE_DIR"] = str(state_dir)
     for name in PORT_VARIABLES:
         os.environ[f"MAILADMIN_{name}"] = str(free_port())
+    if _postgres_requested():
+        os.environ["MAILADMIN_POSTGRES_PORT"] = str(free_port())
     return state_dir
+
+
+def _postgres_requested() -> bool:
+    # MAILADMIN_TEST_DATABASE=postgresql: also start a private PostgreSQL and point the app at it.
+    choice = os.environ.get("MAILADMIN_TEST_DATABASE", "sqlite")
+    if choice not in ("sqlite", "postgresql"):
+        raise SystemExit(f"MAILADMIN_TEST_DATABASE must be sqlite or postgresql, not {choice!r}")
+    return choice == "postgresql"
 
 
 def _daemons() -> list:  # type: ignore[type-arg]
@@ -37,12 +47,19 @@ def _daemons() -> list:  # type: ignore[type-arg]
 
     slapd = Slapd()
     os.environ.update(slapd.env())
-    return [slapd, Redis(), Postfix()]
+    daemons: list = [slapd, Redis(), Postfix()]  # type: ignore[type-arg]
+    if _postgres_requested():
+        from localservices.postgres import Postgres
+
+        daemons.insert(0, Postgres())
+    return daemons
 
 
 def _start(daemons: list) -> None:  # type: ignore[type-arg]
     for daemon in daemons:
         daemon.start()
+        if hasattr(daemon, "database_url"):
+            os.environ["MAILADMIN_DATABASE_URL"] = daemon.database_url()
 
 
 def _stop(daemons: list) -> None:  # type: ignore[type-arg]

@@ -332,3 +332,18 @@ def test_passwords_and_service_secrets_are_never_logged_audited_or_kept(make_dir
     assert settings.LDAP_SERVICE_PASSWORD  # read from the file the test runner wrote
     leaked = [name for name, secret in secrets.items() if secret in everything]
     assert leaked == []
+
+
+# --- production database ---------------------------------------------------------------------
+
+
+def test_the_suite_runs_on_the_database_it_was_asked_for() -> None:
+    # CI's PostgreSQL run (MAILADMIN_TEST_DATABASE=postgresql) must not quietly fall back to SQLite.
+    from django.db import connection
+
+    wanted = os.environ.get("MAILADMIN_TEST_DATABASE", "sqlite")
+    assert connection.vendor == wanted
+    if wanted == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version_num")
+            assert int(cursor.fetchone()[0]) >= 150000
