@@ -1,17 +1,23 @@
 """Loading what the rules need from the database, and deciding one copy.
 
-The responder and the preview page both go through `evaluate`.
+The responder and the preview page both go through `evaluate`. The lookups are plain SQL:
+building the same queries through the ORM cost ~1.3 ms per copy against ~0.05 ms for the
+queries themselves (measured, see README "Out of office"), and this is the responder's hot path.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
+from django.contrib.auth.models import User
+from django.db import connection
+from django.utils.dateparse import parse_datetime
 
 from aliases.models import Alias, Domain
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.rules import Decision, Incoming, Recipient, decide
+
+VACATION_COLUMNS = [field.column for field in VacationReply._meta.concrete_fields]
 
 
 @dataclass(frozen=True)
@@ -21,15 +27,57 @@ class Evaluation:
     incoming: Incoming
 
 
+def _as_datetime(value: object) -> datetime | None:
+    # SQLite hands back text, PostgreSQL an aware datetime; both are stored in UTC.
+    if value is None:
+        return None
+    parsed = parse_datetime(value) if isinstance(value, str) else value
+    if not isinstance(parsed, datetime):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _vacation(mailbox: str) -> VacationReply | None:
+    table = VacationReply._meta.db_table
+    columns = ", ".join(connection.ops.quote_name(column) for column in VACATION_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {table} WHERE address = %s", [mailbox.lower()])  # noqa: S608
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = dict(zip(VACATION_COLUMNS, row, strict=True))
+    for name in ("starts_at", "ends_at", "updated_at"):
+        values[name] = _as_datetime(values[name])
+    values["enabled"] = bool(values["enabled"])
+    return VacationReply.from_db(connection.alias, VACATION_COLUMNS, list(values.values()))
+
+
+def _last_reply(vacation: VacationReply, sender: str) -> datetime | None:
+    """When this sender last got this very reply (same absence, same text), if ever."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT sent_at FROM {ReplyLog._meta.db_table} "  # noqa: S608
+            "WHERE vacation_id = %s AND sender = %s AND reply_key = %s",
+            [vacation.pk, sender, vacation.reply_key],
+        )
+        row = cursor.fetchone()
+    return _as_datetime(row[0]) if row else None
+
+
 def _alias_addresses(uid: str) -> tuple[set[str], set[str]]:
     """(all alias addresses of the user, those that are enabled and opted in to replies)."""
+    alias, domain, user = Alias._meta.db_table, Domain._meta.db_table, User._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT a.local_part, d.name, a.enabled, a.vacation_replies FROM {alias} a "  # noqa: S608
+            f"JOIN {domain} d ON d.id = a.domain_id JOIN {user} u ON u.id = a.owner_id WHERE u.username = %s",
+            [uid],
+        )
+        rows = cursor.fetchall()
     owned: set[str] = set()
     answered: set[str] = set()
-    rows = Alias.objects.filter(owner__username=uid).values_list(
-        "local_part", "domain__name", "enabled", "vacation_replies"
-    )
-    for local_part, domain, enabled, replies in rows:
-        address = f"{local_part}@{domain}".lower()
+    for local_part, domain_name, enabled, replies in rows:
+        address = f"{local_part}@{domain_name}".lower()
         owned.add(address)
         if enabled and replies:
             answered.add(address)
@@ -38,12 +86,6 @@ def _alias_addresses(uid: str) -> tuple[set[str], set[str]]:
 
 def recipient_for(vacation: VacationReply, sender: str) -> Recipient:
     owned, answered = _alias_addresses(vacation.uid)
-    last_sent = getattr(vacation, "last_sent_at", None)
-    if not hasattr(vacation, "last_sent_at"):  # loaded without the annotation
-        last = ReplyLog.objects.filter(vacation=vacation, sender=sender).order_by("-sent_at")
-        last_sent, last_key = last.values_list("sent_at", "reply_key").first() or (None, None)
-    else:
-        last_key = vacation.last_reply_key  # type: ignore[attr-defined]
     return Recipient(
         address=vacation.address,
         enabled=vacation.enabled,
@@ -52,22 +94,12 @@ def recipient_for(vacation: VacationReply, sender: str) -> Recipient:
         interval=vacation.interval,
         own_addresses=frozenset({vacation.address, *owned}),
         reply_addresses=frozenset({vacation.address, *answered}),
-        # A new absence or a new text is a new reply: an old entry does not hold it back.
-        last_reply_at=last_sent if last_key == vacation.reply_key else None,
+        last_reply_at=_last_reply(vacation, sender),
     )
 
 
 def evaluate(mailbox: str, incoming: Incoming, now: datetime) -> Evaluation:
-    # One query for the settings and this sender's latest reply (the hot path of the responder).
-    latest = ReplyLog.objects.filter(vacation=OuterRef("pk"), sender=incoming.sender).order_by("-sent_at")
-    vacation = (
-        VacationReply.objects.filter(address=mailbox.lower())
-        .annotate(
-            last_sent_at=Subquery(latest.values("sent_at")[:1]),
-            last_reply_key=Subquery(latest.values("reply_key")[:1]),
-        )
-        .first()
-    )
+    vacation = _vacation(mailbox)
     recipient = recipient_for(vacation, incoming.sender) if vacation is not None else None
     return Evaluation(decision=decide(incoming, recipient, now), vacation=vacation, incoming=incoming)
 

@@ -13,7 +13,6 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.rules import LOOP_HEADER, Incoming
@@ -118,12 +117,10 @@ def send_reply(message: EmailMessage, recipient: str) -> None:
 
 
 def record_reply(vacation: VacationReply, sender: str, now: datetime) -> None:
-    key = vacation.reply_key
-    with transaction.atomic():
-        updated = ReplyLog.objects.filter(vacation=vacation, sender=sender, reply_key=key).update(sent_at=now)
-        if not updated:
-            try:
-                with transaction.atomic():
-                    ReplyLog.objects.create(vacation=vacation, sender=sender, reply_key=key, sent_at=now)
-            except IntegrityError:
-                ReplyLog.objects.filter(vacation=vacation, sender=sender, reply_key=key).update(sent_at=now)
+    # One upsert statement: a single short write per reply.
+    ReplyLog.objects.bulk_create(
+        [ReplyLog(vacation=vacation, sender=sender, reply_key=vacation.reply_key, sent_at=now)],
+        update_conflicts=True,
+        unique_fields=["vacation", "sender", "reply_key"],
+        update_fields=["sent_at"],
+    )

@@ -51,7 +51,8 @@ def handle_copy(mailbox: str, sender: str, raw: bytes) -> str:
     if not decision.reply or result.vacation is None:
         return f"250 2.0.0 no vacation reply ({decision.rule})"
     try:
-        message = build_reply(result.vacation, incoming, is_internal_sender(incoming.sender), now)
+        internal = bool(result.vacation.internal_body.strip()) and is_internal_sender(incoming.sender)
+        message = build_reply(result.vacation, incoming, internal, now)
     except (ValueError, TypeError) as exc:
         # Stored text that cannot make a valid message will not get better by retrying.
         log.error("not replying mailbox=%s: the stored reply is unusable (%s)", mailbox, type(exc).__name__)

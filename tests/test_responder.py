@@ -206,3 +206,22 @@ def test_a_reply_refused_for_good_is_not_retried_forever(responder, capture, vac
     assert code == 250 and b"refused" in text
     assert capture.messages() == []
     assert not ReplyLog.objects.exists()
+
+
+def test_a_sender_gets_the_reply_again_once_the_interval_has_passed(responder, capture, vacation):
+    deliver("carol@remote.example", message(), routing_address(USER))
+    ReplyLog.objects.update(sent_at=timezone.now() - timedelta(days=7, minutes=1))
+    deliver("carol@remote.example", message(), routing_address(USER))
+    assert len(capture.messages()) == 2
+    [entry] = ReplyLog.objects.all()
+    assert timezone.now() - entry.sent_at < timedelta(minutes=1)
+
+
+def test_a_new_text_counts_as_a_new_reply(responder, capture, vacation):
+    deliver("carol@remote.example", message(), routing_address(USER))
+    VacationReply.objects.filter(pk=vacation.pk).update(body="Back on Monday after all.")
+    deliver("carol@remote.example", message(), routing_address(USER))
+    assert [reply.get_content().splitlines()[0] for reply in replies(capture)] == [
+        "I am away until Friday and read no mail.",
+        "Back on Monday after all.",
+    ]
