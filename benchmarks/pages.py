@@ -1,0 +1,225 @@
+"""Page speed under load: the real stack (gunicorn workers, slapd, SQLite) with many clients.
+
+scripts/bench pages [--users N] [--aliases N] [--clients N] [--rounds N] [--workers N]
+
+Loads N directory users (default 100,000) into the private slapd with slapadd, gives one
+admin 1,000 aliases, starts gunicorn with production settings (DEBUG off, static files from
+collectstatic through WhiteNoise) on the bench's web port, signs in 20 clients through the
+sign-in form and has them walk the main pages concurrently: alias list, admin user search,
+overview, vacation. Prints p50/p95 per page and requests per second.
+"""
+
+import argparse
+import http.client
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailadmin.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from accounts import directory  # noqa: E402
+from aliases.models import Alias, Domain  # noqa: E402
+from benchmarks.directory_search import ldif  # noqa: E402
+from localservices.process import wait_for_port  # noqa: E402
+from localservices.slapd import Slapd  # noqa: E402
+
+ADMIN = "benchpages"
+PASSWORD = "bench pages password 42"
+SEARCHES = ["Miller", "ovak", "amiller004711", "anna.miller12", "Okafor", "zzqq"]
+PAGES = {
+    "alias list": lambda n: "/aliases/",
+    "alias list, page 10": lambda n: "/aliases/?page=10",
+    "admin user search": lambda n: "/directory/?" + urllib.parse.urlencode({"q": SEARCHES[n % len(SEARCHES)]}),
+    "overview": lambda n: "/",
+    "vacation": lambda n: "/out-of-office/vacation/",
+}
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def production_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        MAILADMIN_DEBUG="0",
+        MAILADMIN_SECRET_KEY="bench-only-" + "x" * 50,
+        MAILADMIN_SSL_REDIRECT="0",  # plain HTTP on loopback; production sits behind TLS
+        MAILADMIN_SECURE_COOKIES="0",
+        MAILADMIN_ALLOWED_HOSTS="127.0.0.1",
+    )
+    return env
+
+
+def prepare(users: int, aliases: int) -> None:
+    call_command("migrate", "--noinput", verbosity=0)
+    slapd = Slapd()
+    started = time.perf_counter()
+    text = ldif(users)
+    slapd.stop()
+    slapd.slapadd(text)
+    slapd.start()
+    print(f"loaded {users} directory users with slapadd in {time.perf_counter() - started:.1f} s")
+    directory.create_user(ADMIN, "Bench Pages", "Pages", f"{ADMIN}@{settings.MAIL_DOMAIN}", PASSWORD, "Bench")
+    directory.add_to_group(ADMIN, settings.LDAP_ADMIN_GROUP_DN)
+    # The Django user row exists once the admin has signed in; make it now to own the aliases.
+    owner, _ = User.objects.get_or_create(username=ADMIN, defaults={"email": f"{ADMIN}@{settings.MAIL_DOMAIN}"})
+    domain, _ = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})
+    Alias.objects.bulk_create(
+        Alias(
+            owner=owner,
+            local_part=f"site{n:05d}",
+            domain=domain,
+            kind=Alias.Kind.PER_SITE,
+            site=f"shop{n}.example.com",
+            enabled=n % 7 != 0,
+        )
+        for n in range(aliases)
+    )
+    print(f"{ADMIN} owns {Alias.objects.filter(owner=owner).count()} aliases")
+
+
+class Browser:
+    """One client with its own session; a new connection per request (gunicorn's sync workers
+    close each one). http.client rather than urllib keeps the client's own CPU use small."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
+        headers = {"Host": "127.0.0.1"}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            content = response.read()
+            for header in response.headers.get_all("Set-Cookie") or []:
+                name, _, rest = header.partition("=")
+                self.cookies[name.strip()] = rest.split(";", 1)[0]
+            return response.status, content
+        finally:
+            connection.close()
+
+    def get(self, path: str) -> bytes:
+        status, content = self.request("GET", path)
+        if status != 200:
+            raise RuntimeError(f"{path}: HTTP {status}")
+        return content
+
+    def sign_in(self) -> None:
+        token = CSRF_FIELD.search(self.get("/accounts/sign-in/").decode())
+        assert token is not None
+        form = urllib.parse.urlencode({"csrfmiddlewaretoken": token.group(1), "username": ADMIN, "password": PASSWORD})
+        status, _ = self.request("POST", "/accounts/sign-in/", form)
+        if status != 302 or "sessionid" not in self.cookies:
+            raise RuntimeError(f"sign-in failed: HTTP {status}")
+
+
+def run_clients(port: int, clients: int, rounds: int) -> tuple[dict[str, list[float]], float, int]:
+    samples: dict[str, list[float]] = {name: [] for name in PAGES}
+    lock = threading.Lock()
+    errors: list[str] = []
+    browsers = [Browser(port) for _ in range(clients)]
+    for browser in browsers:
+        browser.sign_in()
+        for path in PAGES.values():  # warm every worker's caches a little
+            browser.get(path(0))
+    barrier = threading.Barrier(clients + 1)
+
+    def walk(index: int, browser: Browser) -> None:
+        rng = random.Random(index)  # noqa: S311 -- order of pages only
+        barrier.wait()
+        for n in range(rounds):
+            names = list(PAGES)
+            rng.shuffle(names)
+            for name in names:
+                start = time.perf_counter()
+                try:
+                    browser.get(PAGES[name](n + index))
+                except Exception as exc:  # report, keep the others going
+                    errors.append(f"{name}: {exc}")
+                    continue
+                with lock:
+                    samples[name].append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=walk, args=(i, b)) for i, b in enumerate(browsers)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        print(f"{len(errors)} failed requests, e.g. {errors[:3]}", file=sys.stderr)
+    return samples, elapsed, len(errors)
+
+
+def report(samples: dict[str, list[float]], elapsed: float) -> None:
+    total = sum(len(s) for s in samples.values())
+    print(f"\n{'page':22s} {'n':>6s} {'p50 ms':>9s} {'p95 ms':>9s} {'max ms':>9s}")
+    for name, values in samples.items():
+        ordered = sorted(values)
+        p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+        print(
+            f"{name:22s} {len(ordered):6d} {statistics.median(ordered) * 1000:9.1f} {p95 * 1000:9.1f} "
+            f"{ordered[-1] * 1000:9.1f}"
+        )
+    print(f"\n{total} requests in {elapsed:.1f} s: {total / elapsed:.0f} requests per second")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--aliases", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+
+    prepare(args.users, args.aliases)
+    env = production_env()
+    collectstatic = [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"]
+    subprocess.run(collectstatic, cwd=settings.BASE_DIR, env=env, check=True)
+    port = settings.WEB_PORT
+    gunicorn = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "mailadmin.wsgi", "--workers", str(args.workers),
+            "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, "gunicorn")
+        base = f"http://127.0.0.1:{port}"
+        print(f"gunicorn: {args.workers} workers on {base}; {args.clients} clients x {args.rounds} rounds")
+        samples, elapsed, errors = run_clients(port, args.clients, args.rounds)
+        report(samples, elapsed)
+        if errors:
+            sys.exit(1)
+    finally:
+        os.killpg(gunicorn.pid, signal.SIGTERM)
+        gunicorn.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
