@@ -4,6 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from accounts import directory
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -112,8 +113,23 @@ def test_empty_log_and_empty_result_say_what_to_do(admin) -> None:
     assert "No events match these filters" in admin.get("/audit/", {"actor": "nobody"}).content.decode()
 
 
-def test_audit_log_query_count_does_not_grow_with_events(admin) -> None:
+@pytest.fixture
+def ldap_round_trips(monkeypatch):
+    """LDAP connections opened by the code under test (the real directory still answers)."""
+    opened = []
+    real = directory.connection
+
+    def counting():
+        opened.append(1)
+        return real()
+
+    monkeypatch.setattr(directory, "connection", counting)
+    return opened
+
+
+def test_audit_log_queries_and_ldap_round_trips_do_not_grow_with_events(admin, ldap_round_trips) -> None:
     admin.get("/audit/")  # warm the session
+    ldap_round_trips.clear()
 
     def queries() -> int:
         with CaptureQueriesContext(connection) as captured:
@@ -126,5 +142,6 @@ def test_audit_log_query_count_does_not_grow_with_events(admin) -> None:
         AuditEvent(action=f"action.{i % 7}", actor_name="alice", target=f"t{i}") for i in range(300)
     )
     assert queries() == few
+    assert ldap_round_trips == []
     # session, user, groups (role), own suspension (banner), distinct actions, count, page
     assert few == 7

@@ -8,8 +8,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import directory
+from accounts.models import SenderSuspension
 from aliases.models import Alias, Domain
 from audit.models import AuditEvent
+from handover.models import HandoverNote
 from outofoffice.models import VacationReply
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +66,26 @@ def test_end_user_overview_counts_active_aliases_and_shows_vacation(sign_in) -> 
     assert "Away" in html and "until" in html
 
 
+def test_overview_shows_own_handover_note_and_notes_naming_me(sign_in, make_directory_user) -> None:
+    client = sign_in("end user")
+    me = _user(client)
+    colleague = User.objects.create(username="colleague1", first_name="Cora", last_name="Lee")
+    start = timezone.now() + timedelta(days=10)
+    HandoverNote.objects.create(
+        author=me,
+        starts_at=start,
+        ends_at=start + timedelta(days=7),
+        primary_delegate_uid="colleague1",
+        primary_delegate_name="Cora Lee",
+    )
+    handed = HandoverNote.objects.create(
+        author=colleague, starts_at=start, ends_at=start + timedelta(days=3), primary_delegate_uid=me.username
+    )
+    html = client.get("/").content.decode()
+    assert "Cora Lee covers for you" in html
+    assert "Handed to you" in html and f"/handover/{handed.pk}/" in html
+
+
 def test_helpdesk_overview_lists_current_vacations(sign_in) -> None:
     helpdesk = sign_in("helpdesk")
     VacationReply.objects.create(uid="carol", address="carol@example.org", enabled=True, subject="Out")
@@ -77,10 +99,12 @@ def test_helpdesk_overview_lists_current_vacations(sign_in) -> None:
     assert "Audit log" not in html
 
 
-def test_admin_overview_shows_latest_changes_and_map_state(sign_in) -> None:
+def test_admin_overview_shows_latest_changes_suspensions_and_map_state(sign_in) -> None:
     admin = sign_in("admin")
     AuditEvent.objects.create(action="alias.disable", actor_name="alice", target="shop@alias.example.org")
+    SenderSuspension.objects.create(uid="mallory", mail="mallory@example.org", reason="spam run")
     html = admin.get("/").content.decode()
+    assert "/directory/users/mallory/" in html
     assert "shop@alias.example.org" in html
     assert "Open the audit log" in html
     assert "never published" in html
