@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -253,11 +254,14 @@ def write_maps(rendered: "RenderedMaps") -> list[str]:
     """Replace the maps whose content changed; returns their names."""
     changed = []
     for name, text in rendered.sources.items():
-        old = live_source(name)
-        if old == text:
-            continue
-        _replace_map(name, text, old)
-        changed.append(name)
+        if live_source(name) != text:
+            changed.append(name)
+    # Each map is replaced on its own (temporary files, verify, rename); the postmap runs of
+    # different maps overlap, so a publication costs about as much as its largest map.
+    with ThreadPoolExecutor(max_workers=max(len(changed), 1)) as pool:
+        jobs = [pool.submit(_replace_map, name, rendered.sources[name], live_source(name)) for name in changed]
+        for job in jobs:
+            job.result()  # the first failure is raised (the other maps are whole, old or new)
     return changed
 
 
