@@ -112,6 +112,8 @@ def run_demo() -> int:
         _start(daemons)
         _manage("migrate", "--noinput", "-v", "0")
         _manage("seed_demo")
+        # The first publication: Postfix answers for the demo domains as soon as it starts.
+        _manage("publish_maps")
         python = sys.executable
         commands = {
             "web": [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{settings.WEB_PORT}"],
