@@ -347,3 +347,83 @@ def test_the_suite_runs_on_the_database_it_was_asked_for() -> None:
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version_num")
             assert int(cursor.fetchone()[0]) >= 150000
+
+
+# --- deployment examples ------------------------------------------------------------------------
+
+DEPLOY_ENV = settings.BASE_DIR / "deploy" / "systemd" / "mailadmin.env"
+
+
+def _example_env(tmp_path: Path) -> dict[str, str]:
+    values = dict(
+        line.split("=", 1) for line in DEPLOY_ENV.read_text().splitlines() if line and not line.startswith("#")
+    )
+    env = _production_env(tmp_path)
+    env.update({k: v for k, v in values.items() if k != "MAILADMIN_SECRET_KEY_FILE"})
+    for name in [k for k in values if k.endswith("_FILE") and k != "MAILADMIN_SECRET_KEY_FILE"]:
+        (tmp_path / name).write_text("not-the-real-one\n")
+        env[name] = str(tmp_path / name)
+    env["MAILADMIN_STATE_DIR"] = str(tmp_path)
+    return env
+
+
+def test_every_variable_of_the_example_environment_file_is_a_setting() -> None:
+    source = (settings.BASE_DIR / "mailadmin" / "settings.py").read_text()
+    known = set(re.findall(r'env_(?:str|int|bool|list|secret)\(\s*"([A-Z_]+)"', source))
+    known |= {f"{name}_FILE" for name in re.findall(r'env_secret\(\s*"([A-Z_]+)"', source)}
+    names = [line.split("=", 1)[0] for line in DEPLOY_ENV.read_text().splitlines() if line and line[0] != "#"]
+    assert [name for name in names if name.removeprefix("MAILADMIN_") not in known] == []
+
+
+def test_the_example_environment_file_passes_check_deploy(tmp_path) -> None:
+    result = _manage(_example_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gunicorn_serves_the_app_behind_a_tls_proxy_with_the_example_settings(tmp_path) -> None:
+    import http.client
+    import time
+
+    from localservices.process import free_port, port_open
+
+    env = _example_env(tmp_path)
+    env.pop("MAILADMIN_DATABASE_URL")  # the sign-in page needs no database; no PostgreSQL here
+    env["MAILADMIN_STATIC_ROOT"] = str(tmp_path / "static")
+    collected = _manage(env, "collectstatic", "--noinput", "-v", "0")
+    assert collected.returncode == 0, collected.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "mailadmin.wsgi:application", "-b", f"127.0.0.1:{port}"]
+        + ["-w", "1", "--forwarded-allow-ips", "127.0.0.1"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(300):
+            if port_open(port) or server.poll() is not None:
+                break
+            time.sleep(0.05)
+
+        def get_path(path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path, headers={"Host": "mail.example.org", **headers})
+            return conn.getresponse()
+
+        def get(headers: dict[str, str]) -> http.client.HTTPResponse:
+            return get_path("/accounts/sign-in/", headers)
+
+        plain = get({})
+        assert plain.status == 301 and plain.getheader("Location") == "https://mail.example.org/accounts/sign-in/"
+        proxied = get({"X-Forwarded-Proto": "https", "X-Forwarded-For": "192.0.2.5"})
+        assert proxied.status == 200
+        assert proxied.getheader("Content-Security-Policy") == STRICT_CSP
+        assert proxied.getheader("Strict-Transport-Security", "").startswith("max-age=31536000")
+        assert "Sign in" in proxied.read().decode()
+        static = get_path("/static/css/mailadmin.css", {"X-Forwarded-Proto": "https"})
+        assert static.status == 200 and static.getheader("Content-Security-Policy") == STRICT_CSP
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    assert b"Traceback" not in errors, errors.decode()[-3000:]
