@@ -322,3 +322,40 @@ def test_publish_now_button_records_the_need_to_publish(sign_in: Callable[..., o
 
     assert response.status_code == 302
     assert MapGeneration.objects.get().requested == 1
+
+
+@pytest.mark.parametrize(
+    "local_part", ["evil\nkey", "two words", "hash#tag", "a,b", "nul\x00byte", "x" * 300, "postmaster"]
+)
+def test_refused_local_part_leaves_map_files_byte_for_byte_unchanged(
+    sign_in: Callable[..., object], map_dir: Path, alias_domain: Domain, local_part: str
+) -> None:
+    client = sign_in("end user")
+    publication.publish(force=True, coalesce=False)
+    before = {p.name: p.read_bytes() for p in map_dir.iterdir()}
+    generation = publication.requested_generation()
+
+    response = client.post(  # type: ignore[attr-defined]
+        "/aliases/new/custom/", {"local_part": local_part, "domain": alias_domain.pk, "label": ""}
+    )
+
+    assert response.status_code == 200 and b'class="error' in response.content
+    assert not Alias.objects.exists()
+    assert publication.requested_generation() == generation
+    assert publication.publish(force=True, coalesce=False).status == "unchanged"
+    assert {p.name: p.read_bytes() for p in map_dir.iterdir()} == before
+
+
+def test_accepted_local_part_is_published_by_the_same_path(
+    sign_in: Callable[..., object], map_dir: Path, alias_domain: Domain
+) -> None:
+    client = sign_in("end user")
+    publication.publish(force=True, coalesce=False)
+
+    response = client.post(  # type: ignore[attr-defined]
+        "/aliases/new/custom/", {"local_part": "fine-name", "domain": alias_domain.pk, "label": ""}
+    )
+
+    assert response.status_code == 302
+    assert publication.publish(coalesce=False).status == "published"
+    assert lookup("virtual", "fine-name@alias.example.org") == client.directory_user.mail  # type: ignore[attr-defined]
