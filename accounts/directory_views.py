@@ -178,12 +178,13 @@ def user_suspend(request: HttpRequest, uid: str) -> HttpResponse:
 @require_POST
 def user_reinstate(request: HttpRequest, uid: str) -> HttpResponse:
     assert isinstance(request.user, User)
-    if not SenderSuspension.objects.active().filter(uid=uid).exists():
-        raise Http404("not suspended")
     try:
-        suspension.reinstate(uid, request.user, request)
+        lifted = suspension.reinstate(uid, request.user, request)
     except suspension.SuspensionError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{uid} is reinstated and may send mail again.")
+        if lifted:
+            messages.success(request, f"{uid} is reinstated and may send mail again.")
+        else:
+            messages.info(request, f"{uid} is not suspended.")
     return redirect("directory:detail", uid=uid)

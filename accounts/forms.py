@@ -272,7 +272,7 @@ class SuspendForm(forms.Form):
         required=False,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
-        help_text=f"Time zone {settings.TIME_ZONE}. Empty: until an admin reinstates the user.",
+        help_text="In the time zone shown at the foot of the page. Empty: until an admin reinstates the user.",
     )
 
     def clean_reason(self) -> str:
