@@ -1,8 +1,10 @@
 """Suspension as Postfix enforces it: the private Postfix looks the sender-block flag up live
 in slapd (check_sender_access ldap:) and the published hash: sender_access map (aliases)."""
 
+import os
 import smtplib
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,9 @@ def _lookup(cf_lines: list[str], key: str, tmp_path: Path) -> str:
     cf = tmp_path / "lookup.cf"
     cf.write_text("\n".join(cf_lines) + "\n")
     cf.chmod(0o600)
+    # Postfix waits for a table file written within the current second to settle.
+    old = time.time() - 60
+    os.utime(cf, (old, old))
     result = subprocess.run(
         ["/usr/sbin/postmap", "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", key, f"ldap:{cf}"],
         capture_output=True,
