@@ -16,11 +16,18 @@ from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from outofoffice.evaluation import evaluate, is_internal_sender
-from outofoffice.replies import ReplyNotAccepted, ReplyRefused, build_reply, record_reply, send_reply
+from outofoffice.replies import (
+    ReplyNotAccepted,
+    ReplyRefused,
+    build_reply,
+    close_session,
+    record_reply,
+    send_reply,
+)
 from outofoffice.routing import mailbox_for
 from outofoffice.rules import parse_incoming
 
@@ -127,9 +134,37 @@ def make_protocol(handler: ResponderHandler) -> LMTP:
     )
 
 
+class WorkerPool(ThreadPoolExecutor):
+    """Threads for the database and SMTP work; each closes its own database connection at the end
+    (a Django connection can only be closed by the thread that opened it)."""
+
+    def __init__(self, workers: int) -> None:
+        self._started = 0
+        self._count_lock = threading.Lock()
+        super().__init__(max_workers=workers, thread_name_prefix="responder", initializer=self._count)
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self._started += 1
+
+    def close(self) -> None:
+        # One task per thread: the barrier keeps a thread from taking a second one.
+        barrier = threading.Barrier(self._started) if self._started else None
+
+        def close_connection() -> None:
+            connections.close_all()
+            close_session()
+            if barrier is not None:
+                barrier.wait(timeout=5)
+
+        for _ in range(self._started):
+            self.submit(close_connection)
+        self.shutdown(wait=True, cancel_futures=False)
+
+
 async def serve(host: str, port: int, workers: int, started: threading.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="responder")
+    executor = WorkerPool(workers)
     handler = ResponderHandler(executor)
     server = await loop.create_server(lambda: make_protocol(handler), host, port, reuse_address=True)
     log.info("vacation responder listening on %s:%s (LMTP)", host, port)
@@ -139,7 +174,8 @@ async def serve(host: str, port: int, workers: int, started: threading.Event | N
         async with server:
             await server.serve_forever()
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        server.close()
+        executor.close()
 
 
 class ResponderThread:
