@@ -357,6 +357,9 @@ def publish(*, force: bool = False, coalesce: bool = True, full: bool = False) -
     return outcome
 
 
+_wakeups_queued: set[datetime] = set()
+
+
 def _schedule_next_expiry() -> None:
     """Wake a worker at the next alias expiry, so it takes effect at that moment."""
     from aliases.tasks import publish_maps
@@ -366,6 +369,9 @@ def _schedule_next_expiry() -> None:
     next_expiry = upcoming.values_list("expires_at", flat=True).first()
     if next_expiry is None or next_expiry - now > timedelta(hours=1):
         return  # the periodic reconcile covers far expiries (and the broker's ETA window)
+    if next_expiry in _wakeups_queued:
+        return  # one wake-up per expiry and process, not one per publication
+    _wakeups_queued.add(next_expiry)
     try:
         publish_maps.apply_async(queue=queue_name(settings.MAIL_HOST), eta=next_expiry, retry=False)
     except Exception as exc:

@@ -1,5 +1,6 @@
 """Map rendering and publication against the real postmap (no Postfix needed here)."""
 
+import json
 import subprocess
 from collections.abc import Callable
 from datetime import timedelta
@@ -7,6 +8,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -359,3 +361,19 @@ def test_accepted_local_part_is_published_by_the_same_path(
     assert response.status_code == 302
     assert publication.publish(coalesce=False).status == "published"
     assert lookup("virtual", "fine-name@alias.example.org") == client.directory_user.mail  # type: ignore[attr-defined]
+
+
+def test_publication_queues_a_wake_up_at_the_next_expiry(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queue = publication.queue_name(settings.MAIL_HOST)
+    broker.delete(queue)
+    expires_at = (timezone.now() + timedelta(minutes=10)).replace(microsecond=0)
+    make_alias(owner, "tenminutes", alias_domain, expires_at=expires_at)
+
+    publication.publish(force=True, coalesce=False)
+    publication.publish(force=True, coalesce=False)  # a second publication queues no second wake-up
+
+    messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
+    broker.delete(queue)
+    assert [m["headers"]["task"] for m in messages] == ["aliases.tasks.publish_maps"]
+    assert messages[0]["headers"]["eta"] == expires_at.isoformat()
