@@ -274,7 +274,7 @@ MAP_HOSTS = env_list("MAP_HOSTS", [MAIL_HOST])
 # Coalescing: publish once no change arrived for QUIET ms, or at the latest MAX_WAIT ms after
 # the first pending change (a burst of creations becomes a few publications).
 MAP_PUBLISH_QUIET_MS = env_int("MAP_PUBLISH_QUIET_MS", 150)
-MAP_PUBLISH_MAX_WAIT_MS = env_int("MAP_PUBLISH_MAX_WAIT_MS", 1500)
+MAP_PUBLISH_MAX_WAIT_MS = env_int("MAP_PUBLISH_MAX_WAIT_MS", 3000)
 # A map whose delta is at most this many lines is updated on a copy of the live .db
 # (postmap -i/-d) instead of being rebuilt; the copy is verified and renamed like a rebuild.
 MAP_INCREMENTAL_MAX_LINES = env_int("MAP_INCREMENTAL_MAX_LINES", 20000)
