@@ -236,3 +236,26 @@ def test_the_sweep_reapplies_the_database_to_ldap(sign_in, make_directory_user) 
     tasks.sweep_suspensions()
     assert _flag(suspended.uid) is True
     assert _flag(stray.uid) is False
+
+
+def test_the_command_line_suspends_and_reinstates_through_the_same_checks(sign_in, make_directory_user) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    target = make_directory_user()
+    admin = make_directory_user(role="admin")
+    with pytest.raises(CommandError, match="not an admin"):
+        call_command("sender_suspension", "suspend", target.uid, "--as", target.uid, "--reason", "x")
+    with pytest.raises(CommandError, match="Null characters"):
+        call_command("sender_suspension", "suspend", target.uid, "--as", admin.uid, "--reason", "a\x00b")
+    assert _flag(target.uid) is False
+    out = StringIO()
+    call_command("sender_suspension", "suspend", target.uid, "--as", admin.uid, "--reason", "abuse desk", stdout=out)
+    assert _flag(target.uid) is True
+    call_command("sender_suspension", "list", stdout=out)
+    assert f"{target.uid}\t{target.mail}\tuntil reinstated\tby {admin.uid}" in out.getvalue()
+    call_command("sender_suspension", "reinstate", target.uid, "--as", admin.uid, stdout=out)
+    assert _flag(target.uid) is False
+    event = AuditEvent.objects.get(action="suspension.suspend")
+    assert event.actor_name == admin.uid
