@@ -377,3 +377,29 @@ def test_publication_queues_a_wake_up_at_the_next_expiry(map_dir: Path, owner: U
     broker.delete(queue)
     assert [m["headers"]["task"] for m in messages] == ["aliases.tasks.publish_maps"]
     assert messages[0]["headers"]["eta"] == expires_at.isoformat()
+
+
+def test_each_mail_host_publishes_its_own_directory_and_keeps_its_own_state(
+    tmp_path: Path, owner: User, alias_domain: Domain
+) -> None:
+    make_alias(owner, "everywhere", alias_domain)
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("maps.mx1", "maps.mx2")
+    with override_settings(MAP_HOSTS=["mx1", "mx2"]):
+        publication.enqueue_publication()
+    assert (broker.llen("maps.mx1"), broker.llen("maps.mx2")) == (1, 1)
+    broker.delete("maps.mx1", "maps.mx2")
+    dirs = {host: tmp_path / host / "maps" for host in ("mx1", "mx2")}
+    for path in dirs.values():
+        path.mkdir(parents=True)
+
+    with override_settings(MAIL_HOST="mx1", POSTFIX_MAP_DIR=dirs["mx1"], POSTFIX_RELOAD_COMMAND="/bin/true"):
+        assert publication.publish(force=True, coalesce=False).status == "published"
+    with override_settings(MAIL_HOST="mx2", POSTFIX_MAP_DIR=dirs["mx2"], POSTMAP_COMMAND="/bin/false"):
+        assert publication.publish(force=True, coalesce=False).status == "failed"
+
+    assert lookup("virtual", "everywhere@alias.example.org", dirs["mx1"]) == "owen@example.org"
+    assert not (dirs["mx2"] / "virtual.db").exists()
+    states = {s.host: s for s in MapPublication.objects.all()}
+    assert states["mx1"].last_error == "" and states["mx1"].last_success_at is not None
+    assert states["mx2"].last_error and states["mx2"].last_success_at is None
