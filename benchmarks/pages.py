@@ -1,12 +1,14 @@
 """Page speed under load: the real stack (gunicorn workers, slapd, SQLite) with many clients.
 
-scripts/bench pages [--users N] [--aliases N] [--clients N] [--rounds N] [--workers N]
+scripts/bench pages [--users N] [--aliases N] [--clients N] [--rounds N] [--workers N] [--think S]
 
 Loads N directory users (default 100,000) into the private slapd with slapadd, gives one
 admin 1,000 aliases, starts gunicorn with production settings (DEBUG off, static files from
 collectstatic through WhiteNoise) on the bench's web port, signs in 20 clients through the
 sign-in form and has them walk the main pages concurrently: alias list, admin user search,
-overview, vacation. Prints p50/p95 per page and requests per second.
+overview, vacation. With --think 0 (default) each client asks for the next page as soon as it
+has the last one (the server is saturated); --think S makes each wait about S seconds, like
+a person reading. Prints p50/p95 per page and requests per second.
 """
 
 import argparse
@@ -132,7 +134,7 @@ class Browser:
             raise RuntimeError(f"sign-in failed: HTTP {status}")
 
 
-def run_clients(port: int, clients: int, rounds: int) -> tuple[dict[str, list[float]], float, int]:
+def run_clients(port: int, clients: int, rounds: int, think: float) -> tuple[dict[str, list[float]], float, int]:
     samples: dict[str, list[float]] = {name: [] for name in PAGES}
     lock = threading.Lock()
     errors: list[str] = []
@@ -158,6 +160,8 @@ def run_clients(port: int, clients: int, rounds: int) -> tuple[dict[str, list[fl
                     continue
                 with lock:
                     samples[name].append(time.perf_counter() - start)
+                if think:
+                    time.sleep(rng.uniform(0.5 * think, 1.5 * think))  # a person reading the page
 
     threads = [threading.Thread(target=walk, args=(i, b)) for i, b in enumerate(browsers)]
     for thread in threads:
@@ -192,6 +196,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="mean seconds a client waits between pages (0: none, saturate)"
+    )
     args = parser.parse_args()
 
     prepare(args.users, args.aliases)
@@ -211,8 +218,11 @@ def main() -> None:
     try:
         wait_for_port(port, "gunicorn")
         base = f"http://127.0.0.1:{port}"
-        print(f"gunicorn: {args.workers} workers on {base}; {args.clients} clients x {args.rounds} rounds")
-        samples, elapsed, errors = run_clients(port, args.clients, args.rounds)
+        print(
+            f"gunicorn: {args.workers} workers on {base}; {args.clients} clients x {args.rounds} rounds, "
+            f"think time {args.think:g} s"
+        )
+        samples, elapsed, errors = run_clients(port, args.clients, args.rounds, args.think)
         report(samples, elapsed)
         if errors:
             sys.exit(1)

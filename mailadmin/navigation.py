@@ -5,9 +5,11 @@ link whose address is the longest prefix of the current page with aria-current="
 /aliases/domains/ marks "Domains" and not also "Aliases".
 """
 
+from functools import lru_cache
+
 from django import template
 from django.template.base import NodeList, Parser, Token
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -15,6 +17,12 @@ register = template.Library()
 
 _COLLECTED = "_navigation_hrefs"
 _CURRENT = "_navigation_current"
+
+
+@lru_cache(maxsize=256)
+def _href(script_prefix: str, url_name: str) -> str:
+    # The menu renders on every page (twice, see NavigationNode); its addresses never change.
+    return reverse(url_name)
 
 
 def _matches(path: str, href: str) -> bool:
@@ -45,7 +53,7 @@ def navigation(parser: Parser, token: Token) -> NavigationNode:
 
 @register.simple_tag(takes_context=True)
 def nav_link(context: template.Context, url_name: str, label: str) -> str:
-    href = reverse(url_name)
+    href = _href(get_script_prefix(), url_name)
     collected = context.get(_COLLECTED)
     if collected is not None:
         collected.append(href)

@@ -70,7 +70,14 @@ def page(request: pytest.FixtureRequest, browser: Browser, live_server: object) 
     page.console_problems = problems  # type: ignore[attr-defined]
     # data-confirm asks with confirm(); answer yes and keep the question for the test to check.
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+    page.answer_dialogs = True  # type: ignore[attr-defined]
+    page.on(
+        "dialog",
+        lambda dialog: (
+            dialogs.append(dialog.message),
+            dialog.accept() if page.answer_dialogs else dialog.dismiss(),  # type: ignore[attr-defined]
+        ),
+    )
     page.dialogs = dialogs  # type: ignore[attr-defined]
     yield page
     name = _artifact_name(request.node)

@@ -4,9 +4,11 @@ import re
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from playwright.sync_api import Page, expect
 
 from accounts import directory
+from aliases.models import Alias, Domain
 from tests.browser.conftest import PHONE, TIME_ZONE
 from tests.conftest import DEMO_PASSWORD
 
@@ -123,3 +125,26 @@ def test_pages_carry_no_inline_script_or_style(page: Page, sign_in_as) -> None:
         assert inline == [], f"{path}: {inline}"
     assert page.console_problems == [], "the Content Security Policy blocked something"
     assert settings.STATIC_URL
+
+
+def test_a_form_marked_data_confirm_asks_first_and_nothing_happens_on_cancel(page: Page, sign_in_as) -> None:
+    user = sign_in_as("end user")
+    domain, _ = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})
+    alias = Alias.objects.create(owner=User.objects.get(username=user.uid), local_part="confirmme", domain=domain)
+    page.goto("/aliases/")
+    switch_off = page.locator("form").filter(has=page.get_by_role("button", name="Switch off"))
+    # As a template would mark a destructive form:
+    switch_off.evaluate("form => form.setAttribute('data-confirm', 'Switch confirmme off?')")
+
+    page.answer_dialogs = False
+    page.get_by_role("button", name="Switch off").click()
+    assert page.dialogs == ["Switch confirmme off?"]
+    alias.refresh_from_db()
+    assert alias.enabled
+    expect(page.get_by_role("button", name="Switch off")).to_be_visible()
+
+    page.answer_dialogs = True
+    page.get_by_role("button", name="Switch off").click()
+    expect(page.get_by_role("status")).to_contain_text("switched off")
+    alias.refresh_from_db()
+    assert not alias.enabled
