@@ -5,6 +5,7 @@ A fixed number of queries per role, whatever the number of aliases or events
 """
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -33,6 +34,7 @@ def _vacation_state(vacation: VacationReply | None) -> str:
 
 def _own(request: HttpRequest) -> dict[str, object]:
     user = request.user
+    assert isinstance(user, User)  # login_required
     aliases = Alias.objects.filter(owner=user)
     counts = aliases.aggregate(total=Count("id"), enabled=Count("id", filter=Q(enabled=True)))
     uid = user.get_username()
