@@ -9,9 +9,11 @@ per-row Python work on a million aliases would cost more than the postmap they f
 import bisect
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -41,6 +43,9 @@ REJECT_DELETED = "550 5.1.1 This address has been deleted"
 @dataclass(frozen=True)
 class RenderedMaps:
     sources: dict[str, str]  # map name -> full source text
+    # For a map rendered incrementally: (base text, added lines, removed lines). When the live
+    # source is exactly the base, the publisher applies this delta instead of diffing texts.
+    deltas: dict[str, tuple[str, set[str], set[str]]] = field(default_factory=dict)
 
     def lines(self, name: str) -> list[str]:
         return self.sources[name].splitlines()
@@ -138,24 +143,157 @@ def _lines(queryset: QuerySet[Any], line: Concat) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def render_maps(now: datetime | None = None) -> RenderedMaps:
+# How far back an incremental render looks for changed rows: covers transactions that were
+# saved before the previous render started but committed after it, and clock differences
+# between the web and worker hosts.
+CHANGE_MARGIN = timedelta(seconds=60)
+
+
+@dataclass
+class AliasBulk:
+    """The live aliases' "address owner" lines of the last render, kept by the worker so the
+    next render reads only rows changed since (a million-row render costs seconds)."""
+
+    database: str
+    domains: dict[int, str]
+    owners: dict[int, str]
+    lines_by_id: dict[int, str]  # live aliases only
+    lines: list[str]  # sorted values of lines_by_id
+    known_ids: set[int]  # every alias row, live or not
+    rendered_at: datetime
+    full_at: float  # time.monotonic() of the last full read
+    extra_lines: list[str] = field(default_factory=list)
+    virtual_text: str = ""
+
+
+_bulk: AliasBulk | None = None
+_bulk_lock = threading.Lock()
+
+
+def _line(local: str, domain: int, owner: int, bulk: AliasBulk) -> str | None:
+    email = bulk.owners.get(owner)
+    name = bulk.domains.get(domain)
+    if not email or not name:
+        return None
+    line = f"{local}@{name} {email}".lower()
+    return line if _safe_line(line) else None
+
+
+def _is_live(enabled: bool, expires_at: datetime | None, now: datetime) -> bool:
+    return enabled and (expires_at is None or expires_at > now)
+
+
+def _full_bulk(now: datetime, database: str, domains: dict[int, str], owners: dict[int, str]) -> AliasBulk:
+    active = Alias.objects.filter(enabled=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    rows = _rows(active.values_list("id", "local_part", "domain_id", "owner_id"))
+    lines_by_id = {
+        pk: f"{local}@{domains[domain]} {owners[owner]}".lower()
+        for pk, local, domain, owner in rows
+        if owners.get(owner) and domain in domains
+    }
+    lines = _checked(sorted(lines_by_id.values()), "virtual")
+    if len(lines) != len(lines_by_id):  # unsafe rows were dropped: keep the two in step
+        kept = set(lines)
+        lines_by_id = {pk: line for pk, line in lines_by_id.items() if line in kept}
+    known = set(Alias.objects.values_list("id", flat=True))
+    return AliasBulk(database, domains, owners, lines_by_id, lines, known, now, time.monotonic())
+
+
+def _remove_line(lines: list[str], line: str) -> None:
+    at = bisect.bisect_left(lines, line)
+    if at < len(lines) and lines[at] == line:
+        del lines[at]
+
+
+def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]]:
+    """Apply the rows changed since the last render; returns (added, removed) lines."""
+    since = bulk.rendered_at - CHANGE_MARGIN
+    changed = Alias.objects.filter(
+        Q(updated_at__gte=since) | Q(created_at__gte=since) | Q(expires_at__gt=since, expires_at__lte=now)
+    )
+    added: set[str] = set()
+    removed: set[str] = set()
+
+    def drop(pk: int) -> None:
+        old = bulk.lines_by_id.pop(pk, None)
+        if old is not None:
+            _remove_line(bulk.lines, old)
+            removed.add(old)
+
+    fields = ("id", "local_part", "domain_id", "owner_id", "enabled", "expires_at")
+    for pk, local, domain, owner, enabled, expires_at in changed.values_list(*fields):
+        bulk.known_ids.add(pk)
+        line = _line(local, domain, owner, bulk) if _is_live(enabled, expires_at, now) else None
+        if bulk.lines_by_id.get(pk) == line:
+            continue
+        drop(pk)
+        if line is not None:
+            bulk.lines_by_id[pk] = line
+            bisect.insort(bulk.lines, line)
+            added.add(line)
+    # Deleted rows leave no trace to query by time: notice them by the count, then find them.
+    if Alias.objects.count() != len(bulk.known_ids):
+        existing = set(Alias.objects.values_list("id", flat=True))
+        for pk in bulk.known_ids - existing:
+            drop(pk)
+        bulk.known_ids = existing
+    bulk.rendered_at = now
+    return added - removed, removed - added
+
+
+def _alias_bulk(now: datetime, full: bool) -> tuple[AliasBulk, tuple[set[str], set[str]] | None]:
+    """The alias lines, read fully or updated from the rows changed since the last render.
+    Returns the delta too when the update was incremental."""
+    global _bulk
+    database = str(connections[Alias.objects.db].settings_dict["NAME"])
+    domains = dict(Domain.objects.values_list("pk", "name"))
+    owners = dict(User.objects.values_list("pk", "email"))
+    bulk = _bulk
+    stale = (
+        full
+        or bulk is None
+        or bulk.database != database
+        or bulk.domains != domains
+        or bulk.owners != owners
+        or time.monotonic() - bulk.full_at > settings.MAP_FULL_RECONCILE_INTERVAL
+    )
+    if stale or bulk is None:
+        _bulk = _full_bulk(now, database, domains, owners)
+        return _bulk, None
+    return bulk, _update_bulk(bulk, now)
+
+
+def _virtual(
+    bulk: AliasBulk, extras: dict[str, list[str]], delta: tuple[set[str], set[str]] | None
+) -> tuple[str, tuple[str, set[str], set[str]] | None]:
+    """The virtual source, and its delta from the previous render when that is cheap to know:
+    no extra key (catch-all, mailbox, vacation) is also an alias address, so the extras merge
+    into no alias line."""
+    lines = bulk.lines
+    extra_lines = sorted(f"{key} {value}" for key, value in _merged(extras) if _safe(key))
+    colliding = False
+    for key in extras:
+        at = bisect.bisect_left(lines, f"{key} ")
+        colliding = colliding or (at < len(lines) and lines[at].startswith(f"{key} "))
+    if colliding:
+        text, hint = _with_extras(lines, extras, "virtual"), None
+    else:
+        # Two sorted runs: Timsort merges them in one linear pass.
+        text, hint = _text(sorted(lines + extra_lines)), None
+        if delta is not None and bulk.virtual_text:
+            old_extras, new_extras = set(bulk.extra_lines), set(extra_lines)
+            hint = (bulk.virtual_text, delta[0] | (new_extras - old_extras), delta[1] | (old_extras - new_extras))
+    bulk.extra_lines, bulk.virtual_text = (extra_lines, text) if not colliding else ([], "")
+    return text, hint
+
+
+def render_maps(now: datetime | None = None, full: bool = True) -> RenderedMaps:
     now = now or timezone.now()
     mailboxes = _mailboxes()
     domains = list(
         Domain.objects.values_list("name", "is_alias_domain", "catchall_destinations", "catchall_owner__email")
     )
     alias_domain_names = {name for name, is_alias, _, _ in domains if is_alias}
-
-    # The bulk of the work: plain rows, no join; the lines are built and sorted here.
-    domain_names = dict(Domain.objects.values_list("pk", "name"))
-    active = Alias.objects.filter(enabled=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-    rows = _rows(active.values_list("local_part", "domain_id", "owner_id"))
-    owners = dict(User.objects.filter(pk__in={owner for _, _, owner in rows}).values_list("pk", "email"))
-    alias_lines = [
-        f"{local}@{domain_names[domain]} {owners[owner]}".lower() for local, domain, owner in rows if owners[owner]
-    ]
-    alias_lines.sort()
-    alias_lines = _checked(alias_lines, "virtual")
 
     extras: dict[str, list[str]] = {}
     catchall_domains: set[str] = set()
@@ -178,6 +316,12 @@ def render_maps(now: datetime | None = None) -> RenderedMaps:
         if mailbox not in extras[mailbox]:
             extras[mailbox].insert(0, mailbox)
 
+    # The bulk of the work. The worker keeps the alias lines between renders (under a lock: a
+    # threaded worker may render for two tasks at once).
+    with _bulk_lock:
+        bulk, delta = _alias_bulk(now, full)
+        virtual, virtual_delta = _virtual(bulk, extras, delta)
+
     # Checked before delivery (check_recipient_access), so a refused address never falls
     # through to a catch-all. One reply per address: deleted wins over disabled over expired.
     deleted = _lines(AliasTombstone.objects.all(), Concat(Lower("address"), Value(f" {REJECT_DELETED}")))
@@ -199,7 +343,7 @@ def render_maps(now: datetime | None = None) -> RenderedMaps:
             mailbox_paths.append((mailbox, f"{domain}/{local}/"))
 
     sources = {
-        "virtual": _with_extras(alias_lines, extras, "virtual"),
+        "virtual": virtual,
         "recipient_access": _source(refused.items(), "recipient_access"),
         "transport": _source(routing.vacation_transport_entries(), "transport"),
         "sender_access": _source(suspension.sender_access_entries(), "sender_access"),
@@ -210,4 +354,5 @@ def render_maps(now: datetime | None = None) -> RenderedMaps:
     unknown = set(sources) - set(settings.POSTFIX_MAPS)
     if unknown:
         raise ValueError(f"rendered maps missing from POSTFIX_MAPS: {sorted(unknown)}")
-    return RenderedMaps({name: sources.get(name, "") for name in settings.POSTFIX_MAPS})
+    deltas = {"virtual": virtual_delta} if virtual_delta else {}
+    return RenderedMaps({name: sources.get(name, "") for name in settings.POSTFIX_MAPS}, deltas)

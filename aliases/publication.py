@@ -35,6 +35,8 @@ from aliases.models import Alias, MapGeneration, MapPublication
 if TYPE_CHECKING:
     from aliases.postfix_maps import RenderedMaps
 
+Delta = tuple[str, set[str], set[str]]  # (base text, added lines, removed lines)
+
 logger = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 120  # seconds; postmap of a million lines takes a few
@@ -192,26 +194,41 @@ def _verify(temp: Path, expected: dict[str, str | None]) -> None:
             raise PublicationError(f"verification of the new table: {key} gave {got!r}, expected {value!r}")
 
 
-def _sample(lines: list[str], size: int) -> list[str]:
-    if len(lines) <= size:
-        return lines
-    return [lines[0], lines[-1], *random.sample(lines, size - 2)]
+def _sample(text: str, size: int) -> list[str]:
+    """The first and last line and random others, without splitting a million-line text."""
+    if not text:
+        return []
+    first = text[: text.index("\n")]
+    last = text[text.rfind("\n", 0, len(text) - 1) + 1 : -1]
+    picked = {first, last}
+    for _ in range(size):
+        at = random.randrange(len(text))  # noqa: S311 (which lines to verify, not a secret)
+        start = text.rfind("\n", 0, at) + 1
+        picked.add(text[start : text.index("\n", start)])
+    return sorted(line for line in picked if line)
 
 
-def _replace_map(name: str, new_text: str, old_text: str | None) -> None:
+def _delta(new_text: str, old_text: str, hint: "Delta | None") -> tuple[set[str], set[str]]:
+    """(added, removed) lines. The renderer's hint is used only when the live source is exactly
+    the text it was computed against; otherwise the two texts are compared."""
+    if hint is not None and hint[0] == old_text:
+        return hint[1], hint[2]
+    old_set, new_set = set(old_text.splitlines()), set(new_text.splitlines())
+    return new_set - old_set, old_set - new_set
+
+
+def _replace_map(name: str, new_text: str, old_text: str | None, hint: "Delta | None" = None) -> None:
     """Build <name> and <name>.db under temporary names beside the live ones, verify, rename."""
     map_dir = Path(settings.POSTFIX_MAP_DIR)
     live, live_db = map_dir / name, map_dir / f"{name}.db"
     temp = map_dir / f".{name}.{secrets.token_hex(4)}.tmp"
     temp_db = Path(f"{temp}.db")
-    new_lines = new_text.splitlines()
     try:
         temp.write_text(new_text)
         incremental = False
         expected: dict[str, str | None] = {}
         if old_text is not None and live_db.exists():
-            old_set, new_set = set(old_text.splitlines()), set(new_lines)
-            added, removed = new_set - old_set, old_set - new_set
+            added, removed = _delta(new_text, old_text, hint)
             if len(added) + len(removed) <= settings.MAP_INCREMENTAL_MAX_LINES:
                 incremental = True
                 added_table = _table(sorted(added))
@@ -228,7 +245,7 @@ def _replace_map(name: str, new_text: str, old_text: str | None) -> None:
         if not incremental:
             temp_db.unlink(missing_ok=True)
             _postmap(f"hash:{temp}")
-        expected.update(_table(_sample(new_lines, settings.MAP_VERIFY_SAMPLE)))
+        expected.update(_table(_sample(new_text, settings.MAP_VERIFY_SAMPLE)))
         _verify(temp, expected)
         # The .db first: its source is then never newer than it (Postfix warns about that).
         os.replace(temp_db, live_db)
@@ -252,17 +269,21 @@ def live_source(name: str) -> str | None:
 
 def write_maps(rendered: "RenderedMaps") -> list[str]:
     """Replace the maps whose content changed; returns their names."""
-    changed = []
+    changed: dict[str, str | None] = {}
     for name, text in rendered.sources.items():
-        if live_source(name) != text:
-            changed.append(name)
+        live = live_source(name)
+        if live != text:
+            changed[name] = live
     # Each map is replaced on its own (temporary files, verify, rename); the postmap runs of
     # different maps overlap, so a publication costs about as much as its largest map.
     with ThreadPoolExecutor(max_workers=max(len(changed), 1)) as pool:
-        jobs = [pool.submit(_replace_map, name, rendered.sources[name], live_source(name)) for name in changed]
+        jobs = [
+            pool.submit(_replace_map, name, rendered.sources[name], live, rendered.deltas.get(name))
+            for name, live in changed.items()
+        ]
         for job in jobs:
             job.result()  # the first failure is raised (the other maps are whole, old or new)
-    return changed
+    return list(changed)
 
 
 def reload_postfix() -> None:
@@ -278,7 +299,7 @@ def _line_counts(rendered: "RenderedMaps") -> dict[str, int]:
 # --- the publication ------------------------------------------------------------------------------
 
 
-def _publish_once(state: MapPublication, coalesce: bool) -> Outcome:
+def _publish_once(state: MapPublication, coalesce: bool, full: bool = False) -> Outcome:
     if coalesce:
         _wait_for_quiet()
     generation = requested_generation()
@@ -289,7 +310,7 @@ def _publish_once(state: MapPublication, coalesce: bool) -> Outcome:
     from aliases.postfix_maps import render_maps
 
     try:
-        rendered = render_maps(now=started)
+        rendered = render_maps(now=started, full=full)
         changed = write_maps(rendered)
     except Exception as exc:  # any failure: the previous tables stay, the error is shown
         message = str(exc)[:2000] or type(exc).__name__
@@ -342,8 +363,9 @@ def publish(*, force: bool = False, coalesce: bool = True, full: bool = False) -
                 state = host_state(host)
                 if not (force or _needs_publication(state, timezone.now(), full)):
                     break
+                # A forced publication (publish_maps) reads everything afresh.
+                outcome = _publish_once(state, coalesce, full=force)
                 force = full = False
-                outcome = _publish_once(state, coalesce)
                 changed += outcome.changed
                 if outcome.status == "failed":
                     break

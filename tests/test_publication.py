@@ -403,3 +403,26 @@ def test_each_mail_host_publishes_its_own_directory_and_keeps_its_own_state(
     states = {s.host: s for s in MapPublication.objects.all()}
     assert states["mx1"].last_error == "" and states["mx1"].last_success_at is not None
     assert states["mx2"].last_error and states["mx2"].last_success_at is None
+
+
+def test_incremental_render_matches_a_full_render_after_every_kind_of_change(
+    map_dir: Path, owner: User, alias_domain: Domain
+) -> None:
+    aliases = [make_alias(owner, f"inc{n}", alias_domain) for n in range(30)]
+    later = make_alias(owner, "soonexpired", alias_domain, expires_at=timezone.now() + timedelta(seconds=1))
+    publication.publish(force=True, coalesce=False)
+    aliases[0].enabled = False
+    aliases[0].save()
+    aliases[1].delete()
+    aliases[2].label = "only a note"
+    aliases[2].save()
+    make_alias(owner, "added", alias_domain)
+    Alias.objects.filter(pk=later.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    publication.request_publication("test")
+
+    assert publication.publish(coalesce=False).status == "published"
+
+    live = {name: publication.live_source(name) for name in settings.POSTFIX_MAPS}
+    assert live == render_maps(full=True).sources
+    assert "inc0@" not in live["virtual"] and "inc1@" not in live["virtual"] and "added@" in live["virtual"]
+    assert lookup("virtual", "soonexpired@alias.example.org") is None
