@@ -62,10 +62,10 @@ def queue_name(host: str) -> str:
 def request_publication(reason: str = "") -> None:
     """Call inside the transaction that changed data the maps are made from: the need to
     publish is recorded with the change, and a worker publishes after commit."""
-    MapGeneration.objects.get_or_create(pk=1)
-    MapGeneration.objects.filter(pk=1).update(
-        requested=F("requested") + 1, requested_at=timezone.now(), reason=reason[:200]
-    )
+    bump = {"requested": F("requested") + 1, "requested_at": timezone.now(), "reason": reason[:200]}
+    if not MapGeneration.objects.filter(pk=1).update(**bump):
+        MapGeneration.objects.get_or_create(pk=1)  # the very first change
+        MapGeneration.objects.filter(pk=1).update(**bump)
     transaction.on_commit(enqueue_publication, robust=True)
 
 
