@@ -19,7 +19,7 @@ def publication_status(request: HttpRequest) -> HttpResponse:
     requested = generation.requested if generation else 0
     known = {state.host: state for state in MapPublication.objects.all()}
     # Hosts that should publish but never did still get a row on the page.
-    hosts = [known.pop(host, None) or MapPublication(host=host) for host in settings.MAP_HOSTS]
+    hosts = [known.pop(host) if host in known else MapPublication(host=host) for host in settings.MAP_HOSTS]
     hosts += known.values()
     rows = [
         {
