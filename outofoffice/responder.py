@@ -16,7 +16,7 @@ from typing import Any
 
 from aiosmtpd.lmtp import LMTP
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
 from outofoffice.evaluation import evaluate, is_internal_sender
@@ -36,14 +36,23 @@ log = logging.getLogger("outofoffice.responder")
 TEMPORARY = "451 4.3.0 vacation reply not handed over yet; try again later"
 
 
+def _reset_connection() -> None:
+    try:
+        connection.close()
+    except DatabaseError:
+        pass  # already gone; the next query connects afresh
+
+
 def handle_copy(mailbox: str, sender: str, raw: bytes) -> str:
     """Decide one copy for one user, send the reply if one is due, and return the LMTP status."""
-    close_old_connections()  # a long-running process must not keep a dead database connection
     now = timezone.now()
     incoming = parse_incoming(sender, raw)
     try:
         result = evaluate(mailbox, incoming, now)
     except DatabaseError as exc:
+        # Each thread keeps its connection between copies (reconnecting per copy costs more
+        # than deciding); after an error it starts afresh, and Postfix retries this copy.
+        _reset_connection()
         log.warning("deferred mailbox=%s sender=%s: database error %s", mailbox, incoming.sender, type(exc).__name__)
         return TEMPORARY
     decision = result.decision
@@ -78,6 +87,7 @@ def handle_copy(mailbox: str, sender: str, raw: bytes) -> str:
         record_reply(result.vacation, incoming.sender, now)
     except DatabaseError as exc:
         # The reply is out; asking Postfix to retry would send it twice.
+        _reset_connection()
         log.error("reply sent but not recorded mailbox=%s sender=%s: %s", mailbox, incoming.sender, exc)
     log.info("replied mailbox=%s sender=%s", mailbox, incoming.sender)
     return "250 2.0.0 vacation reply sent"
