@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailadmin.settings")
@@ -173,8 +174,8 @@ def main() -> None:
         defaults={
             "uid": "bench",
             "enabled": True,
-            "starts_at": now - timezone.timedelta(hours=1),
-            "ends_at": now + timezone.timedelta(days=1),
+            "starts_at": now - timedelta(hours=1),
+            "ends_at": now + timedelta(days=1),
             "subject": "Away",
             "body": "I am away this week.",
         },

@@ -17,7 +17,7 @@ from aliases.models import Alias, Domain
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.rules import Decision, Incoming, Recipient, decide
 
-VACATION_COLUMNS = [field.column for field in VacationReply._meta.concrete_fields]
+VACATION_COLUMNS = [str(field.column) for field in VacationReply._meta.concrete_fields]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.urls import reverse
 
 from outofoffice.models import VacationReply
 from outofoffice.rules import ADDRESS_PATTERN, MAX_HEADER_BYTES
@@ -60,8 +61,9 @@ class VacationForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in ("starts_at", "ends_at"):
-            self.fields[name].input_formats = [DATETIME_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
-        self.fields["interval_days"].min_value = 1
+            field = self.fields[name]
+            assert isinstance(field, forms.DateTimeField)
+            field.input_formats = [DATETIME_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
         self.fields["interval_days"].widget.attrs.update(min=1, max=365)
 
     def clean_subject(self) -> str:
@@ -77,6 +79,11 @@ class VacationForm(forms.ModelForm):
     def clean_body(self) -> str:
         body: str = self.cleaned_data["body"]
         reject_control_characters(body)
+        # Handover notes are for colleagues: the reply to strangers never points at one.
+        if reverse("handover:mine") in body:
+            raise forms.ValidationError(
+                "Do not link a handover note here: this text goes to anyone. Use the text for colleagues."
+            )
         return body.replace("\r\n", "\n").strip()
 
     def clean_internal_body(self) -> str:

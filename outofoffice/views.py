@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 
 from accounts import directory
 from accounts.roles import staff_required
+from handover.links import note_url_for
 from outofoffice.evaluation import evaluate, is_internal_sender
 from outofoffice.forms import PreviewForm, UserSearchForm, VacationForm
 from outofoffice.models import VacationReply
@@ -63,10 +64,14 @@ def _edit(request: HttpRequest, vacation: VacationReply, context: dict[str, obje
 
 @login_required
 def vacation(request: HttpRequest) -> HttpResponse:
+    note = note_url_for(request.user.get_username())
     return _edit(
         request,
         own_vacation(request),
-        {"preview_url": reverse("outofoffice:preview")},
+        {
+            "preview_url": reverse("outofoffice:preview"),
+            "handover_url": request.build_absolute_uri(note) if note else "",
+        },
         reverse("outofoffice:vacation"),
     )
 

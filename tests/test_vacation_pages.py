@@ -221,3 +221,13 @@ def test_helpdesk_previews_for_another_user(sign_in, make_directory_user):
         {"sender": "carol@remote.example", "headers": f"Cc: {target.mail}"},
     )
     assert b"A vacation reply would go out" in response.content
+
+
+def test_the_reply_to_strangers_may_not_link_a_handover_note_but_the_one_for_colleagues_may(sign_in):
+    client = sign_in("end user")
+    link = "See https://mail.example.org/handover/12/ for who covers what."
+    response = client.post("/out-of-office/vacation/", {**GOOD, "body": link})
+    assert response.status_code == 200 and b"handover note" in response.content
+    assert not VacationReply.objects.exists()
+    assert client.post("/out-of-office/vacation/", {**GOOD, "internal_body": link}).status_code == 302
+    assert VacationReply.objects.get(uid=client.directory_user.uid).internal_body == link
