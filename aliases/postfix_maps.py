@@ -205,8 +205,10 @@ def _remove_line(lines: list[str], line: str) -> None:
         del lines[at]
 
 
-def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]]:
-    """Apply the rows changed since the last render; returns (added, removed) lines."""
+def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]] | None:
+    """Apply the rows changed since the last render; returns (added, removed) lines, or None
+    when so many changed that a full read is the better way (the caller then discards this
+    bulk)."""
     since = bulk.rendered_at - CHANGE_MARGIN
     changed = Alias.objects.filter(
         Q(updated_at__gte=since) | Q(created_at__gte=since) | Q(expires_at__gt=since, expires_at__lte=now)
@@ -221,7 +223,10 @@ def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]]:
             removed.add(old)
 
     fields = ("id", "local_part", "domain_id", "owner_id", "enabled", "expires_at")
-    for pk, local, domain, owner, enabled, expires_at in changed.values_list(*fields):
+    rows = list(changed.values_list(*fields))
+    if len(rows) > settings.MAP_INCREMENTAL_MAX_LINES:
+        return None  # a mass change (an import): reading everything is cheaper than patching
+    for pk, local, domain, owner, enabled, expires_at in rows:
         bulk.known_ids.add(pk)
         line = _line(local, domain, owner, bulk) if _is_live(enabled, expires_at, now) else None
         if bulk.lines_by_id.get(pk) == line:
@@ -234,7 +239,10 @@ def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]]:
     # Deleted rows leave no trace to query by time: notice them by the count, then find them.
     if Alias.objects.count() != len(bulk.known_ids):
         existing = set(Alias.objects.values_list("id", flat=True))
-        for pk in bulk.known_ids - existing:
+        gone = bulk.known_ids - existing
+        if len(gone) + len(rows) > settings.MAP_INCREMENTAL_MAX_LINES:
+            return None  # the lines were patched above: the caller reads everything afresh
+        for pk in gone:
             drop(pk)
         bulk.known_ids = existing
     bulk.rendered_at = now
@@ -260,7 +268,11 @@ def _alias_bulk(now: datetime, full: bool) -> tuple[AliasBulk, tuple[set[str], s
     if stale or bulk is None:
         _bulk = _full_bulk(now, database, domains, owners)
         return _bulk, None
-    return bulk, _update_bulk(bulk, now)
+    delta = _update_bulk(bulk, now)
+    if delta is None:
+        _bulk = _full_bulk(now, database, domains, owners)
+        return _bulk, None
+    return bulk, delta
 
 
 def _virtual(

@@ -427,3 +427,16 @@ def test_incremental_render_matches_a_full_render_after_every_kind_of_change(
     virtual = live["virtual"] or ""
     assert "inc0@" not in virtual and "inc1@" not in virtual and "added@" in virtual
     assert lookup("virtual", "soonexpired@alias.example.org") is None
+
+
+def test_a_mass_change_is_read_afresh_and_published_whole(map_dir: Path, owner: User, alias_domain: Domain) -> None:
+    publication.publish(force=True, coalesce=False)
+    for n in range(12):
+        make_alias(owner, f"mass{n}", alias_domain)
+    publication.request_publication("test")
+
+    with override_settings(MAP_INCREMENTAL_MAX_LINES=5):
+        assert publication.publish(coalesce=False).status == "published"
+
+    assert publication.live_source("virtual") == render_maps(full=True).sources["virtual"]
+    assert lookup("virtual", "mass11@alias.example.org") == "owen@example.org"

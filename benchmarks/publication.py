@@ -1,0 +1,181 @@
+"""Postfix map publication: full publication vs bare postmap, change-to-live latency, bursts.
+
+scripts/bench publication [--sizes 10000,100000,1000000] [--changes 50] [--burst 1000]
+
+For each size (aliases in the run's own SQLite database, maps in a map directory of the
+benchmark's own, Postfix not reloaded):
+  - full publication (render from the database + write + postmap + verify + rename), and
+    bare `postmap` of the same virtual source, measured in the same run, and their ratio;
+  - change-to-live latency through a real Celery worker: from the commit of a new alias to
+    `postmap -q` answering with its owner, p50/p95 over --changes changes;
+  - publications caused by a burst of --burst alias creations (one transaction each).
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(os.environ["MAILADMIN_STATE_DIR"])
+MAP_DIR = STATE_DIR / "bench-maps"
+# Set before Django reads its settings, and inherited by the worker started below.
+os.environ.update(
+    {
+        "DJANGO_SETTINGS_MODULE": "mailadmin.settings",
+        "MAILADMIN_POSTFIX_MAP_DIR": str(MAP_DIR),
+        "MAILADMIN_POSTFIX_RELOAD_COMMAND": "/bin/true",
+        "MAILADMIN_MAIL_HOST": "bench",
+        "MAILADMIN_LOG_LEVEL": "WARNING",
+    }
+)
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from aliases import publication  # noqa: E402
+from aliases.models import Alias, Domain, MapGeneration, MapPublication  # noqa: E402
+
+OWNERS = 200
+
+
+def postmap_query(key: str) -> str:
+    argv = [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", key, f"hash:{MAP_DIR / 'virtual'}"]
+    return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+
+
+def fill(domain: Domain, owners: list[int], target: int) -> None:
+    """Bring the alias count up to target with plain INSERTs (model instances would take minutes)."""
+    have = Alias.objects.count()
+    now = timezone.now().isoformat()
+    rows = [
+        (owners[n % len(owners)], f"bulk{n:07d}", domain.pk, "custom", "", "", True, None, False, now, now)
+        for n in range(have, target)
+    ]
+    columns = "owner_id, local_part, domain_id, kind, site, label, enabled, expires_at, vacation_replies, created_at"
+    insert = f"INSERT INTO aliases_alias ({columns}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"  # noqa: S608
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(insert, rows)
+
+
+def full_publication() -> tuple[float, float]:
+    shutil.rmtree(MAP_DIR, ignore_errors=True)
+    MAP_DIR.mkdir(parents=True)
+    started = time.perf_counter()
+    outcome = publication.publish(force=True, coalesce=False)
+    elapsed = time.perf_counter() - started
+    assert outcome.status == "published", outcome.error
+    with tempfile.TemporaryDirectory(dir=STATE_DIR) as scratch:
+        copy = Path(scratch) / "virtual"
+        shutil.copyfile(MAP_DIR / "virtual", copy)
+        started = time.perf_counter()
+        subprocess.run([settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), f"hash:{copy}"], check=True)
+        bare = time.perf_counter() - started
+    return elapsed, bare
+
+
+def create_alias(owner_id: int, domain: Domain, local: str) -> None:
+    with transaction.atomic():
+        Alias.objects.create(owner_id=owner_id, local_part=local, domain=domain)
+        publication.request_publication("benchmark")
+
+
+def latencies(domain: Domain, owner_id: int, email: str, size: int, changes: int) -> list[float]:
+    found = []
+    for n in range(changes):
+        local = f"live{size}x{n}x{changes}"
+        started = time.perf_counter()
+        create_alias(owner_id, domain, local)
+        while postmap_query(f"{local}@{domain.name}") != email:
+            if time.perf_counter() - started > 60:
+                raise RuntimeError(f"{local} not live after 60 s")
+            time.sleep(0.005)
+        found.append(time.perf_counter() - started)
+    return found
+
+
+def settle(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = MapPublication.objects.filter(host="bench").first()
+        if state and state.published_generation >= MapGeneration.objects.get().requested:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the worker did not catch up")
+
+
+def burst(domain: Domain, owner_id: int, size: int, count: int) -> tuple[int, float]:
+    settle()
+    before = MapPublication.objects.get(host="bench").publications
+    started = time.perf_counter()
+    for n in range(count):
+        create_alias(owner_id, domain, f"burst{size}x{n}")
+    created = time.perf_counter() - started
+    settle()
+    time.sleep(1)  # a late wake-up would show here
+    return MapPublication.objects.get(host="bench").publications - before, created
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    log = open(STATE_DIR / "bench-worker.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "mailadmin", "worker", "-P", "threads", "-c", "4", "-l", "WARNING",
+         "-Q", "celery,maps.bench", "--without-mingle", "--without-gossip"],
+        cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    return process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=1000)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+
+    call_command("migrate", "--noinput", verbosity=0)
+    domain, _ = Domain.objects.get_or_create(name="bench.example.org", defaults={"is_alias_domain": True})
+    owners = [User.objects.get_or_create(username=f"owner{n}", email=f"owner{n}@example.org")[0] for n in range(OWNERS)]
+    owner_ids = [owner.pk for owner in owners]
+    MAP_DIR.mkdir(parents=True, exist_ok=True)
+    worker = start_worker()
+    try:
+        print(f"{'aliases':>9} {'publish s':>9} {'postmap s':>9} {'ratio':>6} {'live p50':>9} {'live p95':>9} "
+              f"{'burst pubs':>10} {'burst s':>8}")  # fmt: skip
+        for size in sizes:
+            fill(domain, owner_ids, size)
+            MapPublication.objects.filter(host="bench").delete()
+            elapsed, bare = full_publication()
+            latencies(domain, owners[0].pk, owners[0].email, size, 1)  # the worker reads everything once
+            live = latencies(domain, owners[0].pk, owners[0].email, size, args.changes)
+            publications, burst_seconds = burst(domain, owners[1].pk, size, args.burst)
+            print(
+                f"{size:>9} {elapsed:>9.2f} {bare:>9.2f} {elapsed / bare:>6.2f} {percentile(live, 0.5):>9.3f} "
+                f"{percentile(live, 0.95):>9.3f} {publications:>10} {burst_seconds:>8.1f}",
+                flush=True,
+            )
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
