@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from aliases.models import Alias, Domain
 from audit.models import AuditEvent
@@ -89,4 +89,18 @@ def test_main_pages_look_finished_at_desktop_and_phone_widths(page: Page, sign_i
             if page.locator("[aria-current=page]").count() != 1:
                 problems.append(f"{path}: not exactly one current navigation link")
     assert problems == []
+    assert page.console_problems == []
+
+
+def test_sign_in_page_looks_finished_at_desktop_and_phone_widths(page: Page) -> None:
+    folder = ARTIFACTS / "screenshots" / "pages"
+    folder.mkdir(parents=True, exist_ok=True)
+    for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(viewport)
+        page.goto("/accounts/sign-in/")
+        page.get_by_role("button", name="Sign in").click()  # empty: both fields say what is missing
+        page.screenshot(path=str(folder / f"sign-in-{width_name}.png"), full_page=True)
+        assert page.locator(".field-error").count() == 2
+        assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+    expect(page.get_by_label("User name")).to_have_attribute("aria-invalid", "true")
     assert page.console_problems == []
