@@ -137,7 +137,7 @@ def make_protocol(handler: ResponderHandler) -> LMTP:
     return LMTP(
         handler,
         data_size_limit=0,  # Postfix enforces the size limit; refusing a copy would bounce it
-        enable_SMTPUTF8=False,
+        enable_SMTPUTF8=True,  # never refuse a copy Postfix may send with SMTPUTF8
         decode_data=False,
         hostname="responder.mailadmin.invalid",
         ident="mailadmin vacation responder",

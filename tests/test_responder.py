@@ -225,3 +225,17 @@ def test_a_new_text_counts_as_a_new_reply(responder, capture, vacation):
         "I am away until Friday and read no mail.",
         "Back on Monday after all.",
     ]
+
+
+def test_a_copy_with_an_internationalised_sender_is_accepted_and_gets_no_reply(responder, capture, vacation):
+    from django.conf import settings
+
+    with smtplib.LMTP(settings.RESPONDER_HOST, settings.RESPONDER_PORT) as lmtp:
+        lmtp.ehlo_or_helo_if_needed()
+        assert lmtp.has_extn("smtputf8")
+        lmtp.command_encoding = "utf-8"
+        assert lmtp.mail("jürgen@bücher.example", ["SMTPUTF8"])[0] == 250
+        assert lmtp.rcpt(routing_address(USER))[0] == 250
+        code, text = lmtp.data(message("carol@remote.example"))
+    assert code == 250 and b"empty-sender" in text
+    assert capture.messages() == []
