@@ -1,8 +1,8 @@
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 
 from outofoffice.models import VacationReply
 from outofoffice.rules import ADDRESS_PATTERN, MAX_HEADER_BYTES
@@ -43,8 +43,6 @@ class VacationForm(forms.ModelForm):
             "interval_days": "Reply to the same sender at most once every … days",
         }
         help_texts = {
-            "starts_at": f"Local time ({settings.TIME_ZONE}). Empty: from now on.",
-            "ends_at": f"Local time ({settings.TIME_ZONE}). Replies stop exactly then. Empty: until switched off.",
             "subject": "Replies are sent with the subject “Auto: ” followed by this.",
             "internal_body": "Sent instead of the reply text to senders inside the organisation. "
             "You may link your handover note here.",
@@ -60,10 +58,17 @@ class VacationForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for name in ("starts_at", "ends_at"):
+        # Typed and shown in the viewer's active time zone (the browser's, else TIME_ZONE).
+        zone = timezone.get_current_timezone_name()
+        help_texts = {
+            "starts_at": f"Time zone {zone}. Empty: from now on.",
+            "ends_at": f"Time zone {zone}. Replies stop exactly then. Empty: until switched off.",
+        }
+        for name, help_text in help_texts.items():
             field = self.fields[name]
             assert isinstance(field, forms.DateTimeField)
             field.input_formats = [DATETIME_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+            field.help_text = help_text
         self.fields["interval_days"].widget.attrs.update(min=1, max=365)
 
     def clean_subject(self) -> str:

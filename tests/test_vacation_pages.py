@@ -231,3 +231,13 @@ def test_the_reply_to_strangers_may_not_link_a_handover_note_but_the_one_for_col
     assert not VacationReply.objects.exists()
     assert client.post("/out-of-office/vacation/", {**GOOD, "internal_body": link}).status_code == 302
     assert VacationReply.objects.get(uid=client.directory_user.uid).internal_body == link
+
+
+def test_start_and_end_are_read_in_the_browsers_time_zone_when_it_is_known(sign_in):
+    client = sign_in("end user")
+    client.cookies["tz"] = "Asia/Tokyo"
+    assert b"Time zone Asia/Tokyo" in client.get("/out-of-office/vacation/").content
+    client.post("/out-of-office/vacation/", GOOD)
+    vacation = VacationReply.objects.get(uid=client.directory_user.uid)
+    assert vacation.ends_at == datetime(2030, 7, 15, 18, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert b'value="2030-07-15T18:00"' in client.get("/out-of-office/vacation/").content
