@@ -37,7 +37,7 @@ from django.core.management import call_command  # noqa: E402
 from accounts import directory  # noqa: E402
 from aliases.models import Alias, Domain  # noqa: E402
 from benchmarks.directory_search import ldif  # noqa: E402
-from localservices.process import wait_for_port  # noqa: E402
+from localservices.process import read_pid, wait_for_port  # noqa: E402
 from localservices.slapd import Slapd  # noqa: E402
 
 ADMIN = "benchpages"
@@ -134,16 +134,20 @@ class Browser:
             raise RuntimeError(f"sign-in failed: HTTP {status}")
 
 
-def run_clients(port: int, clients: int, rounds: int, think: float) -> tuple[dict[str, list[float]], float, int]:
-    samples: dict[str, list[float]] = {name: [] for name in PAGES}
-    lock = threading.Lock()
-    errors: list[str] = []
+def signed_in_browsers(port: int, clients: int) -> list[Browser]:
     browsers = [Browser(port) for _ in range(clients)]
     for browser in browsers:
         browser.sign_in()
         for path in PAGES.values():  # warm every worker's caches a little
             browser.get(path(0))
-    barrier = threading.Barrier(clients + 1)
+    return browsers
+
+
+def run_clients(browsers: list[Browser], rounds: int, think: float) -> tuple[dict[str, list[float]], float, int]:
+    samples: dict[str, list[float]] = {name: [] for name in PAGES}
+    lock = threading.Lock()
+    errors: list[str] = []
+    barrier = threading.Barrier(len(browsers) + 1)
 
     def walk(index: int, browser: Browser) -> None:
         rng = random.Random(index)  # noqa: S311 -- order of pages only
@@ -174,6 +178,24 @@ def run_clients(port: int, clients: int, rounds: int, think: float) -> tuple[dic
     if errors:
         print(f"{len(errors)} failed requests, e.g. {errors[:3]}", file=sys.stderr)
     return samples, elapsed, len(errors)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User+system CPU time of these processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(master: int) -> list[int]:
+    with open(f"/proc/{master}/task/{master}/children") as children:
+        return [int(pid) for pid in children.read().split()]
 
 
 def report(samples: dict[str, list[float]], elapsed: float) -> None:
@@ -216,14 +238,25 @@ def main() -> None:
         start_new_session=True,
     )  # fmt: skip
     try:
-        wait_for_port(port, "gunicorn")
+        wait_for_port(port, "gunicorn", timeout=60)
         base = f"http://127.0.0.1:{port}"
         print(
             f"gunicorn: {args.workers} workers on {base}; {args.clients} clients x {args.rounds} rounds, "
             f"think time {args.think:g} s"
         )
-        samples, elapsed, errors = run_clients(port, args.clients, args.rounds, args.think)
+        # Server CPU per request does not depend on what else the machine runs, unlike latency.
+        browsers = signed_in_browsers(port, args.clients)
+        slapd = read_pid(Slapd().pidfile)
+        server = [*worker_pids(gunicorn.pid), *([slapd] if slapd else [])]
+        cpu_before = cpu_seconds(server)
+        samples, elapsed, errors = run_clients(browsers, args.rounds, args.think)
+        cpu = cpu_seconds(server) - cpu_before
         report(samples, elapsed)
+        requests = sum(len(s) for s in samples.values())
+        print(
+            f"server CPU (gunicorn workers + slapd): {cpu:.1f} s, {cpu / requests * 1000:.1f} ms per request; "
+            f"{cpu / elapsed:.2f} cores busy on average (load average now {os.getloadavg()[0]:.1f})"
+        )
         if errors:
             sys.exit(1)
     finally:
