@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -59,7 +60,8 @@ def postmap_query(key: str) -> str:
 def fill(domain: Domain, owners: list[int], target: int) -> None:
     """Bring the alias count up to target with plain INSERTs (model instances would take minutes)."""
     have = Alias.objects.count()
-    now = timezone.now().isoformat()
+    # Existing aliases were made long ago (recent rows are what an incremental render re-reads).
+    now = (timezone.now() - timedelta(days=30)).isoformat()
     rows = [
         (owners[n % len(owners)], f"bulk{n:07d}", domain.pk, "custom", "", "", True, None, False, now, now)
         for n in range(have, target)
@@ -174,7 +176,10 @@ def main() -> None:
             )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
