@@ -7,6 +7,7 @@ delivery never waits for any of this: it is a separate recipient of the same mes
 """
 
 import asyncio
+import errno
 import logging
 import threading
 from collections.abc import Iterator
@@ -172,11 +173,27 @@ class WorkerPool(ThreadPoolExecutor):
         self.shutdown(wait=True, cancel_futures=False)
 
 
-async def serve(host: str, port: int, workers: int, started: threading.Event | None = None) -> None:
+BIND_ATTEMPTS = 50  # 0.2 s apart: a loopback port can be held for a moment as a connection's source port
+
+
+async def _listen(handler: ResponderHandler, host: str, port: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        try:
+            return await loop.create_server(lambda: make_protocol(handler), host, port, reuse_address=True)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS:
+                raise
+            if attempt == 1:
+                log.warning("%s:%s is in use; retrying for %.0f s", host, port, BIND_ATTEMPTS * 0.2)
+            await asyncio.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+async def serve(host: str, port: int, workers: int, started: threading.Event | None = None) -> None:
     executor = WorkerPool(workers)
     handler = ResponderHandler(executor)
-    server = await loop.create_server(lambda: make_protocol(handler), host, port, reuse_address=True)
+    server = await _listen(handler, host, port)
     log.info("vacation responder listening on %s:%s (LMTP)", host, port)
     if started is not None:
         started.set()
@@ -201,21 +218,27 @@ class ResponderThread:
 
     def start(self) -> "ResponderThread":
         started = threading.Event()
+        failure: list[BaseException] = []
 
         def run() -> None:
             self._loop = asyncio.new_event_loop()
             self._task = self._loop.create_task(serve(self.host, self.port, self.workers, started))
             try:
                 self._loop.run_until_complete(self._task)
-            except (asyncio.CancelledError, Exception):  # noqa: S110 (stopped, or failed to bind: start() reports it)
-                pass
+            except asyncio.CancelledError:
+                pass  # stopped
+            except Exception as exc:
+                failure.append(exc)
+                started.set()
             finally:
                 self._loop.close()
 
         self._thread = threading.Thread(target=run, name="responder", daemon=True)
         self._thread.start()
-        if not started.wait(10):
+        if not started.wait(BIND_ATTEMPTS * 0.2 + 10):
             raise RuntimeError(f"the responder did not start listening on {self.host}:{self.port}")
+        if failure:
+            raise RuntimeError(f"the responder could not listen on {self.host}:{self.port}") from failure[0]
         return self
 
     def stop(self) -> None:

@@ -239,3 +239,20 @@ def test_a_copy_with_an_internationalised_sender_is_accepted_and_gets_no_reply(r
         code, text = lmtp.data(message("carol@remote.example"))
     assert code == 250 and b"empty-sender" in text
     assert capture.messages() == []
+
+
+def test_the_responder_waits_for_its_port_when_something_holds_it_for_a_moment(transactional_db):
+    import socket
+    import threading
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", free_port()))
+    holder.listen()
+    port = holder.getsockname()[1]
+    threading.Timer(0.5, holder.close).start()
+    running = ResponderThread(port=port).start()
+    try:
+        with smtplib.LMTP("127.0.0.1", port) as lmtp:
+            assert lmtp.ehlo_or_helo_if_needed() is None and lmtp.has_extn("8bitmime")
+    finally:
+        running.stop()
