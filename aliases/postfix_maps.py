@@ -172,16 +172,19 @@ def _is_live(enabled: bool, expires_at: datetime | None, now: datetime) -> bool:
 def _full_bulk(now: datetime, database: str, domains: dict[int, str], owners: dict[int, str]) -> AliasBulk:
     active = Alias.objects.filter(enabled=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
     rows = _rows(active.values_list("id", "local_part", "domain_id", "owner_id"))
-    lines_by_id = {
-        pk: f"{local}@{domains[domain]} {owners[owner]}".lower()
-        for pk, local, domain, owner in rows
+    pks = [pk for pk, _, domain, owner in rows if owners.get(owner) and domain in domains]
+    texts = [
+        f"{local}@{domains[domain]} {owners[owner]}".lower()
+        for _, local, domain, owner in rows
         if owners.get(owner) and domain in domains
-    }
-    lines = _checked(sorted(lines_by_id.values()), "virtual")
+    ]
+    lines = _checked(sorted(texts), "virtual")
+    lines_by_id = dict(zip(pks, texts, strict=True))
     if len(lines) != len(lines_by_id):  # unsafe rows were dropped: keep the two in step
         kept = set(lines)
         lines_by_id = {pk: line for pk, line in lines_by_id.items() if line in kept}
-    known = _ids()
+    # The other rows (switched off, expired) are added by render_maps from its own pass.
+    known = {row[0] for row in rows}
     return AliasBulk(database, domains, owners, lines_by_id, lines, known, now, time.monotonic())
 
 
@@ -212,10 +215,10 @@ def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]] | 
             _remove_line(bulk.lines, old)
             removed.add(old)
 
-    if changed.count() > settings.MAP_INCREMENTAL_MAX_LINES:
-        return None  # a mass change (an import): reading everything is cheaper than patching
     fields = ("id", "local_part", "domain_id", "owner_id", "enabled", "expires_at")
-    rows = list(changed.values_list(*fields))
+    rows = list(changed.values_list(*fields)[: settings.MAP_INCREMENTAL_MAX_LINES + 1])
+    if len(rows) > settings.MAP_INCREMENTAL_MAX_LINES:
+        return None  # a mass change (an import): reading everything is cheaper than patching
     for pk, local, domain, owner, enabled, expires_at in rows:
         bulk.known_ids.add(pk)
         line = _line(local, domain, owner, bulk) if _is_live(enabled, expires_at, now) else None
@@ -331,9 +334,12 @@ def render_maps(now: datetime | None = None, full: bool = True) -> RenderedMaps:
         refused[address.lower()] = REJECT_DELETED
     # One pass over the aliases for both kinds (a million-row table is scanned once).
     inactive = Alias.objects.filter(Q(enabled=False) | Q(expires_at__lte=now)).values_list(
-        "local_part", "domain_id", "enabled"
+        "id", "local_part", "domain_id", "enabled"
     )
-    for local, domain, enabled in _rows(inactive):
+    inactive_rows = _rows(inactive)
+    if delta is None:  # read fully just now: these complete the rows the worker knows
+        bulk.known_ids.update(row[0] for row in inactive_rows)
+    for _, local, domain, enabled in inactive_rows:
         if domain in bulk.domains:
             reply = REJECT_EXPIRED if enabled else REJECT_DISABLED
             refused.setdefault(f"{local}@{bulk.domains[domain]}".lower(), reply)
