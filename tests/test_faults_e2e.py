@@ -80,11 +80,23 @@ exec {postmap} "$@"
 """
 
 
+@pytest.fixture
+def host_and_domain(run_database: None) -> Iterator[tuple[str, str]]:
+    host, domain = f"mxk{secrets.token_hex(3)}", f"killed{secrets.token_hex(2)}.example.org"
+    yield host, domain
+    # Leave the run's database as found: other end-to-end tests count publication states.
+    in_app(
+        "from aliases.models import Alias, Domain, MapPublication\n"
+        f"MapPublication.objects.filter(host='{host}').delete()\n"
+        f"Alias.objects.filter(domain__name='{domain}').delete()\n"
+        f"Domain.objects.filter(name='{domain}').delete()\n"
+    )
+
+
 def test_a_worker_killed_mid_publication_leaves_whole_tables_and_its_restart_publishes(
-    run_database: None, tmp_path: Path
+    host_and_domain: tuple[str, str], tmp_path: Path
 ) -> None:
-    host = f"mxk{secrets.token_hex(3)}"
-    domain = f"killed{secrets.token_hex(2)}.example.org"
+    host, domain = host_and_domain
     map_dir = tmp_path / "maps"
     map_dir.mkdir()
     hang, started = tmp_path / "hang", tmp_path / "started"

@@ -1,6 +1,6 @@
 """A corpus of nasty values through every form of the project and through the vacation
 responder: each gets a clear error or is handled, the service keeps running (no 500), and a
-refused value changes nothing stored: not the database, not the directory, not the maps."""
+refused value changes nothing stored: no row, no directory entry, no map publication requested."""
 
 import hashlib
 import re
