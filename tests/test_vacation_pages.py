@@ -241,3 +241,21 @@ def test_start_and_end_are_read_in_the_browsers_time_zone_when_it_is_known(sign_
     vacation = VacationReply.objects.get(uid=client.directory_user.uid)
     assert vacation.ends_at == datetime(2030, 7, 15, 18, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
     assert b'value="2030-07-15T18:00"' in client.get("/out-of-office/vacation/").content
+
+
+def test_the_helpdesk_list_costs_the_same_queries_for_many_vacations(sign_in, django_assert_num_queries):
+    helpdesk = sign_in("helpdesk")
+    helpdesk.get("/out-of-office/helpdesk/")  # warm the session and role caches
+    VacationReply.objects.bulk_create(
+        VacationReply(uid=f"user{n}", address=f"user{n}@example.org", enabled=True, subject="Away", body="Away.")
+        for n in range(3)
+    )
+    with django_assert_num_queries(5) as few:
+        assert helpdesk.get("/out-of-office/helpdesk/").status_code == 200
+    VacationReply.objects.bulk_create(
+        VacationReply(uid=f"more{n}", address=f"more{n}@example.org", enabled=True, subject="Away", body="Away.")
+        for n in range(40)
+    )
+    with django_assert_num_queries(len(few.captured_queries)):
+        response = helpdesk.get("/out-of-office/helpdesk/")
+    assert response.content.count(b"/out-of-office/helpdesk/more") == 40
