@@ -97,6 +97,11 @@ def preview(request: HttpRequest) -> HttpResponse:
     return _preview(request, own_vacation(request), {"back_url": reverse("outofoffice:vacation")})
 
 
+def _unavailable(request: HttpRequest) -> HttpResponse:
+    messages.error(request, UNAVAILABLE)
+    return redirect("outofoffice:helpdesk")
+
+
 @staff_required
 def helpdesk(request: HttpRequest) -> HttpResponse:
     form = UserSearchForm(request.GET or None)
@@ -120,7 +125,10 @@ def helpdesk(request: HttpRequest) -> HttpResponse:
 
 @staff_required
 def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
-    target, vacation = vacation_for_staff(uid)
+    try:
+        target, vacation = vacation_for_staff(uid)
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
     context = {
         "target": target,
         "preview_url": reverse("outofoffice:helpdesk_preview", args=[target.uid]),
@@ -132,7 +140,10 @@ def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
 @staff_required
 @require_POST
 def helpdesk_clear(request: HttpRequest, uid: str) -> HttpResponse:
-    target, vacation = vacation_for_staff(uid)
+    try:
+        target, vacation = vacation_for_staff(uid)
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
     if vacation.pk is not None:
         clear_vacation(vacation, request)
         messages.success(request, f"The vacation reply of {target.uid} is cleared.")
@@ -141,7 +152,10 @@ def helpdesk_clear(request: HttpRequest, uid: str) -> HttpResponse:
 
 @staff_required
 def helpdesk_preview(request: HttpRequest, uid: str) -> HttpResponse:
-    target, vacation = vacation_for_staff(uid)
+    try:
+        target, vacation = vacation_for_staff(uid)
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
     return _preview(
         request, vacation, {"target": target, "back_url": reverse("outofoffice:helpdesk_user", args=[target.uid])}
     )

@@ -259,3 +259,21 @@ def test_the_helpdesk_list_costs_the_same_queries_for_many_vacations(sign_in, dj
     with django_assert_num_queries(len(few.captured_queries)):
         response = helpdesk.get("/out-of-office/helpdesk/")
     assert response.content.count(b"/out-of-office/helpdesk/more") == 40
+
+
+def test_with_slapd_stopped_helpdesk_gets_a_clear_message_and_nothing_changes(sign_in, make_directory_user):
+    from localservices.slapd import Slapd
+
+    target = make_directory_user(role="end user")
+    helpdesk = sign_in("helpdesk")
+    slapd = Slapd()
+    slapd.stop()
+    try:
+        response = helpdesk.post(f"/out-of-office/helpdesk/{target.uid}/", GOOD, follow=True)
+        search = helpdesk.get("/out-of-office/helpdesk/", {"q": target.uid})
+    finally:
+        slapd.start()
+    assert b"The directory is not answering" in response.content
+    assert b"The directory is not answering" in search.content
+    assert not VacationReply.objects.exists()
+    assert not AuditEvent.objects.filter(action__startswith="vacation").exists()
