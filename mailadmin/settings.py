@@ -336,6 +336,12 @@ VACATION_SMTP_HOST = env_str("VACATION_SMTP_HOST", "127.0.0.1")
 VACATION_SMTP_PORT = env_int("VACATION_SMTP_PORT", SMTP_PORT)
 # Out of office: how many copies the responder works on at once (threads for SQL and SMTP).
 RESPONDER_WORKERS = env_int("RESPONDER_WORKERS", 16)
+# Out of office: how often (seconds) ended vacations are taken out of the maps.
+VACATION_SWEEP_INTERVAL = env_int("VACATION_SWEEP_INTERVAL", 60)
+CELERY_BEAT_SCHEDULE["vacation-sweep"] = {
+    "task": "outofoffice.tasks.sweep_vacations",
+    "schedule": float(VACATION_SWEEP_INTERVAL),
+}
 
 # Web server port used by the demo runner.
 WEB_PORT = env_int("WEB_PORT", 8000)
