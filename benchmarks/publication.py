@@ -136,7 +136,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def start_worker() -> subprocess.Popen[bytes]:
-    log = open(STATE_DIR / "bench-worker.log", "w")
+    log = open(STATE_DIR / "bench-worker.log", "a")
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "mailadmin", "worker", "-P", "threads", "-c", "4", "-l", "WARNING",
          "-Q", "celery,maps.bench", "--without-mingle", "--without-gossip"],
@@ -158,28 +158,32 @@ def main() -> None:
     owners = [User.objects.get_or_create(username=f"owner{n}", email=f"owner{n}@example.org")[0] for n in range(OWNERS)]
     owner_ids = [owner.pk for owner in owners]
     MAP_DIR.mkdir(parents=True, exist_ok=True)
-    worker = start_worker()
-    try:
-        print(f"{'aliases':>9} {'publish s':>9} {'postmap s':>9} {'ratio':>6} {'live p50':>9} {'live p95':>9} "
+    print(f"{'aliases':>9} {'publish s':>9} {'postmap s':>9} {'ratio':>6} {'live p50':>9} {'live p95':>9} "
               f"{'burst pubs':>10} {'burst s':>8}")  # fmt: skip
-        for size in sizes:
-            fill(domain, owner_ids, size)
-            MapPublication.objects.filter(host="bench").delete()
-            elapsed, bare = full_publication()
+    for size in sizes:
+        fill(domain, owner_ids, size)
+        MapPublication.objects.filter(host="bench").delete()
+        elapsed, bare = full_publication()  # before the worker starts: nothing else publishes
+        worker = start_worker()
+        try:
             latencies(domain, owners[0].pk, owners[0].email, size, 1)  # the worker reads everything once
             live = latencies(domain, owners[0].pk, owners[0].email, size, args.changes)
             publications, burst_seconds = burst(domain, owners[1].pk, size, args.burst)
-            print(
-                f"{size:>9} {elapsed:>9.2f} {bare:>9.2f} {elapsed / bare:>6.2f} {percentile(live, 0.5):>9.3f} "
-                f"{percentile(live, 0.95):>9.3f} {publications:>10} {burst_seconds:>8.1f}",
-                flush=True,
-            )
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        finally:
+            stop_worker(worker)
+        print(
+            f"{size:>9} {elapsed:>9.2f} {bare:>9.2f} {elapsed / bare:>6.2f} {percentile(live, 0.5):>9.3f} "
+            f"{percentile(live, 0.95):>9.3f} {publications:>10} {burst_seconds:>8.1f}",
+            flush=True,
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
