@@ -217,11 +217,9 @@ def _delta(new_text: str, old_text: str, hint: "Delta | None") -> tuple[set[str]
     return new_set - old_set, old_set - new_set
 
 
-def _replace_map(name: str, new_text: str, old_text: str | None, hint: "Delta | None" = None) -> None:
-    """Build <name> and <name>.db under temporary names beside the live ones, verify, rename."""
-    map_dir = Path(settings.POSTFIX_MAP_DIR)
-    live, live_db = map_dir / name, map_dir / f"{name}.db"
-    temp = map_dir / f".{name}.{secrets.token_hex(4)}.tmp"
+def _build_map(name: str, new_text: str, old_text: str | None, temp: Path, hint: "Delta | None" = None) -> None:
+    """Build <temp> and <temp>.db beside the live map and read them back; nothing live changes."""
+    live_db = Path(settings.POSTFIX_MAP_DIR) / f"{name}.db"
     temp_db = Path(f"{temp}.db")
     try:
         temp.write_text(new_text)
@@ -247,14 +245,25 @@ def _replace_map(name: str, new_text: str, old_text: str | None, hint: "Delta | 
             _postmap(f"hash:{temp}")
         expected.update(_table(_sample(new_text, settings.MAP_VERIFY_SAMPLE)))
         _verify(temp, expected)
-        # The .db first: its source is then never newer than it (Postfix warns about that).
-        os.replace(temp_db, live_db)
-        os.replace(temp, live)
     except OSError as exc:
         raise PublicationError(f"writing {name}: {exc.strerror or exc}") from exc
-    finally:
-        temp.unlink(missing_ok=True)
-        temp_db.unlink(missing_ok=True)
+
+
+# Refusals go live before the aliases they guard: a switched-off address is never, even for a
+# moment, out of virtual while not yet refused (it would reach a catch-all).
+INSTALL_ORDER = ("recipient_access", "sender_access")
+
+
+def _install(names: list[str], temps: dict[str, Path]) -> None:
+    map_dir = Path(settings.POSTFIX_MAP_DIR)
+    ordered = sorted(names, key=lambda name: (name not in INSTALL_ORDER, names.index(name)))
+    try:
+        for name in ordered:
+            # The .db first: its source is then never newer than it (Postfix warns about that).
+            os.replace(f"{temps[name]}.db", map_dir / f"{name}.db")
+            os.replace(temps[name], map_dir / name)
+    except OSError as exc:
+        raise PublicationError(f"putting the new maps in place: {exc.strerror or exc}") from exc
 
 
 def live_source(name: str) -> str | None:
@@ -274,15 +283,23 @@ def write_maps(rendered: "RenderedMaps") -> list[str]:
         live = live_source(name)
         if live != text:
             changed[name] = live
-    # Each map is replaced on its own (temporary files, verify, rename); the postmap runs of
-    # different maps overlap, so a publication costs about as much as its largest map.
-    with ThreadPoolExecutor(max_workers=max(len(changed), 1)) as pool:
-        jobs = [
-            pool.submit(_replace_map, name, rendered.sources[name], live, rendered.deltas.get(name))
-            for name, live in changed.items()
-        ]
-        for job in jobs:
-            job.result()  # the first failure is raised (the other maps are whole, old or new)
+    # Every changed map is built and verified first (their postmap runs overlap, so this costs
+    # about as much as the largest map); only when all of them are good do they go live, one
+    # rename each. A failure leaves every live map as it was: no mix of old and new tables.
+    temps = {name: Path(settings.POSTFIX_MAP_DIR) / f".{name}.{secrets.token_hex(4)}.tmp" for name in changed}
+    try:
+        with ThreadPoolExecutor(max_workers=max(len(changed), 1)) as pool:
+            jobs = [
+                pool.submit(_build_map, name, rendered.sources[name], live, temps[name], rendered.deltas.get(name))
+                for name, live in changed.items()
+            ]
+            for job in jobs:
+                job.result()  # the first failure is raised, after every build has finished
+        _install(list(changed), temps)
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+            Path(f"{temp}.db").unlink(missing_ok=True)
     return list(changed)
 
 

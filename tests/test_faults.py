@@ -97,12 +97,6 @@ def test_a_burst_of_edits_survives_redis_stopping_half_way(sign_in, map_dir: Pat
 # --- postmap failing on one map of several --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (reported): write_maps() renames each map into place as soon as it is built, so when "
-    "recipient_access fails the new virtual (without the alias) is live while the old recipient_access (without "
-    "the refusal) is too, and the catch-all takes the switched-off address until the next good publication",
-)
 @pytest.mark.django_db
 def test_postmap_failing_on_one_map_never_lets_a_disabled_alias_fall_to_the_catch_all(
     map_dir: Path, tmp_path: Path
