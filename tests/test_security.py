@@ -427,3 +427,39 @@ def test_gunicorn_serves_the_app_behind_a_tls_proxy_with_the_example_settings(tm
         server.terminate()
         _, errors = server.communicate(timeout=30)
     assert b"Traceback" not in errors, errors.decode()[-3000:]
+
+
+def test_passwords_an_admin_sets_are_never_logged_or_audited(sign_in, make_directory_user, all_logs, capfd) -> None:
+    from accounts import directory
+
+    admin = sign_in("admin")
+    target = make_directory_user()
+    created_uid = f"s{os.urandom(3).hex()}"
+    first, reset = "Handed over in person 4711", "Another handed over 0815"
+    try:
+        response = admin.post(
+            "/directory/new/",
+            {
+                "uid": created_uid,
+                "name": "Secret Tester",
+                "mail": f"{created_uid}@{settings.MAIL_DOMAIN}",
+                "new_password": first,
+                "new_password_again": first,
+            },
+        )
+        assert response.status_code == 302, response.content.decode()[:2000]
+        response = admin.post(
+            f"/directory/users/{target.uid}/password/", {"new_password": reset, "new_password_again": reset}
+        )
+        assert response.status_code == 302
+        hashes = [directory.password_hash(created_uid), directory.password_hash(target.uid)]
+    finally:
+        directory.delete_user(created_uid)
+    assert AuditEvent.objects.filter(action__in=["account.create", "account.password-reset"]).count() == 2
+    out, err = capfd.readouterr()
+    records = "\n".join(f"{r.getMessage()} {r.args!r} {r.__dict__!r}" for r in all_logs.records)
+    audit = "\n".join(repr(row) for row in AuditEvent.objects.values())
+    everything = "\n".join((out, err, records, audit))
+    secrets = [first, reset, *(h.removeprefix("{CRAM-MD5}") for h in hashes if h)]
+    assert len(secrets) == 4
+    assert [secret for secret in secrets if secret in everything] == []
