@@ -254,7 +254,7 @@ def _build_map(name: str, new_text: str, old_text: str | None, temp: Path, hint:
 INSTALL_ORDER = ("recipient_access", "sender_access")
 
 
-def _install(names: list[str], temps: dict[str, Path]) -> None:
+def _install(names: list[str], temps: dict[str, Path], texts: dict[str, str]) -> None:
     map_dir = Path(settings.POSTFIX_MAP_DIR)
     ordered = sorted(names, key=lambda name: (name not in INSTALL_ORDER, names.index(name)))
     try:
@@ -262,16 +262,32 @@ def _install(names: list[str], temps: dict[str, Path]) -> None:
             # The .db first: its source is then never newer than it (Postfix warns about that).
             os.replace(f"{temps[name]}.db", map_dir / f"{name}.db")
             os.replace(temps[name], map_dir / name)
+            _installed[map_dir / name] = (_identity(map_dir / name), texts[name])
     except OSError as exc:
         raise PublicationError(f"putting the new maps in place: {exc.strerror or exc}") from exc
+
+
+# The sources this process put in place, by path, with the identity of the file it wrote
+# (inode, size, mtime): reading a 50 MB source back for every change would cost more than the
+# change. Any other writer makes a new file, and the identity no longer matches.
+_installed: dict[Path, tuple[tuple[int, int, int], str]] = {}
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def live_source(name: str) -> str | None:
     map_dir = Path(settings.POSTFIX_MAP_DIR)
     if not (map_dir / f"{name}.db").exists():
         return None
+    path = map_dir / name
     try:
-        return (map_dir / name).read_text()
+        known = _installed.get(path)
+        if known is not None and known[0] == _identity(path):
+            return known[1]
+        return path.read_text()
     except FileNotFoundError:
         return None
 
@@ -295,7 +311,7 @@ def write_maps(rendered: "RenderedMaps") -> list[str]:
             ]
             for job in jobs:
                 job.result()  # the first failure is raised, after every build has finished
-        _install(list(changed), temps)
+        _install(list(changed), temps, rendered.sources)
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
