@@ -4,38 +4,37 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('aliases', '0001_initial'),
+        ("aliases", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MapGeneration',
+            name="MapGeneration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('requested', models.BigIntegerField(default=0)),
-                ('requested_at', models.DateTimeField(blank=True, null=True)),
-                ('reason', models.CharField(blank=True, max_length=200)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("requested", models.BigIntegerField(default=0)),
+                ("requested_at", models.DateTimeField(blank=True, null=True)),
+                ("reason", models.CharField(blank=True, max_length=200)),
             ],
         ),
         migrations.CreateModel(
-            name='MapPublication',
+            name="MapPublication",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('host', models.CharField(max_length=253, unique=True)),
-                ('published_generation', models.BigIntegerField(default=0)),
-                ('last_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_success_at', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('last_error_at', models.DateTimeField(blank=True, null=True)),
-                ('publications', models.BigIntegerField(default=0)),
-                ('line_counts', models.JSONField(default=dict)),
-                ('last_reload_at', models.DateTimeField(blank=True, null=True)),
-                ('reload_pending', models.BooleanField(default=False)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("host", models.CharField(max_length=253, unique=True)),
+                ("published_generation", models.BigIntegerField(default=0)),
+                ("last_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_success_at", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("last_error_at", models.DateTimeField(blank=True, null=True)),
+                ("publications", models.BigIntegerField(default=0)),
+                ("line_counts", models.JSONField(default=dict)),
+                ("last_reload_at", models.DateTimeField(blank=True, null=True)),
+                ("reload_pending", models.BooleanField(default=False)),
             ],
             options={
-                'ordering': ['host'],
+                "ordering": ["host"],
             },
         ),
     ]
