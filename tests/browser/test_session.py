@@ -148,3 +148,54 @@ def test_a_form_marked_data_confirm_asks_first_and_nothing_happens_on_cancel(pag
     expect(page.get_by_role("status")).to_contain_text("switched off")
     alias.refresh_from_db()
     assert not alias.enabled
+
+
+CONTRAST = """
+(selectors) => {
+  const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length < 4 || c[3] > 0) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const out = {};
+  for (const selector of selectors) {
+    const el = document.querySelector(selector);
+    if (!el) { out[selector] = null; continue; }
+    const a = lum(rgb(getComputedStyle(el).color).slice(0, 3)), b = lum(background(el));
+    out[selector] = Math.round(((Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)) * 10) / 10;
+  }
+  return out;
+}
+"""
+
+
+def test_text_meets_wcag_aa_contrast(page: Page, sign_in_as) -> None:
+    sign_in_as("admin")
+    page.goto("/audit/")
+    selectors = [
+        "body",
+        ".lead",
+        ".help",
+        ".site-nav a",
+        ".site-nav a[aria-current]",
+        ".nav-group-label",
+        ".who",
+        ".who-role",
+        ".site-footer",
+        "th",
+        ".badge",
+        ".button",
+        ".button-secondary",
+        ".muted",
+    ]
+    ratios = page.evaluate(CONTRAST, selectors)
+    low = {selector: ratio for selector, ratio in ratios.items() if ratio is not None and ratio < 4.5}
+    assert low == {}
+    assert sum(ratio is not None for ratio in ratios.values()) >= 12
