@@ -5,7 +5,8 @@ MATRIX saying, for GET and POST, what each kind of visitor gets. A new view with
 decision here fails the suite (test_every_url_has_a_decision and its own parametrised case).
 
 Visitors: anonymous; the OWNER of the objects in the URL (an end user); OTHER, an unrelated
-end user; DELEGATE, an end user named in the owner's handover note; HELPDESK; ADMIN.
+end user; DELEGATE, the primary delegate named in the owner's handover note; TOPIC, a
+delegate for one topic of that note; HELPDESK; ADMIN.
 """
 
 import secrets
@@ -20,15 +21,16 @@ from django.utils import timezone
 
 from accounts import directory
 from aliases.models import Alias, Domain
-from handover.models import HandoverNote
+from handover.models import HandoverNote, TopicDelegate
 from tests.conftest import DEMO_PASSWORD
 
 pytestmark = pytest.mark.django_db
 
-ANON, OTHER, DELEGATE, HELPDESK, ADMIN, OWNER = "anonymous", "other", "delegate", "helpdesk", "admin", "owner"
+ANON, OTHER, DELEGATE, TOPIC = "anonymous", "other", "delegate", "topic delegate"
+HELPDESK, ADMIN, OWNER = "helpdesk", "admin", "owner"
 # The owner goes last: an allowed POST may delete the object, which must not hide how the
 # others were treated.
-VISITORS = (ANON, OTHER, DELEGATE, HELPDESK, ADMIN, OWNER)
+VISITORS = (ANON, OTHER, DELEGATE, TOPIC, HELPDESK, ADMIN, OWNER)
 
 OK = "ok"  # 200, or a redirect somewhere other than the sign-in page
 LOGIN = "login"  # redirect to the sign-in page
@@ -43,6 +45,7 @@ def each(anon: str, owner: str, other: str, helpdesk: str, admin: str, delegate:
         OWNER: owner,
         OTHER: other,
         DELEGATE: other if delegate is None else delegate,
+        TOPIC: other if delegate is None else delegate,
         HELPDESK: helpdesk,
         ADMIN: admin,
     }
@@ -143,10 +146,10 @@ def test_url_names_are_unique() -> None:
 def people() -> Iterator[dict[str, directory.DirectoryUser]]:
     """One directory user per role, created once for the module (sign-in happens per test)."""
     made = {}
-    roles = {OWNER: None, OTHER: None, DELEGATE: None, HELPDESK: settings.LDAP_HELPDESK_GROUP_DN}
+    roles = {OWNER: None, OTHER: None, DELEGATE: None, TOPIC: None, HELPDESK: settings.LDAP_HELPDESK_GROUP_DN}
     roles[ADMIN] = settings.LDAP_ADMIN_GROUP_DN
     for visitor, group in roles.items():
-        uid = f"m{visitor[:3]}{secrets.token_hex(3)}"
+        uid = f"m{visitor[:3].strip()}{secrets.token_hex(3)}"
         made[visitor] = directory.create_user(
             uid=uid, cn=f"Matrix {visitor}", sn=visitor, mail=f"{uid}@{settings.MAIL_DOMAIN}", password=DEMO_PASSWORD
         )
@@ -177,6 +180,7 @@ def _objects(people: dict[str, directory.DirectoryUser]) -> dict[str, object]:
     note = HandoverNote.objects.create(
         author=owner, starts_at=now, ends_at=now + timedelta(days=7), primary_delegate_uid=people[DELEGATE].uid
     )
+    TopicDelegate.objects.create(note=note, topic="Invoices", delegate_uid=people[TOPIC].uid)
     return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid}
 
 
@@ -229,7 +233,7 @@ def test_an_alias_of_another_user_stays_untouched_by_every_refused_visitor(peopl
     # The matrix says 404; this says nothing changed behind the 404.
     clients = _clients(people)
     alias = _objects(people)["alias"]
-    for visitor in (OTHER, DELEGATE, HELPDESK, ADMIN):
+    for visitor in (OTHER, DELEGATE, TOPIC, HELPDESK, ADMIN):
         for action in ("disable", "delete"):
             clients[visitor].post(reverse(f"aliases:{action}", kwargs={"pk": alias.pk}), {})
         clients[visitor].post(reverse("aliases:detail", kwargs={"pk": alias.pk}), {"label": "mine now"})
