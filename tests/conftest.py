@@ -7,11 +7,16 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.conf import settings
 from django.test import Client
+from hypothesis import settings as hypothesis_settings
 
 from accounts import directory
 from localservices.process import port_open
 
 DEMO_PASSWORD = "correct horse battery staple"
+
+# The same examples on every run: a property test that fails does so for everyone, every time.
+hypothesis_settings.register_profile("mailadmin", derandomize=True, database=None, deadline=None)
+hypothesis_settings.load_profile("mailadmin")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
