@@ -104,6 +104,8 @@ def create_alias(
     """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check)."""
     address = f"{local_part}@{domain.name}"
     with transaction.atomic():
+        # One creation per owner at a time, so concurrent requests cannot all see room under the limit.
+        User.objects.select_for_update().filter(pk=owner.pk).first()
         refusal = creation_refusal(owner)
         if refusal:
             raise AliasRefused(refusal)

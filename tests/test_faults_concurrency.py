@@ -72,12 +72,6 @@ def test_people_racing_for_one_address_get_it_once_and_the_others_a_clear_refusa
     assert MapGeneration.objects.get(pk=1).requested == generation + 1
 
 
-@pytest.mark.xfail(
-    ON_POSTGRESQL,
-    strict=True,
-    reason="known defect (reported): create_alias() counts the owner's aliases and inserts in a READ COMMITTED "
-    "transaction without a lock per owner, so concurrent requests all see room under the limit",
-)
 def test_one_person_racing_the_alias_limit_does_not_pass_it(settings) -> None:
     settings.ALIAS_LIMIT_PER_USER = 3
     domain = Domain.objects.create(name="limit.example.org", is_alias_domain=True)
