@@ -124,9 +124,7 @@ class MailHost:
         return lookup(self.map_dir, "virtual", address) == target
 
     def refuses(self, address: str) -> bool:
-        return lookup(self.map_dir, "recipient_access", address).startswith("REJECT") or (
-            lookup(self.map_dir, "recipient_access", address).startswith("550")
-        )
+        return lookup(self.map_dir, "recipient_access", address).startswith("550 ")
 
 
 @pytest.fixture
