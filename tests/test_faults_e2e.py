@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -260,6 +261,17 @@ def _responder(relay: Relay, log: Path) -> subprocess.Popen[bytes]:
     return process
 
 
+def port_bindable(port: int) -> bool:
+    """Whether a listener could bind the port now (as the responder does, with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _submit(sender: str, recipient: str) -> None:
     raw = (
         f"From: {sender}\r\nTo: {recipient}\r\nSubject: hello\r\n"
@@ -287,6 +299,10 @@ def _kill_responder_during_hand_over(vacationer: str, tmp_path: Path, kill_after
     finally:
         kill_group(responder)
         relay.controller.stop()
+        # A killed responder's connections with Postfix linger a moment; the next test's
+        # responder must find the port free.
+        subprocess.run(["/usr/sbin/postfix", "-c", str(settings.POSTFIX_CONFIG_DIR), "flush"], capture_output=True)
+        assert wait_until(lambda: port_bindable(settings.RESPONDER_PORT), 90)
     assert mailbox_count(vacationer) == 1  # the user's own copy, delivered once
     return relay.replies_to(sender)
 
