@@ -520,7 +520,10 @@ def test_nasty_mail_through_the_responder_gets_a_status_and_never_an_injected_re
 
     outside = OutsideWorld(port=free_port(), path=tmp_path / "captured").start()
     settings.VACATION_SMTP_PORT = outside.port
-    responder = ResponderThread().start()
+    # A port picked now, not at the start of the run: by now a loopback connection (to
+    # PostgreSQL, say) may be using the run's RESPONDER_PORT as its source port.
+    port = free_port()
+    responder = ResponderThread(port=port).start()
     user = "victor@example.org"
     now = timezone.now()
     vacation = VacationReply.objects.create(
@@ -537,14 +540,14 @@ def test_nasty_mail_through_the_responder_gets_a_status_and_never_an_injected_re
     try:
         for n, raw in enumerate(NASTY_MESSAGES):
             sender = f"sender{n}@remote.example"
-            with smtplib.LMTP(settings.RESPONDER_HOST, settings.RESPONDER_PORT) as lmtp:
+            with smtplib.LMTP(settings.RESPONDER_HOST, port) as lmtp:
                 lmtp.ehlo_or_helo_if_needed()
                 lmtp.mail(sender)
                 lmtp.rcpt(routing_address(user))
                 code, _ = lmtp.data(raw.replace(b"{to}", user.encode()))
             assert code in (250, 451), (n, code)  # never 5xx: Postfix would bounce the copy to the sender
         # Still running, and still answering properly.
-        with smtplib.LMTP(settings.RESPONDER_HOST, settings.RESPONDER_PORT) as lmtp:
+        with smtplib.LMTP(settings.RESPONDER_HOST, port) as lmtp:
             lmtp.ehlo_or_helo_if_needed()
             lmtp.mail("last@remote.example")
             lmtp.rcpt(routing_address(user))
