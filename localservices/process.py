@@ -1,6 +1,7 @@
 """Starting, watching and stopping daemons by pid file."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,10 +13,21 @@ class ServiceError(RuntimeError):
     pass
 
 
+# Below Linux's ephemeral range (32768-60999 by default): a port picked there can be taken
+# as the source port of some outgoing connection before the service binds it.
+_SERVICE_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(200):
+        port = random.choice(_SERVICE_PORTS)  # noqa: S311 -- not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise ServiceError("no free loopback port between 20000 and 32000")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
