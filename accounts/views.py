@@ -15,11 +15,6 @@ from accounts.forms import UNAVAILABLE, PasswordChangeForm, SignInForm
 from audit.models import record_event
 
 
-@login_required
-def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/home.html")
-
-
 @sensitive_post_parameters("password")
 @csrf_protect
 @never_cache
