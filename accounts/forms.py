@@ -61,55 +61,6 @@ class SignInForm(forms.Form):
         return cleaned
 
 
-class PasswordChangeForm(forms.Form):
-    current_password = forms.CharField(
-        label="Current password",
-        max_length=MAX_PASSWORD_LENGTH,
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-    )
-    new_password = forms.CharField(
-        label="New password",
-        max_length=MAX_PASSWORD_LENGTH,
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-        help_text=password_validation.password_validators_help_text_html(),
-    )
-    new_password_again = forms.CharField(
-        label="New password again",
-        max_length=MAX_PASSWORD_LENGTH,
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-    )
-
-    def __init__(self, user: User, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.user = user
-
-    def clean_current_password(self) -> str:
-        password: str = self.cleaned_data["current_password"]
-        try:
-            stored = password_hash(self.user.get_username())
-        except DirectoryUnavailable:
-            raise forms.ValidationError(UNAVAILABLE) from None
-        if stored is None or not verify_cram_md5(password, stored):
-            raise forms.ValidationError("This is not your current password.")
-        return password
-
-    def clean_new_password(self) -> str:
-        password: str = self.cleaned_data["new_password"]
-        _reject_control_characters(password)
-        password_validation.validate_password(password, self.user)
-        return password
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        new, again = cleaned.get("new_password"), cleaned.get("new_password_again")
-        if new and again is not None and new != again:
-            self.add_error("new_password_again", "The two new passwords differ.")
-        return cleaned
-
-
 # --- Directory administration and sender suspension -----------------------------------
 
 # A person's name for the directory: letters of any script, spaces and a few marks.
@@ -184,6 +135,35 @@ class NewPasswordFields(forms.Form):
         if new and again is not None and new != again:
             self.add_error("new_password_again", "The two passwords differ.")
         return cleaned
+
+
+class PasswordChangeForm(NewPasswordFields):
+    current_password = forms.CharField(
+        label="Current password",
+        max_length=MAX_PASSWORD_LENGTH,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    field_order = ["current_password", "new_password", "new_password_again"]
+
+    def __init__(self, user: User, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["new_password"].label = "New password"
+        self.fields["new_password_again"].label = "New password again"
+
+    def password_user(self) -> User:
+        return self.user
+
+    def clean_current_password(self) -> str:
+        password: str = self.cleaned_data["current_password"]
+        try:
+            stored = password_hash(self.user.get_username())
+        except DirectoryUnavailable:
+            raise forms.ValidationError(UNAVAILABLE) from None
+        if stored is None or not verify_cram_md5(password, stored):
+            raise forms.ValidationError("This is not your current password.")
+        return password
 
 
 class CreateUserForm(NewPasswordFields):
