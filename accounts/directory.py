@@ -127,6 +127,19 @@ def find_user_by_mail(address: str) -> DirectoryUser | None:
         return _to_user(conn.entries[0]) if conn.entries else None
 
 
+def people_named(local_part: str) -> set[str]:
+    """uids of the people whose uid, or the part before @ of whose mail, is this name
+    (case-insensitive): an address with their name would pass for theirs."""
+    name = escape_filter_chars(local_part)
+    with connection() as conn:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(|(uid={name})(mail={name}@*)))",
+            attributes=["uid"],
+        )
+        return {_first(entry, "uid") for entry in conn.entries}
+
+
 def mail_exists(address: str) -> bool:
     """Whether any entry has this mail address (case-insensitive, as slapd compares mail)."""
     return find_user_by_mail(address) is not None

@@ -35,16 +35,26 @@ def _start_of_day(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def check_available(address: str) -> None:
-    """Not an alias, tombstone, catch-all destination or mailbox (LDAP `mail`)."""
+def check_available(address: str, person: str | None = None) -> None:
+    """Not an alias, tombstone, catch-all destination or mailbox (LDAP `mail`). With `person`
+    (a uid), also not the name of anybody else in the directory: on a shared alias domain,
+    alice@alias.example.org taken by bob would pass for Alice's."""
     if address_in_use(address):
         raise ValidationError(f"{address} is not available. Choose another name.", code="taken")
+    local_part = address.rpartition("@")[0]
     try:
         taken = directory.mail_exists(address)
+        others = directory.people_named(local_part) - {person} if person is not None and not taken else set()
     except directory.DirectoryUnavailable:
         raise ValidationError(UNAVAILABLE, code="unavailable") from None
     if taken:
         raise ValidationError(f"{address} is not available. Choose another name.", code="taken")
+    if others:
+        raise ValidationError(
+            f"“{local_part}” is the name of someone in the directory; only the mail administrators "
+            "can give it out. Choose another name.",
+            code="person",
+        )
 
 
 class AliasCreateForm(forms.Form):
@@ -83,6 +93,13 @@ class AliasCreateForm(forms.Form):
         if self.default_domain is not None:
             field.initial = self.default_domain.pk
         self.chosen_local_part = ""
+
+    def person_guarded(self, domain: Domain) -> str | None:
+        """Whose colleagues' names are kept off this domain: everyone's but an admin's, except
+        on the user's own catch-all domain."""
+        if self.is_admin or domain.catchall_owner_id == self.owner.pk:
+            return None
+        return self.owner.get_username()
 
     @property
     def expires_at(self) -> datetime | None:
@@ -133,7 +150,7 @@ class CustomAliasForm(AliasCreateForm):
     def choose_local_part(self, cleaned: dict[str, Any], domain: Domain) -> None:
         self.chosen_local_part = cleaned["local_part"]
         try:
-            check_available(f"{self.chosen_local_part}@{domain.name}")
+            check_available(f"{self.chosen_local_part}@{domain.name}", self.person_guarded(domain))
         except ValidationError as exc:
             self.add_error("local_part", exc)
 
@@ -191,18 +208,18 @@ class SiteAliasForm(AliasCreateForm):
         if cleaned.get("local_part"):
             self.chosen_local_part = cleaned["local_part"]
             try:
-                check_available(f"{self.chosen_local_part}@{domain.name}")
+                check_available(f"{self.chosen_local_part}@{domain.name}", self.person_guarded(domain))
             except ValidationError as exc:
                 self.add_error("local_part", exc)
             return
-        proposal = proposal_for(cleaned["site"], domain)
+        proposal = proposal_for(cleaned["site"], domain, self.person_guarded(domain))
         if not proposal:
             self.add_error("local_part", "No name could be made from this site. Enter one here.")
             return
         self.chosen_local_part = proposal
 
 
-def proposal_for(site: str, domain: Domain) -> str:
+def proposal_for(site: str, domain: Domain, person: str | None = None) -> str:
     """The first free name made from the site: twittercom, then twittercom2, twittercom3, ..."""
     base = propose_local_part(site)
     if not base:
@@ -210,7 +227,7 @@ def proposal_for(site: str, domain: Domain) -> str:
     candidates = [base] + [f"{base}{n}" for n in range(2, 21)]
     for candidate in free_local_parts(candidates, domain):
         try:
-            check_available(f"{candidate}@{domain.name}")
+            check_available(f"{candidate}@{domain.name}", person)
         except ValidationError as exc:
             if exc.code == "unavailable":
                 raise

@@ -66,8 +66,9 @@ def alias_create(request: HttpRequest, kind: str) -> HttpResponse:
     if request.method != "POST" or "suggest" in request.POST:
         # ?site=... or the "Suggest a name" button: fill in the name the app would choose.
         site = (request.POST if request.method == "POST" else request.GET).get("site", "")
-        initial = _proposal(site) if form_class is SiteAliasForm else {}
-        form = form_class(owner, is_admin=is_admin, initial=initial)
+        form = form_class(owner, is_admin=is_admin)
+        if isinstance(form, SiteAliasForm):
+            form.initial = _proposal(site, form)
         return render(request, "aliases/alias_create.html", {"form": form, "kind": kind})
     form = form_class(owner, request.POST, is_admin=is_admin)
     if form.is_valid():
@@ -90,13 +91,13 @@ def alias_create(request: HttpRequest, kind: str) -> HttpResponse:
     return render(request, "aliases/alias_create.html", {"form": form, "kind": kind})
 
 
-def _proposal(site: str) -> dict[str, str]:
+def _proposal(site: str, form: SiteAliasForm) -> dict[str, str]:
     site = site.strip()[:255]
     domain = Domain.objects.filter(name=settings.ALIAS_DOMAIN, is_alias_domain=True).first()
     if not site or domain is None:
         return {"site": site}
     try:
-        local_part = proposal_for(site, domain)
+        local_part = proposal_for(site, domain, form.person_guarded(domain))
     except ValidationError:
         local_part = ""  # hostile input or directory down: the form says so on submit
     return {"site": site, "local_part": local_part}

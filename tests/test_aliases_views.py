@@ -9,6 +9,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts import directory
 from accounts.models import SenderSuspension
 from aliases import publication
 from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
@@ -133,6 +134,47 @@ def test_an_address_that_is_a_mailbox_cannot_become_an_alias(sign_in, make_direc
     response = client.post("/aliases/new/custom/", {"local_part": "SHOP", "domain": domains[1].pk})
     assert "is not available" in response.content.decode()
     assert not Alias.objects.exists()
+
+
+def test_a_colleagues_name_is_refused_on_a_shared_alias_domain(sign_in, make_directory_user, domains) -> None:
+    # Alice's uid and the part before @ of Carol's mailbox: either would pass for theirs.
+    make_directory_user(uid="alicecolleague")
+    make_directory_user(mail=f"carol.colleague@{settings.MAIL_DOMAIN}")
+    client = sign_in()
+    for name in ("AliceColleague", "carol.colleague"):
+        response = client.post("/aliases/new/custom/", {"local_part": name, "domain": domains[1].pk})
+        assert "is the name of someone in the directory" in response.content.decode(), name
+        response = client.post("/aliases/new/site/", {"site": "shop.example", "local_part": name})
+        assert "is the name of someone in the directory" in response.content.decode(), name
+    assert not Alias.objects.exists()
+    # A name nobody has is fine; LDAP filter characters are escaped, not interpreted.
+    assert not directory.people_named("*")
+    client.post("/aliases/new/custom/", {"local_part": "alicecolleagues", "domain": domains[1].pk})
+    assert Alias.objects.get().local_part == "alicecolleagues"
+
+
+def test_a_site_proposal_skips_a_colleagues_name(sign_in, make_directory_user, domains) -> None:
+    make_directory_user(uid="twittercom")
+    client = sign_in()
+    client.post("/aliases/new/site/", {"site": "https://twitter.com/"})
+    assert Alias.objects.get().local_part == "twittercom2"
+
+
+def test_ones_own_name_and_an_admins_choice_are_allowed(sign_in, make_directory_user, domains) -> None:
+    make_directory_user(uid="davecolleague")
+    own = sign_in(uid="erincolleague")
+    own.post("/aliases/new/custom/", {"local_part": "erincolleague", "domain": domains[1].pk})
+    admin = sign_in("admin")
+    admin.post("/aliases/new/custom/", {"local_part": "davecolleague", "domain": domains[1].pk})
+    assert sorted(Alias.objects.values_list("local_part", flat=True)) == ["davecolleague", "erincolleague"]
+
+
+def test_a_personal_catchall_domain_may_use_any_name(sign_in, make_directory_user, domains) -> None:
+    make_directory_user(uid="frankcolleague")
+    client = sign_in()
+    own = Domain.objects.create(name="mine.example", catchall_owner=_owner(client))
+    client.post("/aliases/new/custom/", {"local_part": "frankcolleague", "domain": own.pk})
+    assert Alias.objects.get().address == "frankcolleague@mine.example"
 
 
 def test_taken_addresses_compare_case_insensitively(sign_in, domains) -> None:
