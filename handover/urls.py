@@ -8,6 +8,7 @@ urlpatterns = [
     path("edit/", views.edit, name="edit"),
     path("delete/", views.delete, name="delete"),
     path("shared/", views.shared, name="shared"),
+    path("all/", views.all_notes, name="all"),
     path("<int:pk>/", views.detail, name="detail"),
     path("<int:pk>/print/", views.printable, name="print"),
 ]

@@ -1,11 +1,14 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from accounts.roles import admin_required
 from audit.models import record_event
 from handover.access import notes_shared_with, own_note, readable_note_or_404
 from handover.forms import NoteForm, TopicDelegateFormSet, WorkItemFormSet, describe, save_note
@@ -13,6 +16,7 @@ from handover.models import HandoverNote
 
 # "Save and add another ..." buttons: where to land after saving.
 ADD_ANCHORS = {"item": "#new-item", "topic": "#new-topic"}
+NOTES_PER_PAGE = 50
 
 
 def _user(request: HttpRequest) -> User:
@@ -81,3 +85,23 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 def printable(request: HttpRequest, pk: int) -> HttpResponse:
     note = readable_note_or_404(request.user, pk)
     return render(request, "handover/print.html", {"note": note, "items": note.ordered_items()})
+
+
+@admin_required
+def all_notes(request: HttpRequest) -> HttpResponse:
+    """Every note, for admins: who is away, until when, and who stands in."""
+    query = request.GET.get("q", "").strip()[:100]
+    notes = HandoverNote.objects.select_related("author").annotate(
+        item_count=Count("items", distinct=True),
+        urgent_items=Count("items", filter=Q(items__priority="urgent"), distinct=True),
+    )
+    if query:
+        notes = notes.filter(
+            Q(author__username__icontains=query)
+            | Q(author__first_name__icontains=query)
+            | Q(author__last_name__icontains=query)
+            | Q(primary_delegate_uid__icontains=query)
+            | Q(primary_delegate_name__icontains=query)
+        )
+    page = Paginator(notes.order_by("-ends_at", "id"), NOTES_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "handover/all.html", {"page": page, "query": query})

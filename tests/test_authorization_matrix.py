@@ -104,6 +104,7 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "handover:edit": {"GET": SIGNED_IN, "POST": SIGNED_IN},
     "handover:delete": {"GET": SIGNED_IN, "POST": SIGNED_IN},
     "handover:shared": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    "handover:all": {"GET": ADMINS, "POST": ADMINS},
     "handover:detail": {"GET": HANDOVER_NOTE, "POST": HANDOVER_NOTE},
     "handover:print": {"GET": HANDOVER_NOTE, "POST": HANDOVER_NOTE},
     "audit:log": {"GET": ADMINS, "POST": ADMINS},

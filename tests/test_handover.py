@@ -433,3 +433,32 @@ def test_an_absurd_row_count_is_refused_without_building_the_rows(shared_note: d
     assert response.status_code == 200
     assert "Please submit at most 30 forms" in response.content.decode()
     assert note.items.count() == 1
+
+
+@pytest.mark.django_db
+def test_admins_list_every_note_and_find_one_by_author_or_delegate(
+    sign_in: Any, make_directory_user: Any, shared_note: dict[str, Any]
+) -> None:
+    primary = make_directory_user()
+    second = make_note(sign_in(), primary.uid, items=[item_row("A", priority="urgent"), item_row("B")])
+    admin = sign_in("admin")
+    page = admin.get("/handover/all/").content.decode()
+    for note in (shared_note["note"], second):
+        assert f'href="/handover/{note.pk}/"' in page
+    assert "2 notes" in page
+    assert 'href="/handover/all/" aria-current="page"' in page  # in the admin menu
+    found = admin.get("/handover/all/", {"q": primary.uid}).content.decode()
+    assert f'href="/handover/{second.pk}/"' in found
+    assert f'href="/handover/{shared_note["note"].pk}/"' not in found
+    assert '<span class="badge badge-danger">1</span>' in found  # one urgent item of two
+    # The query is shown escaped, never interpreted.
+    hostile = admin.get("/handover/all/", {"q": "<script>x</script>"}).content.decode()
+    assert "<script>x</script>" not in hostile and "No note matches" in hostile
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["end user", "helpdesk"])
+def test_only_admins_see_the_list_of_all_notes(shared_note: dict[str, Any], sign_in: Any, role: str) -> None:
+    assert sign_in(role).get("/handover/all/").status_code == 403
+    # Nor a note's author: the list is the admins' overview.
+    assert shared_note["author"].get("/handover/all/").status_code == 403
