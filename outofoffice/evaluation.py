@@ -25,6 +25,9 @@ class Evaluation:
     decision: Decision
     vacation: VacationReply | None
     incoming: Incoming
+    # When this sender last got this reply, as the interval rule saw it: what a reply that
+    # Postfix does not accept must leave behind in the reply log.
+    last_reply_at: datetime | None = None
 
 
 def _as_datetime(value: object) -> datetime | None:
@@ -101,7 +104,12 @@ def recipient_for(vacation: VacationReply, sender: str) -> Recipient:
 def evaluate(mailbox: str, incoming: Incoming, now: datetime) -> Evaluation:
     vacation = _vacation(mailbox)
     recipient = recipient_for(vacation, incoming.sender) if vacation is not None else None
-    return Evaluation(decision=decide(incoming, recipient, now), vacation=vacation, incoming=incoming)
+    return Evaluation(
+        decision=decide(incoming, recipient, now),
+        vacation=vacation,
+        incoming=incoming,
+        last_reply_at=recipient.last_reply_at if recipient is not None else None,
+    )
 
 
 def is_internal_sender(sender: str) -> bool:

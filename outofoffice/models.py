@@ -54,7 +54,8 @@ class VacationReply(models.Model):
 
 class ReplyLog(models.Model):
     """When a sender last got a given vacation reply: the per-sender interval rule reads it.
-    Written only once Postfix has accepted the reply."""
+    Written just before the reply's end of data and taken back if Postfix does not accept the
+    reply (outofoffice.replies.ReplyRecord), so a responder killed mid-hand-over never replies twice."""
 
     vacation = models.ForeignKey(VacationReply, on_delete=models.CASCADE, related_name="replies")
     sender = models.CharField(max_length=320)  # lower-case envelope sender

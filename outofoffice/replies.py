@@ -1,25 +1,37 @@
-"""Building, sending and recording one vacation reply.
+"""Building, handing over and recording one vacation reply.
 
 A reply is made only of the user's own text: nothing of the original message is copied
 into it except its Message-ID (for In-Reply-To/References), and only if well-formed.
+
+The reply is written as bytes from a fixed template (building an EmailMessage and
+serialising it cost ~1.8 ms per reply, the template ~0.03 ms). Every header value is
+checked to be printable ASCII or encoded as RFC 2047 words, so no typed or stored text can
+end a header line, and the body is 7-bit (quoted-printable unless plain ASCII), so the
+hand-over needs neither 8BITMIME nor SMTPUTF8.
 """
 
+import base64
+import binascii
 import re
 import smtplib
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
 from django.conf import settings
+from django.db import connection
 
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.rules import LOOP_HEADER, Incoming
 
 MESSAGE_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,250}@[\x21-\x3b\x3d\x3f-\x7e]{1,250}>$")
-# Refuses CR/LF in any header value it serialises, on top of the validation at input.
-REPLY_POLICY = SMTP.clone(max_line_length=998, raise_on_defect=True)
+PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+PLAIN_BODY = re.compile(r"^[\x20-\x7e\t\n]*$")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+MAX_LINE = 998  # RFC 5322, octets without the CRLF
+WORD_BYTES = 45  # UTF-8 octets per encoded word: "=?utf-8?b?" + 60 base64 chars + "?=" stays within 75
 
 
 class ReplyNotAccepted(Exception):
@@ -38,22 +50,108 @@ def reply_text(vacation: VacationReply, internal: bool) -> str:
     return text + "\n"
 
 
-def build_reply(vacation: VacationReply, incoming: Incoming, internal: bool, now: datetime) -> EmailMessage:
-    message = EmailMessage(policy=REPLY_POLICY)
-    message["From"] = vacation.address
-    message["To"] = incoming.sender
-    message["Subject"] = f"Auto: {vacation.subject or 'Out of office'}"
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=vacation.address.rsplit("@", 1)[-1])
+def _ascii_value(name: str, value: str) -> str:
+    """A header value that is written as is: printable ASCII only, so it cannot end the line."""
+    if not PRINTABLE_ASCII.match(value):
+        raise ValueError(f"{name} is not printable ASCII")
+    return value
+
+
+def encoded_words(text: str) -> str:
+    """Text for an unstructured header: as is when plain ASCII, else RFC 2047 base64 words
+    (split between characters, folded). Line breaks and other controls are refused."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        raise ValueError("control characters in a header value")
+    if PRINTABLE_ASCII.match(text) and "=?" not in text:
+        return text
+    words: list[str] = []
+    chunk = b""
+    for char in text:
+        encoded = char.encode("utf-8")
+        if len(chunk) + len(encoded) > WORD_BYTES:
+            words.append(chunk.decode("utf-8"))
+            chunk = b""
+        chunk += encoded
+    words.append(chunk.decode("utf-8"))
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(word.encode()).decode()}?=" for word in words)
+
+
+def _body(text: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, body with CRLF line ends): 7bit when that is valid as is."""
+    lines = LINE_BREAK.split(text)
+    if PLAIN_BODY.match(text) and all(len(line) <= MAX_LINE for line in lines):
+        return "7bit", "\r\n".join(lines).encode("ascii")
+    data = "\r\n".join(lines).encode("utf-8")
+    return "quoted-printable", binascii.b2a_qp(data, istext=True)
+
+
+def build_reply(vacation: VacationReply, incoming: Incoming, internal: bool, now: datetime) -> bytes:
+    """The reply as it goes over SMTP (CRLF line ends, not yet dot-stuffed).
+    Raises ValueError if the stored reply or the addresses cannot make a safe message."""
+    domain = vacation.address.rsplit("@", 1)[-1]
+    headers = [
+        ("From", _ascii_value("From", vacation.address)),
+        ("To", _ascii_value("To", incoming.sender)),
+        ("Subject", "Auto: " + encoded_words(vacation.subject or "Out of office")),
+        ("Date", format_datetime(now)),
+        ("Message-ID", _ascii_value("Message-ID", make_msgid(domain=domain))),
+    ]
     original_id = incoming.first("message-id")
     if MESSAGE_ID.match(original_id):
-        message["In-Reply-To"] = original_id
-        message["References"] = original_id
-    message["Auto-Submitted"] = "auto-replied"
-    message["X-Auto-Response-Suppress"] = "All"
-    message[LOOP_HEADER] = "auto-replied"
-    message.set_content(reply_text(vacation, internal), charset="utf-8")
-    return message
+        headers += [("In-Reply-To", original_id), ("References", original_id)]
+    encoding, body = _body(reply_text(vacation, internal))
+    headers += [
+        ("Auto-Submitted", "auto-replied"),
+        ("X-Auto-Response-Suppress", "All"),
+        (LOOP_HEADER, "auto-replied"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", 'text/plain; charset="utf-8"'),
+        ("Content-Transfer-Encoding", encoding),
+    ]
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    return head + b"\r\n" + body + (b"" if body.endswith(b"\r\n") else b"\r\n")
+
+
+@dataclass
+class ReplyRecord:
+    """The reply-log row of one reply (what the interval rule reads). It is written just before
+    the reply's end of data, so a responder killed after that point never replies twice, and
+    taken back when Postfix does not accept the reply, so the retry replies once."""
+
+    vacation: VacationReply
+    sender: str
+    sent_at: datetime
+    previous: datetime | None  # the last reply the interval rule saw, if any
+    written: bool = False
+
+    def write(self) -> None:
+        # One upsert statement in autocommit: committed when it returns.
+        table = ReplyLog._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (vacation_id, sender, reply_key, sent_at) VALUES (%s, %s, %s, %s) "  # noqa: S608
+                "ON CONFLICT (vacation_id, sender, reply_key) DO UPDATE SET sent_at = excluded.sent_at",
+                [
+                    self.vacation.pk,
+                    self.sender,
+                    self.vacation.reply_key,
+                    connection.ops.adapt_datetimefield_value(self.sent_at),
+                ],
+            )
+        self.written = True
+
+    def undo(self) -> None:
+        """Put back what the interval rule saw before (only if the row is still this reply's)."""
+        if not self.written:
+            return
+        rows = ReplyLog.objects.filter(
+            vacation=self.vacation, sender=self.sender, reply_key=self.vacation.reply_key, sent_at=self.sent_at
+        )
+        if self.previous is None:
+            rows.delete()
+        else:
+            rows.update(sent_at=self.previous)
+        self.written = False
 
 
 class _Connections(threading.local):
@@ -77,6 +175,7 @@ def _session() -> smtplib.SMTP:
 
 
 def close_session() -> None:
+    """End the thread's session politely (QUIT), e.g. when the responder stops."""
     smtp, _connections.smtp = _connections.smtp, None
     if smtp is not None:
         try:
@@ -85,42 +184,81 @@ def close_session() -> None:
             smtp.close()
 
 
-def send_reply(message: EmailMessage, recipient: str) -> None:
-    """Hand the reply to Postfix with an empty envelope sender, to the envelope sender only.
-    Returns once Postfix has accepted it; raises ReplyNotAccepted otherwise."""
+def _drop_session() -> None:
+    """Close the connection without another word: in the middle of DATA a QUIT would be read
+    as content, and a session that failed may not answer one."""
+    smtp, _connections.smtp = _connections.smtp, None
+    if smtp is not None:
+        smtp.close()
+
+
+def _refusal(step: str, code: int, text: bytes) -> Exception:
+    message = f"{step}: {code} {text.decode('utf-8', 'replace')}"
+    return ReplyRefused(message) if 500 <= code < 600 else ReplyNotAccepted(message)
+
+
+def _check(smtp: smtplib.SMTP, step: str, reply: tuple[int, bytes], expected: tuple[int, ...]) -> None:
+    """Raise for a refused envelope command, leaving the session ready for the next reply."""
+    code, text = reply
+    if code in expected:
+        return
+    try:
+        smtp.rset()
+    except (smtplib.SMTPException, OSError):
+        _drop_session()
+    raise _refusal(step, code, text)
+
+
+def _envelope(smtp: smtplib.SMTP, recipient: str, size: int) -> None:
+    smtp.ehlo_or_helo_if_needed()
+    options = [f"SIZE={size}"] if smtp.has_extn("size") else []
+    _check(smtp, "MAIL FROM", smtp.mail("", options), (250,))
+    _check(smtp, "RCPT TO", smtp.rcpt(recipient), (250, 251))
+    _check(smtp, "DATA", smtp.docmd("DATA"), (354,))
+
+
+def _start_transaction(recipient: str, size: int) -> smtplib.SMTP:
+    """A session at the start of DATA. A reused session Postfix has meanwhile closed is
+    replaced once; nothing was handed over on it."""
     for attempt in (1, 2):
         reused = _connections.smtp is not None
         try:
-            _session().send_message(message, from_addr="", to_addrs=[recipient])
-            return
+            smtp = _session()
+            _envelope(smtp, recipient, size)
+            return smtp
         except smtplib.SMTPServerDisconnected as exc:
-            close_session()
+            _drop_session()
             if attempt == 2 or not reused:  # a fresh connection that fails is a real failure
                 raise ReplyNotAccepted(str(exc)) from exc
-        except smtplib.SMTPRecipientsRefused as exc:
-            codes = [code for code, _ in exc.recipients.values()]
-            if codes and all(500 <= code < 600 for code in codes):
-                raise ReplyRefused(f"recipient refused: {codes}") from exc
-            raise ReplyNotAccepted(f"recipient refused: {codes}") from exc
-        except smtplib.SMTPResponseException as exc:
-            # The session itself stays usable after a refused transaction.
-            try:
-                _session().rset()
-            except (smtplib.SMTPException, OSError):
-                close_session()
-            if 500 <= exc.smtp_code < 600:
-                raise ReplyRefused(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
-            raise ReplyNotAccepted(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
         except (smtplib.SMTPException, OSError) as exc:
-            close_session()
+            _drop_session()
             raise ReplyNotAccepted(str(exc)) from exc
+    raise AssertionError("unreachable")
 
 
-def record_reply(vacation: VacationReply, sender: str, now: datetime) -> None:
-    # One upsert statement: a single short write per reply.
-    ReplyLog.objects.bulk_create(
-        [ReplyLog(vacation=vacation, sender=sender, reply_key=vacation.reply_key, sent_at=now)],
-        update_conflicts=True,
-        unique_fields=["vacation", "sender", "reply_key"],
-        update_fields=["sent_at"],
-    )
+def hand_over(content: bytes, recipient: str, before_end: Callable[[], None]) -> None:
+    """Hand the reply to Postfix with an empty envelope sender, to the envelope sender only,
+    calling `before_end` once the whole content is out and before the final ".".
+
+    Returns once Postfix has accepted the reply. If `before_end` raises, the connection is
+    closed without the "." (Postfix then discards the partial message: nothing is queued) and
+    the exception propagates. Raises ReplyNotAccepted or ReplyRefused otherwise."""
+    smtp = _start_transaction(recipient, len(content))
+    try:
+        smtp.send(re.sub(rb"(?m)^\.", b"..", content))
+    except (smtplib.SMTPException, OSError) as exc:
+        _drop_session()
+        raise ReplyNotAccepted(f"content: {exc}") from exc
+    try:
+        before_end()
+    except BaseException:
+        _drop_session()  # without the final ".": Postfix discards what it got
+        raise
+    try:
+        smtp.send(b".\r\n")
+        code, text = smtp.getreply()
+    except (smtplib.SMTPException, OSError) as exc:
+        _drop_session()
+        raise ReplyNotAccepted(f"end of data: {exc}") from exc
+    if code != 250:
+        raise _refusal("end of data", code, text)

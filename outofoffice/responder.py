@@ -23,11 +23,11 @@ from django.utils import timezone
 from outofoffice.evaluation import evaluate, is_internal_sender
 from outofoffice.replies import (
     ReplyNotAccepted,
+    ReplyRecord,
     ReplyRefused,
     build_reply,
     close_session,
-    record_reply,
-    send_reply,
+    hand_over,
 )
 from outofoffice.routing import mailbox_for
 from outofoffice.rules import parse_incoming
@@ -69,29 +69,63 @@ def handle_copy(mailbox: str, sender: str, raw: bytes) -> str:
         return f"250 2.0.0 no vacation reply ({decision.rule})"
     try:
         internal = bool(result.vacation.internal_body.strip()) and is_internal_sender(incoming.sender)
-        message = build_reply(result.vacation, incoming, internal, now)
-    except (ValueError, TypeError) as exc:
-        # Stored text that cannot make a valid message will not get better by retrying.
-        log.error("not replying mailbox=%s: the stored reply is unusable (%s)", mailbox, type(exc).__name__)
-        return "250 2.0.0 no vacation reply (unusable reply text)"
+    except DatabaseError as exc:
+        _reset_connection()
+        log.warning("deferred mailbox=%s sender=%s: database error %s", mailbox, incoming.sender, type(exc).__name__)
+        return TEMPORARY
     try:
-        send_reply(message, incoming.sender)
-    except ReplyNotAccepted as exc:
+        content = build_reply(result.vacation, incoming, internal, now)
+    except ValueError as exc:
+        # Stored text that cannot make a valid message will not get better by retrying.
+        log.error("not replying mailbox=%s: the stored reply is unusable (%s)", mailbox, exc)
+        return "250 2.0.0 no vacation reply (unusable reply text)"
+    record = ReplyRecord(result.vacation, incoming.sender, now, result.last_reply_at)
+    return _hand_over(mailbox, incoming.sender, content, record)
+
+
+def _hand_over(mailbox: str, sender: str, content: bytes, record: ReplyRecord) -> str:
+    """Send the reply, recording it just before its end of data, and return the LMTP status.
+
+    Killed before the content is out, the responder has recorded nothing and Postfix's retry
+    replies; killed after the record, the retry finds "already answered" and does not reply
+    again (if the kill came before Postfix queued the reply, that one reply is lost: the
+    not-twice side of a moment that cannot be told apart)."""
+    try:
+        hand_over(content, sender, record.write)
+    except DatabaseError as exc:
+        _reset_connection()
         log.warning(
-            "deferred mailbox=%s sender=%s: Postfix did not accept the reply: %s", mailbox, incoming.sender, exc
+            "deferred mailbox=%s sender=%s: the reply could not be recorded (%s); abandoned before its end of "
+            "data, nothing was queued",
+            mailbox,
+            sender,
+            type(exc).__name__,
         )
         return TEMPORARY
+    except ReplyNotAccepted as exc:
+        _take_back(record, mailbox)
+        log.warning("deferred mailbox=%s sender=%s: Postfix did not accept the reply: %s", mailbox, sender, exc)
+        return TEMPORARY
     except ReplyRefused as exc:
-        log.warning("not replying mailbox=%s sender=%s: Postfix refused the reply: %s", mailbox, incoming.sender, exc)
+        _take_back(record, mailbox)
+        log.warning("not replying mailbox=%s sender=%s: Postfix refused the reply: %s", mailbox, sender, exc)
         return "250 2.0.0 no vacation reply (refused by the mail system)"
-    try:
-        record_reply(result.vacation, incoming.sender, now)
-    except DatabaseError as exc:
-        # The reply is out; asking Postfix to retry would send it twice.
-        _reset_connection()
-        log.error("reply sent but not recorded mailbox=%s sender=%s: %s", mailbox, incoming.sender, exc)
-    log.info("replied mailbox=%s sender=%s", mailbox, incoming.sender)
+    log.info("replied mailbox=%s sender=%s: Postfix accepted it (recorded before its end of data)", mailbox, sender)
     return "250 2.0.0 vacation reply sent"
+
+
+def _take_back(record: ReplyRecord, mailbox: str) -> None:
+    try:
+        record.undo()
+    except DatabaseError as exc:
+        _reset_connection()
+        log.error(
+            "reply not accepted but still recorded mailbox=%s sender=%s (%s): this sender gets no reply to this "
+            "absence until the interval has passed",
+            mailbox,
+            record.sender,
+            type(exc).__name__,
+        )
 
 
 class ResponderHandler:

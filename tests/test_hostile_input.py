@@ -245,8 +245,7 @@ def test_no_header_can_be_injected_into_a_vacation_reply(
     if rule_empty_sender(incoming, None, now) is not None:  # type: ignore[arg-type]
         return  # the responder stops before composing: no reply to an unusable envelope sender
     try:
-        reply = build_reply(vacation, incoming, internal=False, now=now)
-        wire = reply.as_bytes()
+        wire = build_reply(vacation, incoming, internal=False, now=now)
     except (ValueError, TypeError):
         return  # the responder answers "no vacation reply (unusable reply text)"; nothing is sent
     parsed = email.message_from_bytes(wire, policy=default)

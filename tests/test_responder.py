@@ -4,19 +4,25 @@ The capture stands in for Postfix here (the boundary of the project); the end-to
 test_responder_e2e.py run the same path through the private Postfix.
 """
 
+import asyncio
 import email
+import logging
 import smtplib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.policy import default
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from django.contrib.auth.models import User
+from django.db import OperationalError, connections
 from django.utils import timezone
 
 from aliases.models import Alias, Domain
 from localservices.outside import OutsideWorld
 from localservices.process import free_port
 from outofoffice.models import ReplyLog, VacationReply
+from outofoffice.replies import ReplyRecord
 from outofoffice.responder import ResponderThread
 from outofoffice.routing import routing_address
 
@@ -256,3 +262,128 @@ def test_the_responder_waits_for_its_port_when_something_holds_it_for_a_moment(t
             assert lmtp.ehlo_or_helo_if_needed() is None and lmtp.has_extn("8bitmime")
     finally:
         running.stop()
+
+
+# --- when the reply counts as sent: recorded before its end of data -----------------------------
+
+
+def _reply_log(sender: str) -> list[datetime]:
+    try:
+        return list(ReplyLog.objects.filter(sender=sender).values_list("sent_at", flat=True))
+    finally:
+        connections.close_all()  # this relay thread's own connection
+
+
+class Relay:
+    """Stands for Postfix where replies are handed over, answering the end of data with
+    `answer`; notes what the reply log held for the recipient at that very moment."""
+
+    def __init__(self) -> None:
+        self.answer = "250 2.0.0 accepted"
+        self.recipients: list[str] = []
+        self.ends: list[list[datetime]] = []  # the reply log at each end of data
+        self.accepted: list[bytes] = []
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        self.recipients.append(address)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.ends.append(await asyncio.to_thread(_reply_log, envelope.rcpt_tos[0]))
+        if self.answer.startswith("250"):
+            self.accepted.append(envelope.original_content)
+        return self.answer
+
+
+@pytest.fixture
+def relay(transactional_db, settings):
+    relay = Relay()
+    relay.controller.start()
+    settings.VACATION_SMTP_PORT = relay.controller.port
+    running = ResponderThread().start()
+    yield relay
+    running.stop()
+    relay.controller.stop()
+
+
+CAROL = "carol@remote.example"
+
+
+def test_the_reply_is_in_the_log_when_postfix_receives_its_end_of_data(relay, vacation):
+    [(code, text)] = deliver(CAROL, message(), routing_address(USER))
+    assert code == 250 and b"sent" in text
+    [(sent_at,)] = [tuple(log) for log in relay.ends]  # recorded before the "." went out
+    assert ReplyLog.objects.get(sender=CAROL).sent_at == sent_at
+    assert len(relay.accepted) == 1
+
+
+def test_a_temporary_refusal_at_the_end_of_data_takes_the_record_back_and_the_retry_replies_once(relay, vacation):
+    relay.answer = "451 4.3.0 queue file write error"
+    [(code, _)] = deliver(CAROL, message(), routing_address(USER))
+    assert code == 451
+    assert [len(log) for log in relay.ends] == [1]  # it was recorded at the end of data ...
+    assert not ReplyLog.objects.exists()  # ... and taken back
+    relay.answer = "250 2.0.0 accepted"
+    for _ in range(2):  # Postfix's retry, then a later copy within the interval
+        assert deliver(CAROL, message(), routing_address(USER))[0][0] == 250
+    assert len(relay.accepted) == 1
+    assert ReplyLog.objects.filter(sender=CAROL).count() == 1
+
+
+def test_a_refused_reply_leaves_the_earlier_record_as_it_was(relay, vacation):
+    earlier = timezone.now() - timedelta(days=8)
+    ReplyLog.objects.create(vacation=vacation, sender=CAROL, reply_key=vacation.reply_key, sent_at=earlier)
+    relay.answer = "451 4.3.0 try again later"
+    assert deliver(CAROL, message(), routing_address(USER))[0][0] == 451
+    assert ReplyLog.objects.get(sender=CAROL).sent_at == earlier
+    relay.answer = "550 5.7.1 not from here"
+    [(code, text)] = deliver(CAROL, message(), routing_address(USER))
+    assert code == 250 and b"refused" in text
+    assert [len(log) for log in relay.ends] == [1, 1]
+    assert ReplyLog.objects.get(sender=CAROL).sent_at == earlier
+    assert relay.accepted == []
+
+
+def test_a_reply_refused_for_good_at_the_end_of_data_leaves_no_record(relay, vacation):
+    relay.answer = "554 5.7.1 message refused"
+    [(code, text)] = deliver(CAROL, message(), routing_address(USER))
+    assert code == 250 and b"refused" in text
+    assert not ReplyLog.objects.exists()
+
+
+def _database_gone(record: ReplyRecord) -> None:
+    raise OperationalError("database is locked")
+
+
+def test_a_reply_that_cannot_be_recorded_is_abandoned_before_its_end_of_data(relay, vacation, monkeypatch):
+    monkeypatch.setattr(ReplyRecord, "write", _database_gone)
+    [(code, _)] = deliver(CAROL, message(), routing_address(USER))
+    assert code == 451
+    assert relay.recipients == [CAROL]  # the transaction had begun ...
+    assert relay.ends == [] and relay.accepted == []  # ... and ended without its ".": nothing queued
+    monkeypatch.undo()
+    assert deliver(CAROL, message(), routing_address(USER))[0][0] == 250  # Postfix's retry
+    assert len(relay.accepted) == 1
+
+
+def test_a_record_that_cannot_be_taken_back_is_logged_with_its_consequence(relay, vacation, monkeypatch, caplog):
+    monkeypatch.setattr(ReplyRecord, "undo", _database_gone)
+    relay.answer = "451 4.3.0 try again later"
+    with caplog.at_level(logging.ERROR, logger="outofoffice.responder"):
+        assert deliver(CAROL, message(), routing_address(USER))[0][0] == 451
+    [entry] = [entry for entry in caplog.records if entry.levelno == logging.ERROR]
+    assert CAROL in entry.getMessage() and "no reply to this absence" in entry.getMessage()
+
+
+def test_a_reply_text_with_lines_of_dots_and_non_ascii_arrives_whole(relay, vacation):
+    text = ".\n..\n.Punkt\nAbwesend – zurück am Montag.\n" + "x" * 1200
+    VacationReply.objects.filter(pk=vacation.pk).update(subject="Abwesend – zurück ✈ " * 6, body=text, delegate="")
+    assert deliver(CAROL, message(), routing_address(USER))[0][0] == 250
+    [raw] = relay.accepted
+    reply = email.message_from_bytes(raw, policy=default)
+    assert reply["Subject"] == "Auto: " + "Abwesend – zurück ✈ " * 6
+    assert reply.get_content().replace("\r\n", "\n") == text + "\n"
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert max(raw) < 0x80  # 7-bit: no 8BITMIME needed on the way
