@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-PORT_VARIABLES = ("LDAP_PORT", "REDIS_PORT", "SMTP_PORT", "OUTSIDE_SMTP_PORT", "RESPONDER_PORT", "WEB_PORT")
+PORT_VARIABLES = (
+    "LDAP_PORT",
+    "REDIS_PORT",
+    "SMTP_PORT",
+    "OUTSIDE_SMTP_PORT",
+    "RESPONDER_PORT",
+    "VACATION_HANDOFF_PORT",
+    "WEB_PORT",
+)
 
 
 def _test_environment() -> Path:

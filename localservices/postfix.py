@@ -11,6 +11,7 @@ from pathlib import Path
 from localservices.process import ServiceError, read_pid, run, wait_for_port, wait_for_port_closed
 from localservices.slapd import Slapd
 from mailadmin import settings
+from outofoffice import handoff
 
 POSTFIX = "/usr/sbin/postfix"
 POSTMAP = "/usr/sbin/postmap"
@@ -58,6 +59,7 @@ class Postfix:
     def _main_cf(self) -> str:
         maps = self.map_dir
         nobody = pwd.getpwnam("nobody")
+        vacation_handoff = "\n".join(handoff.main_cf_lines(settings.VACATION_ROUTING_DOMAIN))
         return f"""\
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
@@ -107,7 +109,13 @@ smtpd_soft_error_limit = 1000
 smtpd_hard_error_limit = 1000
 smtpd_client_connection_count_limit = 0
 default_process_limit = 50
+{vacation_handoff}
 """
+
+    def _master_cf(self) -> str:
+        # The vacation hand-off, exactly as `manage.py postfix_config` prints it.
+        copies = handoff.master_cf_lines(settings.VACATION_ROUTING_DOMAIN, settings.VACATION_HANDOFF_PORT)
+        return MASTER_CF.format(smtp_listen=f"127.0.0.1:{self.port}") + "\n".join(copies) + "\n"
 
     def _sender_block_cf(self) -> str:
         slapd = Slapd()
@@ -132,7 +140,7 @@ result_format = REJECT {settings.SUSPENSION_REJECT_TEXT.replace("%", "%%")}
         shutil.chown(self.mail_dir, nobody.pw_uid, nobody.pw_gid)
         shutil.chown(self.data_dir, "postfix", "postfix")
         (self.config_dir / "main.cf").write_text(self._main_cf())
-        (self.config_dir / "master.cf").write_text(MASTER_CF.format(smtp_listen=f"127.0.0.1:{self.port}"))
+        (self.config_dir / "master.cf").write_text(self._master_cf())
         cf = self.config_dir / "sender_block.cf"
         cf.write_text(self._sender_block_cf())
         cf.chmod(0o600)

@@ -331,6 +331,8 @@ RESPONDER_HOST = env_str("RESPONDER_HOST", "127.0.0.1")
 RESPONDER_PORT = env_int("RESPONDER_PORT", 10026)
 # Postfix routes copies for users on vacation to <user>=<domain>@VACATION_ROUTING_DOMAIN.
 VACATION_ROUTING_DOMAIN = env_str("VACATION_ROUTING_DOMAIN", "autoreply.mailadmin.invalid")
+# The loopback smtpd that re-queues each copy with DSN NOTIFY=NEVER (outofoffice/handoff.py).
+VACATION_HANDOFF_PORT = env_int("VACATION_HANDOFF_PORT", 10027)
 # Out of office: where the responder hands its replies (the private/local Postfix).
 VACATION_SMTP_HOST = env_str("VACATION_SMTP_HOST", "127.0.0.1")
 VACATION_SMTP_PORT = env_int("VACATION_SMTP_PORT", SMTP_PORT)

@@ -53,9 +53,12 @@ def test_the_routing_entries_copy_mail_of_users_on_vacation_to_the_responder(sig
     client.post("/out-of-office/vacation/", GOOD)
     mailbox = client.directory_user.mail
     local, domain = mailbox.split("@")
-    assert (mailbox, f"{local}={domain}@{settings.VACATION_ROUTING_DOMAIN}") in vacation_virtual_entries()
+    # First hop: the hand-off smtpd, which re-queues the copy with NOTIFY=NEVER for the responder.
+    handoff = f"handoff.{settings.VACATION_ROUTING_DOMAIN}"
+    assert (mailbox, f"{local}={domain}@{handoff}") in vacation_virtual_entries()
     assert vacation_transport_entries() == [
-        (settings.VACATION_ROUTING_DOMAIN, f"lmtp:inet:127.0.0.1:{settings.RESPONDER_PORT}")
+        (handoff, f"mailadmin-autoreply:[127.0.0.1]:{settings.VACATION_HANDOFF_PORT}"),
+        (settings.VACATION_ROUTING_DOMAIN, f"lmtp:inet:127.0.0.1:{settings.RESPONDER_PORT}"),
     ]
     client.post("/out-of-office/vacation/", {**GOOD, "enabled": ""})
     assert mailbox not in dict(vacation_virtual_entries())

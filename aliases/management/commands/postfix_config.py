@@ -11,6 +11,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import sender_block
+from outofoffice import handoff
+from outofoffice.routing import vacation_transport_entries
 
 
 def _map(name: str) -> str:
@@ -34,15 +36,20 @@ def alias_maps_lines() -> list[str]:
     ]
 
 
+def responder_main_lines() -> list[str]:
+    return handoff.main_cf_lines(settings.VACATION_ROUTING_DOMAIN)
+
+
 def responder_master_lines() -> list[str]:
     return [
-        "# mailadmin: vacation copies go to the responder over LMTP (transport map entry:",
-        f"#   {settings.VACATION_ROUTING_DOMAIN} lmtp:inet:{settings.RESPONDER_HOST}:{settings.RESPONDER_PORT})",
+        "# mailadmin: vacation copies reach the responder in two hops (transport map entries):",
+        *(f"#   {domain}  {transport}" for domain, transport in vacation_transport_entries()),
+        *handoff.master_cf_lines(settings.VACATION_ROUTING_DOMAIN, settings.VACATION_HANDOFF_PORT),
         "lmtp      unix  -       -       n       -       -       lmtp",
     ]
 
 
-MAIN_CF_SECTIONS: list[Callable[[], list[str]]] = [alias_maps_lines, sender_block.main_cf_lines]
+MAIN_CF_SECTIONS: list[Callable[[], list[str]]] = [alias_maps_lines, responder_main_lines, sender_block.main_cf_lines]
 MASTER_CF_SECTIONS: list[Callable[[], list[str]]] = [responder_master_lines, sender_block.master_cf_lines]
 EXTRA_FILES: list[Callable[[], list[str]]] = [sender_block.extra_files]
 
