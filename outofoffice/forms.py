@@ -137,6 +137,13 @@ class PreviewForm(forms.Form):
         return headers
 
 
+class ConfirmClearForm(forms.Form):
+    """The second step of clearing a vacation reply: only the confirmation page posts confirm=yes,
+    so a stray click on the first button (or a replayed POST without it) clears nothing."""
+
+    confirm = forms.ChoiceField(choices=[("yes", "yes")], widget=forms.HiddenInput)
+
+
 class UserSearchForm(forms.Form):
     q = forms.CharField(
         label="Find a user", max_length=100, required=False, help_text="Part of a name, uid or address."

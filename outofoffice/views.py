@@ -5,13 +5,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
 from accounts import directory
 from accounts.roles import staff_required
 from handover.links import note_url_for
 from outofoffice.evaluation import evaluate, is_internal_sender
-from outofoffice.forms import PreviewForm, UserSearchForm, VacationForm
+from outofoffice.forms import ConfirmClearForm, PreviewForm, UserSearchForm, VacationForm
 from outofoffice.models import VacationReply
 from outofoffice.replies import reply_text
 from outofoffice.rules import parse_incoming
@@ -138,16 +138,24 @@ def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
 
 
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def helpdesk_clear(request: HttpRequest, uid: str) -> HttpResponse:
+    """Clearing deletes the user's text for good: a page says what goes, and only its POST clears."""
     try:
         target, vacation = vacation_for_staff(uid)
     except directory.DirectoryUnavailable:
         return _unavailable(request)
-    if vacation.pk is not None:
+    back = reverse("outofoffice:helpdesk_user", args=[target.uid])
+    if vacation.pk is None:
+        messages.info(request, f"{target.uid} has no vacation reply to clear.")
+        return redirect(back)
+    form = ConfirmClearForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
         clear_vacation(vacation, request)
         messages.success(request, f"The vacation reply of {target.uid} is cleared.")
-    return redirect("outofoffice:helpdesk_user", uid=target.uid)
+        return redirect(back)
+    context = {"target": target, "vacation": vacation, "form": ConfirmClearForm(initial={"confirm": "yes"})}
+    return render(request, "outofoffice/clear_confirm.html", {**context, "back_url": back})
 
 
 @staff_required

@@ -98,7 +98,7 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "outofoffice:preview": {"GET": SIGNED_IN, "POST": SIGNED_IN},
     "outofoffice:helpdesk": {"GET": STAFF, "POST": STAFF},
     "outofoffice:helpdesk_user": {"GET": STAFF, "POST": STAFF},
-    "outofoffice:helpdesk_clear": {"GET": each(LOGIN, DENIED, DENIED, NOT_ALLOWED, NOT_ALLOWED), "POST": STAFF},
+    "outofoffice:helpdesk_clear": {"GET": STAFF, "POST": STAFF},  # GET: the confirmation page
     "outofoffice:helpdesk_preview": {"GET": STAFF, "POST": STAFF},
     "handover:mine": {"GET": SIGNED_IN, "POST": SIGNED_IN},
     "handover:edit": {"GET": SIGNED_IN, "POST": SIGNED_IN},

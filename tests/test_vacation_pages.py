@@ -41,6 +41,10 @@ def test_a_user_sets_their_own_vacation_and_it_is_audited(sign_in):
 def test_start_and_end_are_read_in_the_configured_time_zone(sign_in, settings):
     settings.TIME_ZONE = "Europe/Berlin"
     client = sign_in("end user")
+    client.cookies["tz"] = "Not/AZone"  # an unusable browser zone: the configured one applies, and is named
+    page = client.get("/out-of-office/vacation/").content.decode()
+    assert "Time zone Europe/Berlin. Empty: from now on." in page
+    assert "UTC" not in page
     client.post("/out-of-office/vacation/", GOOD)
     vacation = VacationReply.objects.get(uid=client.directory_user.uid)
     berlin = ZoneInfo("Europe/Berlin")
@@ -133,9 +137,66 @@ def test_helpdesk_sets_and_clears_a_users_vacation_without_their_password(sign_i
     assert event.actor_name == helpdesk.directory_user.uid
     assert b"Away in July" in helpdesk.get(url).content
     assert b"on</span>" in helpdesk.get("/out-of-office/helpdesk/", {"q": target.uid}).content
-    assert helpdesk.post(f"{url}clear/").status_code == 302
+    assert helpdesk.post(f"{url}clear/", {"confirm": "yes"}).status_code == 302
     assert not VacationReply.objects.filter(uid=target.uid).exists()
     assert AuditEvent.objects.get(action="vacation.clear", target=target.uid).actor_name == helpdesk.directory_user.uid
+
+
+def test_the_helpdesk_form_names_the_helpdesk_viewers_own_time_zone(sign_in, make_directory_user):
+    target = make_directory_user(role="end user")
+    helpdesk = sign_in("helpdesk")
+    helpdesk.cookies["tz"] = "America/New_York"
+    page = helpdesk.get(f"/out-of-office/helpdesk/{target.uid}/").content.decode()
+    assert "Time zone America/New_York. Replies stop exactly then." in page
+
+
+@pytest.fixture
+def cleared_target(sign_in, make_directory_user):
+    """(helpdesk client, target user, clear URL) with a vacation reply set for the target."""
+    target = make_directory_user(role="end user")
+    helpdesk = sign_in("helpdesk")
+    assert helpdesk.post(f"/out-of-office/helpdesk/{target.uid}/", GOOD).status_code == 302
+    return helpdesk, target, f"/out-of-office/helpdesk/{target.uid}/clear/"
+
+
+def test_clearing_asks_first_and_the_question_clears_nothing(cleared_target):
+    helpdesk, target, clear_url = cleared_target
+    assert f'action="{clear_url}"'.encode() in helpdesk.get(f"/out-of-office/helpdesk/{target.uid}/").content
+    page = helpdesk.get(clear_url)
+    assert page.status_code == 200
+    assert b"Away in July" in page.content and b"Yes, clear it" in page.content
+    assert b'name="confirm" value="yes"' in page.content
+    assert VacationReply.objects.filter(uid=target.uid).exists()
+    assert not AuditEvent.objects.filter(action="vacation.clear").exists()
+
+
+def test_a_post_without_the_confirmation_clears_nothing(cleared_target):
+    helpdesk, target, clear_url = cleared_target
+    for data in ({}, {"confirm": "no"}, {"confirm": ""}):
+        response = helpdesk.post(clear_url, data)
+        assert response.status_code == 200 and b"Yes, clear it" in response.content
+    assert VacationReply.objects.get(uid=target.uid).subject == "Away in July"
+    assert not AuditEvent.objects.filter(action="vacation.clear").exists()
+
+
+def test_the_confirmation_needs_the_csrf_token_of_the_confirmation_page(cleared_target):
+    helpdesk, target, clear_url = cleared_target
+    helpdesk.handler.enforce_csrf_checks = True
+    assert helpdesk.post(clear_url, {"confirm": "yes"}).status_code == 403
+    assert VacationReply.objects.filter(uid=target.uid).exists()
+    page = helpdesk.get(clear_url).content.decode()
+    token = page.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
+    response = helpdesk.post(clear_url, {"confirm": "yes", "csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert not VacationReply.objects.filter(uid=target.uid).exists()
+
+
+def test_clearing_a_user_without_a_vacation_reply_says_so_and_changes_nothing(sign_in, make_directory_user):
+    target = make_directory_user(role="end user")
+    helpdesk = sign_in("helpdesk")
+    response = helpdesk.post(f"/out-of-office/helpdesk/{target.uid}/clear/", {"confirm": "yes"}, follow=True)
+    assert b"has no vacation reply to clear" in response.content
+    assert not AuditEvent.objects.filter(action="vacation.clear").exists()
 
 
 def test_admins_may_set_anyones_vacation_too(sign_in, make_directory_user):

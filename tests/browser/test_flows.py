@@ -106,6 +106,7 @@ def test_helpdesk_sets_and_clears_another_users_vacation(page: Page, sign_in_as,
     expect(page.get_by_role("link", name=away.uid)).to_be_visible()
     page.get_by_role("link", name=away.uid).click()
     page.get_by_role("button", name=re.compile("Clear")).click()
+    page.get_by_role("button", name="Yes, clear it").click()  # the confirmation page
     expect(page.get_by_role("status")).to_be_visible()
     cleared = VacationReply.objects.filter(uid=away.uid).first()
     assert cleared is None or not cleared.enabled
