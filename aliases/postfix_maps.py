@@ -11,20 +11,27 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
-from django.db.models import Q, QuerySet
+from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts import directory, suspension
 from aliases.models import Alias, AliasTombstone, Domain
 from outofoffice import routing
+
+if TYPE_CHECKING:
+    from aliases.publication import TableFeed
+
+# Given a map's name and whether the renderer saw a mass change, a feed to stream that map's
+# lines into while they are read (or None): aliases.publication.open_feed.
+FeedOpener = Callable[[str, bool], "TableFeed | None"]
 
 logger = logging.getLogger(__name__)
 User = get_user_model()
@@ -45,6 +52,8 @@ class RenderedMaps:
     # For a map rendered incrementally: (base text, added lines, removed lines). When the live
     # source is exactly the base, the publisher applies this delta instead of diffing texts.
     deltas: dict[str, tuple[str, set[str], set[str]]] = field(default_factory=dict)
+    # Maps whose table a feed built (or is building) from exactly these lines.
+    feeds: dict[str, "TableFeed"] = field(default_factory=dict)
 
     def lines(self, name: str) -> list[str]:
         return self.sources[name].splitlines()
@@ -63,15 +72,16 @@ def _safe_line(line: str) -> bool:
     return _safe(key) and _safe(value) and not key.startswith("@")
 
 
-def _checked(lines: list[str], name: str) -> list[str]:
-    """Lines built by SQL, checked in one pass over the whole text (per line only if that fails:
-    a million regex calls would cost more than the postmap they feed)."""
-    text = "\n".join(lines)
-    one_per_line = text.count(" ") == len(lines) and text.count("\n") == max(len(lines) - 1, 0)
+def _checked(lines_by_id: dict[int, str], name: str) -> dict[int, str]:
+    """Lines built from database rows, checked in one pass over their whole text (per line only
+    if that fails: a million regex calls would cost more than the postmap they feed)."""
+    text = "\n".join(lines_by_id.values())
+    count = len(lines_by_id)
+    one_per_line = text.count(" ") == count and text.count("\n") == max(count - 1, 0)
     if one_per_line and not FORBIDDEN_IN_LINE.search(text) and "\n@" not in f"\n{text}":
-        return lines
-    kept = [line for line in lines if _safe_line(line)]
-    logger.warning("map %s: skipped %d unsafe entries", name, len(lines) - len(kept))
+        return lines_by_id
+    kept = {pk: line for pk, line in lines_by_id.items() if _safe_line(line)}
+    logger.warning("map %s: skipped %d unsafe entries", name, count - len(kept))
     return kept
 
 
@@ -121,12 +131,31 @@ def _mailboxes() -> list[str]:
     return found
 
 
+def _sql(queryset: QuerySet[Any]) -> tuple[str, Any]:
+    # Unordered: the model's default ordering would make the database sort every row for nothing.
+    unordered = queryset.order_by()
+    return unordered.query.get_compiler(using=queryset.db).as_sql()
+
+
 def _rows(queryset: QuerySet[Any]) -> list[tuple[Any, ...]]:
     # Straight from the cursor: the ORM's per-row iteration costs more than the query itself.
-    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    sql, params = _sql(queryset)
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+CHUNK_ROWS = 20000
+
+
+def _row_chunks(queryset: QuerySet[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """Like _rows, in chunks as the database delivers them (a server-side cursor where the
+    backend has one), so each chunk's lines can go to postmap while the next is read."""
+    sql, params = _sql(queryset)
+    with connections[queryset.db].chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(CHUNK_ROWS):
+            yield rows
 
 
 # How far back an incremental render looks for changed rows: covers transactions that were
@@ -146,6 +175,7 @@ class AliasBulk:
     lines_by_id: dict[int, str]  # live aliases only
     lines: list[str]  # sorted values of lines_by_id
     known_ids: set[int]  # every alias row, live or not
+    switched_off: dict[int, tuple[str, int, bool]]  # the others: (local part, domain id, enabled)
     rendered_at: datetime
     full_at: float  # time.monotonic() of the last full read
     extra_lines: list[str] = field(default_factory=list)
@@ -169,23 +199,43 @@ def _is_live(enabled: bool, expires_at: datetime | None, now: datetime) -> bool:
     return enabled and (expires_at is None or expires_at > now)
 
 
-def _full_bulk(now: datetime, database: str, domains: dict[int, str], owners: dict[int, str]) -> AliasBulk:
-    active = Alias.objects.filter(enabled=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-    rows = _rows(active.values_list("id", "local_part", "domain_id", "owner_id"))
-    pks = [pk for pk, _, domain, owner in rows if owners.get(owner) and domain in domains]
-    texts = [
-        f"{local}@{domains[domain]} {owners[owner]}".lower()
-        for _, local, domain, owner in rows
-        if owners.get(owner) and domain in domains
-    ]
-    lines = _checked(sorted(texts), "virtual")
-    lines_by_id = dict(zip(pks, texts, strict=True))
-    if len(lines) != len(lines_by_id):  # unsafe rows were dropped: keep the two in step
-        kept = set(lines)
-        lines_by_id = {pk: line for pk, line in lines_by_id.items() if line in kept}
-    # The other rows (switched off, expired) are added by render_maps from its own pass.
-    known = {row[0] for row in rows}
-    return AliasBulk(database, domains, owners, lines_by_id, lines, known, now, time.monotonic())
+def _full_bulk(
+    now: datetime, database: str, domains: dict[int, str], owners: dict[int, str], feed: "TableFeed | None"
+) -> AliasBulk:
+    """Every alias row, read afresh in one pass (the database says which are live); each
+    checked chunk of live lines also goes to the feed."""
+    live = Q(enabled=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    everything = Alias.objects.annotate(live=Case(When(live, then=Value(1)), default=Value(0)))
+    lines_by_id: dict[int, str] = {}
+    known: set[int] = set()
+    switched_off: dict[int, tuple[str, int, bool]] = {}
+    for rows in _row_chunks(everything.values_list("id", "local_part", "domain_id", "owner_id", "enabled", "live")):
+        known.update(row[0] for row in rows)
+        chunk = _checked(
+            {
+                pk: f"{local}@{domains[domain]} {owners[owner]}".lower()
+                for pk, local, domain, owner, _, is_live in rows
+                if is_live and owners.get(owner) and domain in domains
+            },
+            "virtual",
+        )
+        switched_off.update((row[0], (row[1], row[2], bool(row[4]))) for row in rows if not row[5])
+        lines_by_id.update(chunk)
+        if feed is not None:
+            feed.send(list(chunk.values()))
+    lines = sorted(lines_by_id.values())
+    return AliasBulk(database, domains, owners, lines_by_id, lines, known, switched_off, now, time.monotonic())
+
+
+def _read_fully(
+    now: datetime, database: str, domains: dict[int, str], owners: dict[int, str], feed: "TableFeed | None"
+) -> AliasBulk:
+    try:
+        return _full_bulk(now, database, domains, owners, feed)
+    except BaseException:
+        if feed is not None:
+            feed.discard()
+        raise
 
 
 def _ids() -> set[int]:
@@ -221,7 +271,12 @@ def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]] | 
         return None  # a mass change (an import): reading everything is cheaper than patching
     for pk, local, domain, owner, enabled, expires_at in rows:
         bulk.known_ids.add(pk)
-        line = _line(local, domain, owner, bulk) if _is_live(enabled, expires_at, now) else None
+        is_live = _is_live(enabled, expires_at, now)
+        line = _line(local, domain, owner, bulk) if is_live else None
+        if is_live:
+            bulk.switched_off.pop(pk, None)
+        else:
+            bulk.switched_off[pk] = (local, domain, enabled)
         if bulk.lines_by_id.get(pk) == line:
             continue
         drop(pk)
@@ -237,14 +292,17 @@ def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]] | 
             return None  # the lines were patched above: the caller reads everything afresh
         for pk in gone:
             drop(pk)
+            bulk.switched_off.pop(pk, None)
         bulk.known_ids = existing
     bulk.rendered_at = now
     return added - removed, removed - added
 
 
-def _alias_bulk(now: datetime, full: bool) -> tuple[AliasBulk, tuple[set[str], set[str]] | None]:
+def _alias_bulk(
+    now: datetime, full: bool, opener: FeedOpener | None
+) -> tuple[AliasBulk, tuple[set[str], set[str]] | None, "TableFeed | None"]:
     """The alias lines, read fully or updated from the rows changed since the last render.
-    Returns the delta too when the update was incremental."""
+    Returns the delta too when the update was incremental, and the feed a full read went to."""
     global _bulk
     database = str(connections[Alias.objects.db].settings_dict["NAME"])
     domains = dict(Domain.objects.values_list("pk", "name"))
@@ -258,28 +316,34 @@ def _alias_bulk(now: datetime, full: bool) -> tuple[AliasBulk, tuple[set[str], s
         or bulk.owners != owners
         or time.monotonic() - bulk.full_at > settings.MAP_FULL_RECONCILE_INTERVAL
     )
-    if stale or bulk is None:
-        _bulk = _full_bulk(now, database, domains, owners)
-        return _bulk, None
-    delta = _update_bulk(bulk, now)
-    if delta is None:
-        _bulk = _full_bulk(now, database, domains, owners)
-        return _bulk, None
-    return bulk, delta
+    delta = None if stale or bulk is None else _update_bulk(bulk, now)
+    if bulk is not None and delta is not None:
+        return bulk, delta, None
+    mass_change = not stale  # the incremental update found too many changed rows
+    feed = opener("virtual", mass_change) if opener else None
+    _bulk = _read_fully(now, database, domains, owners, feed)
+    return _bulk, None, feed
 
 
 def _virtual(
-    bulk: AliasBulk, extras: dict[str, list[str]], delta: tuple[set[str], set[str]] | None
+    bulk: AliasBulk, extras: dict[str, list[str]], delta: tuple[set[str], set[str]] | None, feed: "TableFeed | None"
 ) -> tuple[str, tuple[str, set[str], set[str]] | None]:
     """The virtual source, and its delta from the previous render when that is cheap to know:
     no extra key (catch-all, mailbox, vacation) is also an alias address, so the extras merge
-    into no alias line."""
+    into no alias line. The feed, if any, gets the extra lines and is closed; when an extra key
+    merges into an alias line the fed table would differ, so it is discarded instead."""
     lines = bulk.lines
     extra_lines = sorted(f"{key} {value}" for key, value in _merged(extras) if _safe(key))
     colliding = False
     for key in extras:
         at = bisect.bisect_left(lines, f"{key} ")
         colliding = colliding or (at < len(lines) and lines[at].startswith(f"{key} "))
+    if feed is not None:
+        if colliding:
+            feed.discard()
+        else:
+            feed.send(extra_lines)
+            feed.close()
     if colliding:
         text, hint = _with_extras(lines, extras, "virtual"), None
     else:
@@ -292,8 +356,19 @@ def _virtual(
     return text, hint
 
 
-def render_maps(now: datetime | None = None, full: bool = True) -> RenderedMaps:
-    now = now or timezone.now()
+def render_maps(now: datetime | None = None, full: bool = True, feed: FeedOpener | None = None) -> RenderedMaps:
+    """Every map's source. With a feed opener, a full read of the aliases may also stream them
+    into a table being built (RenderedMaps.feeds), which the caller must use or discard."""
+    feeds: dict[str, TableFeed] = {}
+    try:
+        return _render(now or timezone.now(), full, feed, feeds)
+    except BaseException:
+        for table in feeds.values():
+            table.discard()
+        raise
+
+
+def _render(now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[str, TableFeed]") -> RenderedMaps:
     mailboxes = _mailboxes()
     domains = list(
         Domain.objects.values_list("name", "is_alias_domain", "catchall_destinations", "catchall_owner__email")
@@ -324,25 +399,21 @@ def render_maps(now: datetime | None = None, full: bool = True) -> RenderedMaps:
     # The bulk of the work. The worker keeps the alias lines between renders (under a lock: a
     # threaded worker may render for two tasks at once).
     with _bulk_lock:
-        bulk, delta = _alias_bulk(now, full)
-        virtual, virtual_delta = _virtual(bulk, extras, delta)
+        bulk, delta, fed = _alias_bulk(now, full, opener)
+        if fed is not None:
+            feeds["virtual"] = fed
+        virtual, virtual_delta = _virtual(bulk, extras, delta, fed)
 
     # Checked before delivery (check_recipient_access), so a refused address never falls
     # through to a catch-all. One reply per address: deleted wins over disabled over expired.
     refused: dict[str, str] = {}
     for (address,) in _rows(AliasTombstone.objects.values_list("address")):
         refused[address.lower()] = REJECT_DELETED
-    # One pass over the aliases for both kinds (a million-row table is scanned once).
-    inactive = Alias.objects.filter(Q(enabled=False) | Q(expires_at__lte=now)).values_list(
-        "id", "local_part", "domain_id", "enabled"
-    )
-    inactive_rows = _rows(inactive)
-    if delta is None:  # read fully just now: these complete the rows the worker knows
-        bulk.known_ids.update(row[0] for row in inactive_rows)
-    for _, local, domain, enabled in inactive_rows:
-        if domain in bulk.domains:
+    # The switched-off aliases come with the others (a million-row table is not scanned again).
+    for local_part, domain_id, enabled in bulk.switched_off.values():
+        if domain_id in bulk.domains:
             reply = REJECT_EXPIRED if enabled else REJECT_DISABLED
-            refused.setdefault(f"{local}@{bulk.domains[domain]}".lower(), reply)
+            refused.setdefault(f"{local_part}@{bulk.domains[domain_id]}".lower(), reply)
 
     mailbox_domains = {name for name, is_alias, _, _ in domains if not is_alias}
     mailbox_domains.update(m.rpartition("@")[2] for m in mailboxes)
@@ -367,4 +438,5 @@ def render_maps(now: datetime | None = None, full: bool = True) -> RenderedMaps:
     if unknown:
         raise ValueError(f"rendered maps missing from POSTFIX_MAPS: {sorted(unknown)}")
     deltas = {"virtual": virtual_delta} if virtual_delta else {}
-    return RenderedMaps({name: sources.get(name, "") for name in settings.POSTFIX_MAPS}, deltas)
+    built = {name: table for name, table in feeds.items() if not table.discarded}
+    return RenderedMaps({name: sources.get(name, "") for name in settings.POSTFIX_MAPS}, deltas, built)

@@ -11,11 +11,15 @@ Postfix never sees a half-written table, and a failure leaves the previous table
 import fcntl
 import logging
 import os
+import queue
 import random
+import re
 import secrets
 import shlex
 import shutil
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -217,32 +221,187 @@ def _delta(new_text: str, old_text: str, hint: "Delta | None") -> tuple[set[str]
     return new_set - old_set, old_set - new_set
 
 
-def _build_map(name: str, new_text: str, old_text: str | None, temp: Path, hint: "Delta | None" = None) -> None:
-    """Build <temp> and <temp>.db beside the live map and read them back; nothing live changes."""
+def _temp_path(name: str) -> Path:
+    """A fresh temporary name for a map, in the map directory (a rename into place is atomic
+    only within one file system). Stale ones are swept by sweep_temporaries()."""
+    return Path(settings.POSTFIX_MAP_DIR) / f".{name}.{secrets.token_hex(4)}.tmp"
+
+
+# A temporary source, its table, and the file Berkeley DB builds that table in (left over when
+# postmap is killed).
+TEMPORARY = re.compile(r"^(__db\.)?\.[\w-]+\.[0-9a-f]{8}\.tmp(\.db)?$")
+
+
+def _remove_temporaries(temp: Path) -> None:
+    for path in (temp, Path(f"{temp}.db"), temp.with_name(f"__db.{temp.name}.db")):
+        path.unlink(missing_ok=True)
+
+
+def sweep_temporaries() -> list[str]:
+    """Remove temporary sources and tables left in the map directory by a publication that was
+    killed midway. Call only while holding the publication lock: then no build is running here."""
+    map_dir = Path(settings.POSTFIX_MAP_DIR)
+    try:
+        stale = sorted(entry.name for entry in os.scandir(map_dir) if TEMPORARY.match(entry.name))
+    except FileNotFoundError:
+        return []
+    for name in stale:
+        try:
+            (map_dir / name).unlink(missing_ok=True)
+        except OSError as exc:  # the publication itself will report an unwritable directory
+            logger.warning("stale temporary %s not removed: %s", name, exc)
+    if stale:
+        logger.info("removed %d stale temporary map files: %s", len(stale), ", ".join(stale))
+    return stale
+
+
+# Lines postmap read but did not store as sent: the fed table is then not used.
+FEED_PROBLEM = re.compile(r"duplicate entry|expected format|record too long")
+
+
+class TableFeed:
+    """A `postmap -i` building a map's table under a temporary name from lines sent while the
+    renderer is still reading the database: the hash build needs no sorted input, so most of
+    a large render overlaps the postmap it feeds. The sorted source is written afterwards by
+    _build_map; a feed that fails or reports a duplicate key is discarded and the map is built
+    from its source as usual."""
+
+    def __init__(self, name: str) -> None:
+        self.path = _temp_path(name)
+        self._errors = tempfile.TemporaryFile()  # a file, not a pipe: many warnings cannot stall postmap
+        argv = [*shlex.split(settings.POSTMAP_COMMAND), "-c", str(settings.POSTFIX_CONFIG_DIR), "-i"]
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 (the configured postmap)
+                [*argv, f"hash:{self.path}"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors
+            )
+        except OSError:
+            self._errors.close()
+            raise
+        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._broken = False
+        self._closed = False
+        self.discarded = False
+        # Writing from a thread of its own: the renderer never waits for postmap to catch up.
+        self._writer = threading.Thread(target=self._write, name=f"feed {name}", daemon=True)
+        self._writer.start()
+
+    def send(self, lines: list[str]) -> None:
+        if lines:
+            self._chunks.put(("\n".join(lines) + "\n").encode())
+
+    def close(self) -> None:
+        """No more lines: postmap finishes the table on its own."""
+        if not self._closed:
+            self._closed = True
+            self._chunks.put(None)
+
+    def _write(self) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        while (chunk := self._chunks.get()) is not None:
+            if not self._broken:
+                try:
+                    stdin.write(chunk)
+                except OSError:  # postmap exited: result() reports it
+                    self._broken = True
+        try:
+            stdin.close()
+        except OSError:
+            self._broken = True
+
+    def result(self) -> bool:
+        """Wait for postmap; True when <path>.db holds every line sent, and nothing else."""
+        self.close()
+        self._writer.join()
+        try:
+            code: int | str = self._process.wait(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._stop()
+            code = "timeout"
+        self._errors.seek(0)
+        errors = self._errors.read().decode(errors="replace")
+        self._errors.close()
+        if code != 0 or self._broken or FEED_PROBLEM.search(errors):
+            logger.info("fed table %s not used (exit %s): %s", self.path.name, code, errors.strip()[-300:])
+            Path(f"{self.path}.db").unlink(missing_ok=True)
+            return False
+        return True
+
+    def _stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self.close()
+        self._writer.join()
+        self._process.wait()
+
+    def discard(self) -> None:
+        """Stop postmap and remove what it wrote (safe to call at any time, and again)."""
+        self.discarded = True
+        self._stop()
+        self._errors.close()
+        _remove_temporaries(self.path)
+
+
+def open_feed(name: str, mass_change: bool) -> TableFeed | None:
+    """A feed for a map about to be read in full, when its table will be rebuilt whole anyway:
+    there is no live table yet, or the renderer saw a mass change. (A periodic full re-read
+    usually finds a few changed lines, which are applied to a copy of the live table instead.)"""
+    if not mass_change and (Path(settings.POSTFIX_MAP_DIR) / f"{name}.db").exists():
+        return None
+    try:
+        return TableFeed(name)
+    except OSError as exc:  # no postmap: the usual build reports it
+        logger.warning("map %s: postmap not started for the feed (%s)", name, exc)
+        return None
+
+
+def _apply_delta(
+    name: str, new_text: str, old_text: str, temp: Path, hint: "Delta | None"
+) -> dict[str, str | None] | None:
+    """Build <temp>.db as a copy of the live table with the changed keys applied; returns the
+    keys to read back (value, or None for a removed key), or None when the delta is too large."""
+    added, removed = _delta(new_text, old_text, hint)
+    if len(added) + len(removed) > settings.MAP_INCREMENTAL_MAX_LINES:
+        return None
+    added_table = _table(sorted(added))
+    removed_keys = {line.split(" ", 1)[0] for line in removed} - added_table.keys()
+    # Work on a copy: postmap -i/-d change a .db in place, which readers must not see.
+    shutil.copyfile(Path(settings.POSTFIX_MAP_DIR) / f"{name}.db", f"{temp}.db")
+    if removed_keys:
+        keys = "".join(f"{key}\n" for key in sorted(removed_keys))
+        _postmap("-d", "-", f"hash:{temp}", stdin=keys, check=False)
+    if added_table:
+        _postmap("-i", "-r", f"hash:{temp}", stdin="".join(f"{line}\n" for line in sorted(added)))
+    expected: dict[str, str | None] = dict(added_table)
+    expected.update(dict.fromkeys(sorted(removed_keys)[: settings.MAP_VERIFY_SAMPLE]))
+    return expected
+
+
+def _build_map(
+    name: str,
+    new_text: str,
+    old_text: str | None,
+    temp: Path,
+    hint: "Delta | None" = None,
+    feed: TableFeed | None = None,
+) -> None:
+    """Build <temp> and <temp>.db beside the live map and read them back; nothing live changes.
+    With a feed, <temp>.db is the table it built from the same lines, if that succeeded."""
     live_db = Path(settings.POSTFIX_MAP_DIR) / f"{name}.db"
-    temp_db = Path(f"{temp}.db")
     try:
         temp.write_text(new_text)
-        incremental = False
-        expected: dict[str, str | None] = {}
-        if old_text is not None and live_db.exists():
-            added, removed = _delta(new_text, old_text, hint)
-            if len(added) + len(removed) <= settings.MAP_INCREMENTAL_MAX_LINES:
-                incremental = True
-                added_table = _table(sorted(added))
-                removed_keys = {line.split(" ", 1)[0] for line in removed} - added_table.keys()
-                # Work on a copy: postmap -i/-d change a .db in place, which readers must not see.
-                shutil.copyfile(live_db, temp_db)
-                if removed_keys:
-                    keys = "".join(f"{key}\n" for key in sorted(removed_keys))
-                    _postmap("-d", "-", f"hash:{temp}", stdin=keys, check=False)
-                if added_table:
-                    _postmap("-i", "-r", f"hash:{temp}", stdin="".join(f"{line}\n" for line in sorted(added)))
-                expected.update(added_table)
-                expected.update(dict.fromkeys(sorted(removed_keys)[: settings.MAP_VERIFY_SAMPLE]))
-        if not incremental:
-            temp_db.unlink(missing_ok=True)
+        expected: dict[str, str | None] | None = None
+        if feed is not None and feed.result():
+            expected = {}
+            # The table gets the source's time and mode, as postmap gives them (Postfix warns
+            # about a source newer than its table).
+            shutil.copystat(temp, f"{temp}.db")
+        elif old_text is not None and live_db.exists():
+            expected = _apply_delta(name, new_text, old_text, temp, hint)
+        if expected is None:
+            Path(f"{temp}.db").unlink(missing_ok=True)
             _postmap(f"hash:{temp}")
+            expected = {}
         expected.update(_table(_sample(new_text, settings.MAP_VERIFY_SAMPLE)))
         _verify(temp, expected)
     except OSError as exc:
@@ -302,20 +461,30 @@ def write_maps(rendered: "RenderedMaps") -> list[str]:
     # Every changed map is built and verified first (their postmap runs overlap, so this costs
     # about as much as the largest map); only when all of them are good do they go live, one
     # rename each. A failure leaves every live map as it was: no mix of old and new tables.
-    temps = {name: Path(settings.POSTFIX_MAP_DIR) / f".{name}.{secrets.token_hex(4)}.tmp" for name in changed}
+    feeds = rendered.feeds
+    temps = {name: feeds[name].path if name in feeds else _temp_path(name) for name in changed}
     try:
         with ThreadPoolExecutor(max_workers=max(len(changed), 1)) as pool:
             jobs = [
-                pool.submit(_build_map, name, rendered.sources[name], live, temps[name], rendered.deltas.get(name))
+                pool.submit(
+                    _build_map,
+                    name,
+                    rendered.sources[name],
+                    live,
+                    temps[name],
+                    rendered.deltas.get(name),
+                    feeds.get(name),
+                )
                 for name, live in changed.items()
             ]
             for job in jobs:
                 job.result()  # the first failure is raised, after every build has finished
         _install(list(changed), temps, rendered.sources)
     finally:
+        for feed in feeds.values():  # including those of unchanged maps
+            feed.discard()
         for temp in temps.values():
-            temp.unlink(missing_ok=True)
-            Path(f"{temp}.db").unlink(missing_ok=True)
+            _remove_temporaries(temp)
     return list(changed)
 
 
@@ -343,7 +512,7 @@ def _publish_once(state: MapPublication, coalesce: bool, full: bool = False) -> 
     from aliases.postfix_maps import render_maps
 
     try:
-        rendered = render_maps(now=started, full=full)
+        rendered = render_maps(now=started, full=full, feed=open_feed)
         changed = write_maps(rendered)
     except Exception as exc:  # any failure: the previous tables stay, the error is shown
         message = str(exc)[:2000] or type(exc).__name__
@@ -392,6 +561,7 @@ def publish(*, force: bool = False, coalesce: bool = True, full: bool = False) -
         with publication_lock() as locked:
             if not locked:
                 return Outcome("busy") if outcome.status == "nothing to do" else outcome
+            sweep_temporaries()
             while True:
                 state = host_state(host)
                 if not (force or _needs_publication(state, timezone.now(), full)):

@@ -1,6 +1,8 @@
 """Map rendering and publication against the real postmap (no Postfix needed here)."""
 
 import json
+import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -13,11 +15,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
 from accounts.directory import DirectoryUser
-from aliases import publication
+from aliases import postfix_maps, publication, services
 from aliases.models import Alias, AliasTombstone, Domain, MapGeneration, MapPublication
 from aliases.postfix_maps import render_maps
 
@@ -201,14 +203,15 @@ def test_a_table_that_reads_back_wrong_is_not_put_in_place(
 ) -> None:
     publication.publish(force=True, coalesce=False)
     before = {p.name: p.read_bytes() for p in map_dir.iterdir()}
-    # A postmap that "succeeds" but builds an empty table: verification must catch it.
+    # A postmap that "succeeds" but builds an empty table, from its source file or from the
+    # lines fed on its input (postmap -i): verification must catch it.
     lying = tmp_path / "postmap"
     real = settings.POSTMAP_COMMAND
     lying.write_text(
         "#!/bin/sh\n"
         f'case "$*" in *-q*) exec {real} "$@";; esac\n'
         'for last; do :; done\n: > "${last#hash:}"\n'
-        f'exec {real} "$@"\n'
+        f'exec {real} "$@" < /dev/null\n'
     )
     lying.chmod(0o755)
     make_alias(owner, "checked", alias_domain)
@@ -440,3 +443,181 @@ def test_a_mass_change_is_read_afresh_and_published_whole(map_dir: Path, owner: 
 
     assert publication.live_source("virtual") == render_maps(full=True).sources["virtual"]
     assert lookup("virtual", "mass11@alias.example.org") == "owen@example.org"
+
+
+def test_service_edits_are_seen_by_the_next_incremental_render(
+    map_dir: Path, owner: User, alias_domain: Domain, rf: RequestFactory
+) -> None:
+    """The incremental render finds changed rows by updated_at: an edit that did not touch it
+    would reach Postfix only at the next full re-read (MAP_FULL_RECONCILE_INTERVAL)."""
+    switched = make_alias(owner, "switched", alias_domain)
+    revived = make_alias(owner, "revived", alias_domain, enabled=False)
+    extended = make_alias(owner, "extended", alias_domain, expires_at=timezone.now() - timedelta(days=1))
+    dated = make_alias(owner, "dated", alias_domain)
+    publication.publish(force=True, coalesce=False)
+    # Rows saved long ago: only a fresh updated_at puts them in the next incremental render.
+    long_ago = timezone.now() - timedelta(days=30)
+    Alias.objects.update(created_at=long_ago, updated_at=long_ago)
+    request = rf.post("/")
+    request.user = owner
+    later = timezone.now() + timedelta(days=7)
+
+    services.set_alias_enabled(request, Alias.objects.get(pk=switched.pk), False)
+    services.set_alias_enabled(request, Alias.objects.get(pk=revived.pk), True)
+    services.update_alias(request, Alias.objects.get(pk=extended.pk), label="", expires_at=None, vacation_replies=False)
+    services.update_alias(request, Alias.objects.get(pk=dated.pk), label="", expires_at=later, vacation_replies=True)
+    with override_settings(MAP_FULL_RECONCILE_INTERVAL=3600):
+        assert publication.publish(coalesce=False).status == "published"
+
+    assert lookup("virtual", "switched@alias.example.org") is None
+    assert lookup("recipient_access", "switched@alias.example.org") == "550 5.1.1 This address is disabled"
+    assert lookup("virtual", "revived@alias.example.org") == "owen@example.org"
+    assert lookup("recipient_access", "revived@alias.example.org") is None
+    assert lookup("virtual", "extended@alias.example.org") == "owen@example.org"
+    assert lookup("recipient_access", "extended@alias.example.org") is None
+    assert set(Alias.objects.filter(updated_at__gt=long_ago).values_list("local_part", flat=True)) == {
+        "switched",
+        "revived",
+        "extended",
+        "dated",
+    }
+
+
+# --- the virtual table fed to `postmap -i` while the aliases are read; stale temporaries ---
+
+
+def make_aliases(owner: User, domain: Domain, count: int, prefix: str = "fed") -> None:
+    Alias.objects.bulk_create(Alias(owner=owner, local_part=f"{prefix}{n}", domain=domain) for n in range(count))
+
+
+def postmap(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True)
+
+
+def dump(path: Path) -> list[str]:
+    """Every key and value of a hash: table, sorted."""
+    return sorted(postmap("-s", f"hash:{path}").stdout.splitlines())
+
+
+def test_a_fed_table_answers_exactly_like_one_built_from_its_source(
+    map_dir: Path, owner: User, alias_domain: Domain, tmp_path: Path
+) -> None:
+    make_aliases(owner, alias_domain, 60)
+    Domain.objects.create(name="catch.example.net", catchall_destinations="owen@example.org")
+
+    rendered = render_maps(feed=publication.open_feed)  # no live table yet: fed
+    assert "virtual" in rendered.feeds
+    assert publication.write_maps(rendered) == list(settings.POSTFIX_MAPS)
+
+    plain = tmp_path / "plain"
+    shutil.copyfile(map_dir / "virtual", plain)
+    postmap(f"hash:{plain}")
+    assert dump(map_dir / "virtual") == dump(plain)
+    assert len(dump(plain)) == 61  # the aliases and the catch-all
+    # Never older than its source (Postfix warns about that), and no temporary file left.
+    assert os.stat(map_dir / "virtual.db").st_mtime >= os.stat(map_dir / "virtual").st_mtime
+    assert not list(map_dir.glob(".*"))
+
+
+def test_a_live_table_is_patched_rather_than_fed_unless_a_mass_change_comes(
+    map_dir: Path, owner: User, alias_domain: Domain
+) -> None:
+    make_aliases(owner, alias_domain, 5)
+    publication.publish(force=True, coalesce=False)
+
+    full_reread = render_maps(full=True, feed=publication.open_feed)
+    assert full_reread.feeds == {}
+
+    make_aliases(owner, alias_domain, 12, prefix="mass")
+    with override_settings(MAP_INCREMENTAL_MAX_LINES=5):
+        mass = render_maps(full=False, feed=publication.open_feed)
+        assert "virtual" in mass.feeds
+        publication.write_maps(mass)
+
+    assert publication.live_source("virtual") == render_maps(full=True).sources["virtual"]
+    assert lookup("virtual", "mass11@alias.example.org") == "owen@example.org"
+    assert not list(map_dir.glob(".*"))
+
+
+def test_a_feed_given_a_repeated_key_is_not_used(map_dir: Path) -> None:
+    feed = publication.TableFeed("virtual")
+    feed.send(["twice@alias.example.org first@example.org", "twice@alias.example.org second@example.org"])
+
+    assert feed.result() is False
+    assert not Path(f"{feed.path}.db").exists()
+    feed.discard()
+    assert not list(map_dir.iterdir())
+
+
+def test_an_extra_key_merging_into_an_alias_line_discards_the_feed(
+    map_dir: Path, owner: User, make_directory_user: Callable[..., DirectoryUser]
+) -> None:
+    mailbox = make_directory_user(mail="realbox@catch.example.net")
+    catch = Domain.objects.create(name="catch.example.net", catchall_destinations="owen@example.org")
+    Alias.objects.create(owner=owner, local_part="realbox", domain=catch)  # bypassing the form's check
+
+    rendered = render_maps(feed=publication.open_feed)
+
+    assert rendered.feeds == {}
+    assert f"{mailbox.mail} owen@example.org, {mailbox.mail}\n" in rendered.sources["virtual"]
+    assert not list(map_dir.iterdir())
+
+
+def test_a_failing_feed_falls_back_to_the_usual_build(
+    map_dir: Path, owner: User, alias_domain: Domain, tmp_path: Path
+) -> None:
+    make_aliases(owner, alias_domain, 20)
+    wrapper = tmp_path / "postmap"
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" -i "*) exit 75;; esac\nexec {settings.POSTMAP_COMMAND} "$@"\n')
+    wrapper.chmod(0o755)
+
+    with override_settings(POSTMAP_COMMAND=str(wrapper)):
+        outcome = publication.publish(force=True, coalesce=False)
+
+    assert outcome.status == "published", outcome.error
+    assert lookup("virtual", "fed19@alias.example.org") == "owen@example.org"
+    assert not list(map_dir.glob(".*"))
+
+
+def test_a_failed_render_leaves_no_fed_table_behind(
+    map_dir: Path, owner: User, alias_domain: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_aliases(owner, alias_domain, 20)
+
+    def broken() -> list[tuple[str, str]]:
+        raise RuntimeError("vacation routing unavailable")
+
+    monkeypatch.setattr(postfix_maps.routing, "vacation_transport_entries", broken)
+
+    outcome = publication.publish(force=True, coalesce=False)
+
+    assert outcome.status == "failed" and "vacation routing unavailable" in outcome.error
+    assert not list(map_dir.iterdir())
+
+
+STALE = [
+    ".virtual.0a1b2c3d.tmp",
+    ".virtual.0a1b2c3d.tmp.db",
+    "__db..virtual.0a1b2c3d.tmp.db",  # Berkeley DB's file while postmap builds the table
+    ".recipient_access.99ff00aa.tmp.db",
+]
+UNRELATED = ["notes.txt", ".virtual.tmp", ".virtual.0a1b2c3d.tmp.bak", "virtual.0a1b2c3d.tmp"]
+
+
+def test_temporaries_left_by_a_killed_publication_are_swept_by_the_next(
+    map_dir: Path, owner: User, alias_domain: Domain
+) -> None:
+    make_aliases(owner, alias_domain, 3)
+    for name in STALE + UNRELATED:
+        (map_dir / name).write_text("left behind\n")
+
+    with publication.publication_lock():  # another worker publishing: nothing is touched
+        assert publication.publish(force=True, coalesce=False).status == "busy"
+    assert all((map_dir / name).exists() for name in STALE)
+
+    assert publication.publish(force=True, coalesce=False).status == "published"
+
+    assert not any((map_dir / name).exists() for name in STALE)
+    assert all((map_dir / name).read_text() == "left behind\n" for name in UNRELATED)
+    assert lookup("virtual", "fed2@alias.example.org") == "owen@example.org"
