@@ -260,6 +260,15 @@ CASES = [
         stateless=True,
     ),
     Case(
+        "handover list search",
+        lambda w: w.admin,
+        lambda w: "/handover/all/",
+        lambda w: {"q": "someone"},
+        ("q", "page"),
+        method="GET",
+        stateless=True,
+    ),
+    Case(
         "domain create",
         lambda w: w.admin,
         lambda w: "/aliases/domains/new/",
@@ -422,6 +431,7 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "handover:mine",
         "handover:delete",
         "handover:shared",
+        "handover:all",  # GET search: "handover list search"
         "handover:detail",
         "handover:print",
     }
