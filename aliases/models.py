@@ -57,6 +57,9 @@ class Alias(models.Model):
         indexes = [
             models.Index(fields=["owner", "created_at"]),
             models.Index(fields=["owner", "local_part"]),
+            # The map publication's incremental render and expiry checks (no full-table scans).
+            models.Index(fields=["updated_at"]),
+            models.Index(fields=["expires_at"]),
         ]
         ordering = ["-created_at", "-id"]
 

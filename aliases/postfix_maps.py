@@ -255,7 +255,7 @@ def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]] | 
     since = bulk.rendered_at - CHANGE_MARGIN
     changed = Alias.objects.filter(
         Q(updated_at__gte=since) | Q(created_at__gte=since) | Q(expires_at__gt=since, expires_at__lte=now)
-    )
+    ).order_by()  # each condition has its index; the default ordering would have the table scanned
     added: set[str] = set()
     removed: set[str] = set()
 
