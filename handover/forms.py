@@ -43,6 +43,16 @@ class SingleLineField(forms.CharField):
     default_validators = [reject_control_characters]
 
 
+class NoteSearchForm(forms.Form):
+    """The admins' list of every note: a part of the author's or primary delegate's name or uid."""
+
+    q = SingleLineField(label="Author or primary delegate", max_length=100, required=False)
+
+    @property
+    def query(self) -> str:
+        return str(self.cleaned_data.get("q") or "").strip() if self.is_valid() else ""
+
+
 class MultiLineField(forms.CharField):
     default_validators = [reject_control_characters_except_lines]
 

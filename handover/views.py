@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods
 from accounts.roles import admin_required
 from audit.models import record_event
 from handover.access import notes_shared_with, own_note, readable_note_or_404
-from handover.forms import NoteForm, TopicDelegateFormSet, WorkItemFormSet, describe, save_note
+from handover.forms import NoteForm, NoteSearchForm, TopicDelegateFormSet, WorkItemFormSet, describe, save_note
 from handover.models import HandoverNote
 
 # "Save and add another ..." buttons: where to land after saving.
@@ -90,12 +90,14 @@ def printable(request: HttpRequest, pk: int) -> HttpResponse:
 @admin_required
 def all_notes(request: HttpRequest) -> HttpResponse:
     """Every note, for admins: who is away, until when, and who stands in."""
-    query = request.GET.get("q", "").strip()[:100]
+    search = NoteSearchForm(request.GET)
     notes = HandoverNote.objects.select_related("author").annotate(
         item_count=Count("items", distinct=True),
         urgent_items=Count("items", filter=Q(items__priority="urgent"), distinct=True),
     )
-    if query:
+    if not search.is_valid():
+        notes = notes.none()  # a refused search shows its error, not every note
+    elif query := search.query:
         notes = notes.filter(
             Q(author__username__icontains=query)
             | Q(author__first_name__icontains=query)
@@ -104,4 +106,4 @@ def all_notes(request: HttpRequest) -> HttpResponse:
             | Q(primary_delegate_name__icontains=query)
         )
     page = Paginator(notes.order_by("-ends_at", "id"), NOTES_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "handover/all.html", {"page": page, "query": query})
+    return render(request, "handover/all.html", {"page": page, "search": search, "query": search.query})

@@ -454,6 +454,10 @@ def test_admins_list_every_note_and_find_one_by_author_or_delegate(
     # The query is shown escaped, never interpreted.
     hostile = admin.get("/handover/all/", {"q": "<script>x</script>"}).content.decode()
     assert "<script>x</script>" not in hostile and "No note matches" in hostile
+    # Control characters (a NUL would break the PostgreSQL query) are refused, not searched.
+    refused = admin.get("/handover/all/", {"q": "a\x00b"}).content.decode()
+    assert "control characters" in refused and "Fix the search above" in refused
+    assert f'href="/handover/{second.pk}/"' not in refused
 
 
 @pytest.mark.django_db
