@@ -2,8 +2,10 @@
 
 Every map is a deterministic, key-sorted source ("key value" per line) so that two renders
 of the same data are byte-for-byte equal and a diff against the live file shows exactly
-what a publication would change. For the bulk (aliases) SQL builds and sorts the lines:
-per-row Python work on a million aliases would cost more than the postmap they feed.
+what a publication would change. For the bulk (aliases) one unordered pass of SQL says
+which rows are live; their lines are built and checked a chunk at a time (so they can go to
+a postmap already building the table, see publication.TableFeed) and sorted once at the end:
+per-row Python beyond that would cost more than the postmap they feed.
 """
 
 import bisect

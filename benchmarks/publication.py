@@ -1,11 +1,12 @@
 """Postfix map publication: full publication vs bare postmap, change-to-live latency, bursts.
 
-scripts/bench publication [--sizes 10000,100000,1000000] [--changes 50] [--burst 1000]
+scripts/bench publication [--sizes 10000,100000,1000000] [--changes 50] [--burst 1000] [--repeat 3]
 
 For each size (aliases in the run's own SQLite database, maps in a map directory of the
 benchmark's own, Postfix not reloaded):
-  - full publication (render from the database + write + postmap + verify + rename), and
-    bare `postmap` of the same virtual source, measured in the same run, and their ratio;
+  - full publication (render from the database + write + postmap + verify + rename) into an
+    empty map directory, and bare `postmap` of the same virtual source, measured alternately
+    --repeat times in the same run: the medians and their ratio, and the load average;
   - change-to-live latency through a real Celery worker: from the commit of a new alias to
     `postmap -q` answering with its owner, p50/p95 over --changes changes;
   - publications caused by a burst of --burst alias creations (one transaction each).
@@ -15,6 +16,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +75,7 @@ def fill(domain: Domain, owners: list[int], target: int) -> None:
 
 
 def full_publication() -> tuple[float, float]:
+    MapPublication.objects.filter(host="bench").delete()
     shutil.rmtree(MAP_DIR, ignore_errors=True)
     MAP_DIR.mkdir(parents=True)
     started = time.perf_counter()
@@ -150,6 +153,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
 
@@ -158,12 +162,15 @@ def main() -> None:
     owners = [User.objects.get_or_create(username=f"owner{n}", email=f"owner{n}@example.org")[0] for n in range(OWNERS)]
     owner_ids = [owner.pk for owner in owners]
     MAP_DIR.mkdir(parents=True, exist_ok=True)
-    print(f"{'aliases':>9} {'publish s':>9} {'postmap s':>9} {'ratio':>6} {'live p50':>9} {'live p95':>9} "
-              f"{'burst pubs':>10} {'burst s':>8}")  # fmt: skip
+    print(f"{'aliases':>9} {'publish s':>9} {'postmap s':>9} {'ratio':>6} {'load':>5} {'live p50':>9} "
+              f"{'live p95':>9} {'burst pubs':>10} {'burst s':>8}")  # fmt: skip
     for size in sizes:
         fill(domain, owner_ids, size)
-        MapPublication.objects.filter(host="bench").delete()
-        elapsed, bare = full_publication()  # before the worker starts: nothing else publishes
+        # Before the worker starts: nothing else publishes. Alternated, so that a change in the
+        # machine's load falls on both.
+        runs = [full_publication() for _ in range(args.repeat)]
+        elapsed, bare = statistics.median(run[0] for run in runs), statistics.median(run[1] for run in runs)
+        load = os.getloadavg()[0]
         worker = start_worker()
         try:
             latencies(domain, owners[0].pk, owners[0].email, size, 1)  # the worker reads everything once
@@ -172,7 +179,7 @@ def main() -> None:
         finally:
             stop_worker(worker)
         print(
-            f"{size:>9} {elapsed:>9.2f} {bare:>9.2f} {elapsed / bare:>6.2f} {percentile(live, 0.5):>9.3f} "
+            f"{size:>9} {elapsed:>9.2f} {bare:>9.2f} {elapsed / bare:>6.2f} {load:>5.1f} {percentile(live, 0.5):>9.3f} "
             f"{percentile(live, 0.95):>9.3f} {publications:>10} {burst_seconds:>8.1f}",
             flush=True,
         )
