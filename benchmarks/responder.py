@@ -6,18 +6,22 @@ Measures, in one run and with the same asyncio client (a new connection per mess
   - smtp-sink (Postfix's test server) as the ceiling of the loopback and the client;
   - the responder (manage.py run_responder, LMTP) on copies that get no reply (bulk mail);
   - the responder on copies that each get a reply, handed to the private Postfix;
-and the cost of one decision in this process (parse + database read + rules), in µs.
+and, in this process, the cost of one decision (parse + database read + rules) and of the
+parts of one reply: building it, recording it (one committed write) and handing it to the
+private Postfix (MAIL/RCPT/DATA pipelined, content, end of data), one at a time.
 """
 
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailadmin.settings")
@@ -33,6 +37,7 @@ from django.utils import timezone  # noqa: E402
 from localservices.process import free_port, wait_for_port  # noqa: E402
 from outofoffice.evaluation import evaluate  # noqa: E402
 from outofoffice.models import ReplyLog, VacationReply  # noqa: E402
+from outofoffice.replies import ReplyRecord, build_reply, close_session, hand_over  # noqa: E402
 from outofoffice.routing import routing_address  # noqa: E402
 from outofoffice.rules import decide, parse_incoming  # noqa: E402
 
@@ -124,6 +129,10 @@ async def run_load(
     return count / (time.perf_counter() - started), sum(session.deferred for session in sessions)
 
 
+def _load() -> str:
+    return "/".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def start_smtp_sink(port: int) -> subprocess.Popen[bytes]:
     as_user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses to run as root
     process = subprocess.Popen([SMTP_SINK, *as_user, f"127.0.0.1:{port}", "256"], stdout=subprocess.DEVNULL)
@@ -132,7 +141,13 @@ def start_smtp_sink(port: int) -> subprocess.Popen[bytes]:
 
 
 def start_responder(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MAILADMIN_LOG_LEVEL": "WARNING"}
+    # As in production: DEBUG off (Django would otherwise log and re-quote every SQL query).
+    env = {
+        **os.environ,
+        "MAILADMIN_LOG_LEVEL": "WARNING",
+        "MAILADMIN_DEBUG": "0",
+        "MAILADMIN_SECRET_KEY": secrets.token_hex(32),
+    }
     argv = [sys.executable, "manage.py", "run_responder", "--port", str(port)]
     process = subprocess.Popen(argv, cwd=BASE_DIR, env=env)
     wait_for_port(port, "responder", timeout=30)
@@ -159,6 +174,28 @@ def cost_per_decision(count: int) -> tuple[float, float]:
     return full, rules
 
 
+def _per_call(calls: list[Callable[[], object]]) -> float:
+    started = time.perf_counter()
+    for call in calls:
+        call()
+    return (time.perf_counter() - started) / len(calls) * 1e6
+
+
+def cost_per_reply(count: int) -> tuple[float, float, float]:
+    """(µs to build, µs to record, µs to hand over) one reply, one at a time in this process."""
+    vacation = VacationReply.objects.get(address=MAILBOX)
+    now = timezone.now()
+    senders = [f"cost{n}@remote.example" for n in range(count)]
+    incomings = [parse_incoming(sender, message(sender)) for sender in senders]
+    build = _per_call([partial(build_reply, vacation, incoming, False, now) for incoming in incomings])
+    record = _per_call([ReplyRecord(vacation, sender, now, None).write for sender in senders])
+    content = build_reply(vacation, incomings[0], False, now)
+    hand_over(content, senders[0], lambda: None)  # opens the session
+    handed = _per_call([partial(hand_over, content, sender, lambda: None) for sender in senders])
+    close_session()
+    return build, record, handed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000, help="messages per measurement (default 2000)")
@@ -166,6 +203,7 @@ def main() -> None:
     if not Path(SMTP_SINK).exists() or shutil.which(SMTP_SINK) is None:
         raise SystemExit(f"{SMTP_SINK} is missing (Debian package postfix)")
     count = args.messages
+    load_before = _load()
 
     call_command("migrate", "--noinput", verbosity=0)
     now = timezone.now()
@@ -209,18 +247,21 @@ def main() -> None:
 
                 measure("responder, reply to each (via Postfix)", responder_port, True, concurrency, replied, reuse)
         sent = ReplyLog.objects.count()
+        build, record, handed = cost_per_reply(min(count, 500))
     finally:
         for process in (responder, sink, outside):
             process.terminate()
             process.wait(10)
     full, rules = cost_per_decision(min(count, 2000))
+    load_after = _load()
 
-    print(f"\nVacation responder over loopback, {count} messages per row")
+    print(f"\nVacation responder over loopback, {count} messages per row; load average {load_before} -> {load_after}")
     print(f"{'server':<40} {'connection':>10} {'concurrency':>11} {'msg/s':>7} {'deferred':>8}")
     for name, connection, concurrency, rate, deferred in results:
         print(f"{name:<40} {connection:>10} {concurrency:>11} {rate:>7.0f} {deferred:>8}")
     print(f"replies recorded: {sent} (one per distinct sender)")
     print(f"cost per decision: {full:.0f} µs (parse + SQL read + rules), {rules:.1f} µs (rules alone)")
+    print(f"cost per reply: build {build:.0f} µs, record {record:.0f} µs, hand over to Postfix {handed:.0f} µs")
 
 
 if __name__ == "__main__":

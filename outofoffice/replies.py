@@ -14,6 +14,7 @@ import base64
 import binascii
 import re
 import smtplib
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from django.conf import settings
 from django.db import connection
 
 from outofoffice.models import ReplyLog, VacationReply
-from outofoffice.rules import LOOP_HEADER, Incoming
+from outofoffice.rules import ADDRESS_PATTERN, LOOP_HEADER, Incoming
 
 MESSAGE_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,250}@[\x21-\x3b\x3d\x3f-\x7e]{1,250}>$")
 PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
@@ -128,6 +129,12 @@ class ReplyRecord:
         # One upsert statement in autocommit: committed when it returns.
         table = ReplyLog._meta.db_table
         with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                # This connection's commits skip the fsync (the database is in WAL mode, see
+                # settings): they survive any crash of the responder, and only a power loss or
+                # kernel crash can forget the last replies (those senders may get one more).
+                # Other connections keep synchronous=FULL. Cuts ~1 ms of serialised commit per reply.
+                cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute(
                 f"INSERT INTO {table} (vacation_id, sender, reply_key, sent_at) VALUES (%s, %s, %s, %s) "  # noqa: S608
                 "ON CONFLICT (vacation_id, sender, reply_key) DO UPDATE SET sent_at = excluded.sent_at",
@@ -169,9 +176,13 @@ def _session() -> smtplib.SMTP:
     if _connections.smtp is not None and _connections.target == target:
         return _connections.smtp
     close_session()
-    _connections.smtp = smtplib.SMTP(*target, timeout=30)
-    _connections.target = target
-    return _connections.smtp
+    smtp = smtplib.SMTP(*target, timeout=30)
+    # The final "." follows the content as a separate small write; with Nagle's algorithm it
+    # would wait for the ACK of the content, which the server delays (~40 ms per reply).
+    assert smtp.sock is not None  # the constructor connected
+    smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _connections.smtp, _connections.target = smtp, target
+    return smtp
 
 
 def close_session() -> None:
@@ -197,24 +208,36 @@ def _refusal(step: str, code: int, text: bytes) -> Exception:
     return ReplyRefused(message) if 500 <= code < 600 else ReplyNotAccepted(message)
 
 
-def _check(smtp: smtplib.SMTP, step: str, reply: tuple[int, bytes], expected: tuple[int, ...]) -> None:
-    """Raise for a refused envelope command, leaving the session ready for the next reply."""
-    code, text = reply
-    if code in expected:
-        return
-    try:
-        smtp.rset()
-    except (smtplib.SMTPException, OSError):
-        _drop_session()
-    raise _refusal(step, code, text)
-
-
 def _envelope(smtp: smtplib.SMTP, recipient: str, size: int) -> None:
+    """MAIL FROM:<>, RCPT TO and DATA; raise unless the server is ready for the content, leaving
+    the session ready for the next reply. With PIPELINING (Postfix) the three go in one write
+    and cost one round trip instead of three."""
     smtp.ehlo_or_helo_if_needed()
-    options = [f"SIZE={size}"] if smtp.has_extn("size") else []
-    _check(smtp, "MAIL FROM", smtp.mail("", options), (250,))
-    _check(smtp, "RCPT TO", smtp.rcpt(recipient), (250, 251))
-    _check(smtp, "DATA", smtp.docmd("DATA"), (354,))
+    options = f" SIZE={size}" if smtp.has_extn("size") else ""
+    steps = [(f"MAIL FROM:<>{options}", (250,)), (f"RCPT TO:<{recipient}>", (250, 251)), ("DATA", (354,))]
+    replies: list[tuple[int, bytes]] = []
+    if smtp.has_extn("pipelining"):
+        smtp.send("".join(f"{command}\r\n" for command, _ in steps))
+        replies = [smtp.getreply() for _ in steps]
+    else:
+        for command, expected in steps:
+            smtp.putcmd(command)
+            replies.append(smtp.getreply())
+            if replies[-1][0] not in expected:
+                break
+    answered = zip(steps[: len(replies)], replies, strict=True)
+    refused = [(command, reply) for (command, expected), reply in answered if reply[0] not in expected]
+    if not refused:
+        return
+    if replies[-1][0] == 354:  # a server that took DATA after a refusal: only closing ends it
+        _drop_session()
+    else:
+        try:
+            smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            _drop_session()
+    command, (code, text) = refused[0]
+    raise _refusal(command.split(":", 1)[0], code, text)
 
 
 def _start_transaction(recipient: str, size: int) -> smtplib.SMTP:
@@ -243,6 +266,8 @@ def hand_over(content: bytes, recipient: str, before_end: Callable[[], None]) ->
     Returns once Postfix has accepted the reply. If `before_end` raises, the connection is
     closed without the "." (Postfix then discards the partial message: nothing is queued) and
     the exception propagates. Raises ReplyNotAccepted or ReplyRefused otherwise."""
+    if not ADDRESS_PATTERN.match(recipient):  # the rules make sure; this keeps CR/LF out of RCPT TO
+        raise ReplyRefused("the recipient is not a usable address")
     smtp = _start_transaction(recipient, len(content))
     try:
         smtp.send(re.sub(rb"(?m)^\.", b"..", content))

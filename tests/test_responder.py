@@ -276,17 +276,28 @@ def _reply_log(sender: str) -> list[datetime]:
 
 class Relay:
     """Stands for Postfix where replies are handed over, answering the end of data with
-    `answer`; notes what the reply log held for the recipient at that very moment."""
+    `answer`; notes what the reply log held for the recipient at that very moment. Refuses
+    recipients starting with "nosuch" for good and "busy" for now. Offers PIPELINING (as
+    Postfix does) or not, so the responder's envelope runs both ways."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool) -> None:
+        self.pipelining = pipelining
         self.answer = "250 2.0.0 accepted"
         self.recipients: list[str] = []
         self.ends: list[list[datetime]] = []  # the reply log at each end of data
         self.accepted: list[bytes] = []
         self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return responses[:-1] + ["250-PIPELINING"] + responses[-1:] if self.pipelining else responses
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         self.recipients.append(address)
+        if address.startswith(("nosuch", "busy")):
+            return "550 5.1.1 no such user" if address.startswith("nosuch") else "450 4.2.1 try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -297,9 +308,9 @@ class Relay:
         return self.answer
 
 
-@pytest.fixture
-def relay(transactional_db, settings):
-    relay = Relay()
+@pytest.fixture(params=[False, True], ids=["one-command-at-a-time", "pipelined"])
+def relay(request, transactional_db, settings):
+    relay = Relay(pipelining=request.param)
     relay.controller.start()
     settings.VACATION_SMTP_PORT = relay.controller.port
     running = ResponderThread().start()
@@ -387,3 +398,13 @@ def test_a_reply_text_with_lines_of_dots_and_non_ascii_arrives_whole(relay, vaca
     assert reply.get_content().replace("\r\n", "\n") == text + "\n"
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
     assert max(raw) < 0x80  # 7-bit: no 8BITMIME needed on the way
+
+
+def test_a_recipient_refused_in_the_envelope_leaves_no_record_and_the_session_serves_the_next_reply(relay, vacation):
+    nosuch, busy = "nosuch-carol@remote.example", "busy-carol@remote.example"
+    [(code, text)] = deliver(nosuch, message(nosuch), routing_address(USER))
+    assert code == 250 and b"refused" in text
+    assert deliver(busy, message(busy), routing_address(USER))[0][0] == 451
+    assert deliver(CAROL, message(), routing_address(USER))[0][0] == 250
+    assert list(ReplyLog.objects.values_list("sender", flat=True)) == [CAROL]
+    assert len(relay.accepted) == 1
