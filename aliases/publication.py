@@ -4,7 +4,8 @@ request_publication() bumps a generation counter inside the caller's transaction
 a task after commit. The task (any number of times, on any worker) takes this host's
 publication lock, waits for a short quiet spell so a burst becomes one publication, renders
 every map and replaces only the ones whose content changed: new source and .db under a
-temporary name in the map directory, verified with `postmap -q`, then renamed into place.
+temporary name in the map directory, read back (small tables whole with `postmap -s`, the
+large one by a `postmap -q` sample), then renamed into place.
 Postfix never sees a half-written table, and a failure leaves the previous tables in force.
 """
 
@@ -21,11 +22,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -451,6 +453,133 @@ def live_source(name: str) -> str | None:
         return None
 
 
+# A changed map of at most this many characters is built whole, together with the other small
+# ones, by one postmap run and read back whole: that costs less than copying its live table to
+# patch it, and checks every line rather than a sample. (The seven maps of a fresh publication
+# are then built by two postmap processes, not seven.)
+SMALL_MAP_CHARS = 256 * 1024
+
+
+def _start_postmap(*args: str) -> "subprocess.Popen[str]":
+    argv = [*shlex.split(settings.POSTMAP_COMMAND), "-c", str(settings.POSTFIX_CONFIG_DIR), *args]
+    try:
+        return subprocess.Popen(  # noqa: S603 (the configured postmap)
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    except OSError as exc:
+        raise PublicationError(f"{argv[0]}: {exc}") from exc
+
+
+def _finish(process: "subprocess.Popen[str]") -> tuple[int, str, str]:
+    """Wait for a postmap started by _start_postmap: (exit code, output, errors)."""
+    try:
+        output, errors = process.communicate(timeout=COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        process.kill()
+        process.communicate()
+        raise PublicationError(f"postmap: {exc}") from exc
+    return process.returncode, output, errors
+
+
+def _build_small(names: list[str], temps: dict[str, Path], sources: dict[str, str]) -> None:
+    """Write the small maps' sources and build all their tables in one postmap run (postmap
+    stops at the first table it cannot build: the error names that map when postmap does)."""
+    for name in names:
+        try:
+            temps[name].write_text(sources[name])
+        except OSError as exc:
+            raise PublicationError(f"writing {name}: {exc.strerror or exc}") from exc
+    code, _, errors = _finish(_start_postmap(*(f"hash:{temps[name]}" for name in names)))
+    if code != 0:
+        failed = [name for name in names if str(temps[name]) in errors] or names
+        message = errors.strip().splitlines()
+        raise PublicationError(f"postmap hash: of {', '.join(failed)} failed: {message[-1] if message else code}")
+
+
+def _dumped(line: str) -> str:
+    """A source line as `postmap -s` prints it: key (lower-cased as the table stores it), tab,
+    value."""
+    key, value = line.split(" ", 1)
+    return f"{key.translate(ASCII_LOWER)}\t{value}"
+
+
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _compare_dump(name: str, dump: tuple[int, str, str], source: str) -> None:
+    code, output, errors = dump
+    if code != 0:
+        raise PublicationError(f"postmap -s on the new {name} table failed: {errors.strip()[:300]}")
+    expected = sorted(_dumped(line) for line in source.splitlines())
+    got = sorted(output.splitlines())
+    if got != expected:
+        wrong = sorted(set(got) ^ set(expected)) or got
+        raise PublicationError(
+            f"verification of the new {name} table: {len(got)} entries read back, {len(expected)} "
+            f"in its source (first difference {wrong[0]!r})"
+        )
+
+
+def _start_dumps(
+    names: list[str], temps: dict[str, Path], sources: dict[str, str]
+) -> dict[str, "subprocess.Popen[str]"]:
+    """A `postmap -s` per small table, all running at once (postmap dumps only the first table
+    it is given). A table with non-ASCII keys is not dumped: Postfix may case-fold such keys
+    differently from Python, so every one of its keys is looked up instead (_verify_small)."""
+    dumps: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for name in names:
+            if sources[name] and sources[name].isascii():
+                dumps[name] = _start_postmap("-s", f"hash:{temps[name]}")
+    except BaseException:
+        _stop_all(dumps.values())
+        raise
+    return dumps
+
+
+def _verify_small(
+    names: list[str], temps: dict[str, Path], sources: dict[str, str], dumps: dict[str, "subprocess.Popen[str]"]
+) -> None:
+    """Every small table read back whole: its dump is exactly its source."""
+    try:
+        for name in names:
+            if name in dumps:
+                _compare_dump(name, _finish(dumps[name]), sources[name])
+            elif sources[name]:
+                _verify(temps[name], dict(_table(sources[name].splitlines())))
+    finally:
+        _stop_all(dumps.values())
+
+
+def _stop_all(processes: "Iterable[subprocess.Popen[str]]") -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _build_large(changed: dict[str, str | None], temps: dict[str, Path], rendered: "RenderedMaps") -> None:
+    """Build (by feed, delta or full postmap) and sample the large maps, at once when several."""
+    jobs = [
+        partial(
+            _build_map,
+            name,
+            rendered.sources[name],
+            live,
+            temps[name],
+            rendered.deltas.get(name),
+            rendered.feeds.get(name),
+        )
+        for name, live in changed.items()
+    ]
+    if len(jobs) == 1:  # the usual case (virtual): no thread to start
+        jobs[0]()
+        return
+    with ThreadPoolExecutor(max_workers=max(len(jobs), 1)) as pool:
+        for job in [pool.submit(job) for job in jobs]:
+            job.result()  # the first failure is raised, after every build has finished
+
+
 def write_maps(rendered: "RenderedMaps") -> list[str]:
     """Replace the maps whose content changed; returns their names."""
     changed: dict[str, str | None] = {}
@@ -458,29 +587,24 @@ def write_maps(rendered: "RenderedMaps") -> list[str]:
         live = live_source(name)
         if live != text:
             changed[name] = live
-    # Every changed map is built and verified first (their postmap runs overlap, so this costs
-    # about as much as the largest map); only when all of them are good do they go live, one
-    # rename each. A failure leaves every live map as it was: no mix of old and new tables.
-    feeds = rendered.feeds
+    # Every changed map is built and verified first (the small ones by one postmap run and a
+    # dump each, while the large one is sampled; all of these processes overlap); only when
+    # all of them are good do they go live, one rename each. A failure leaves every live map
+    # as it was: no mix of old and new tables.
+    feeds, sources = rendered.feeds, rendered.sources
+    small = [name for name in changed if name not in feeds and len(sources[name]) <= SMALL_MAP_CHARS]
+    large = {name: live for name, live in changed.items() if name not in small}
     temps = {name: feeds[name].path if name in feeds else _temp_path(name) for name in changed}
+    dumps: dict[str, subprocess.Popen[str]] = {}
     try:
-        with ThreadPoolExecutor(max_workers=max(len(changed), 1)) as pool:
-            jobs = [
-                pool.submit(
-                    _build_map,
-                    name,
-                    rendered.sources[name],
-                    live,
-                    temps[name],
-                    rendered.deltas.get(name),
-                    feeds.get(name),
-                )
-                for name, live in changed.items()
-            ]
-            for job in jobs:
-                job.result()  # the first failure is raised, after every build has finished
-        _install(list(changed), temps, rendered.sources)
+        if small:
+            _build_small(small, temps, sources)
+            dumps = _start_dumps(small, temps, sources)
+        _build_large(large, temps, rendered)
+        _verify_small(small, temps, sources, dumps)
+        _install(list(changed), temps, sources)
     finally:
+        _stop_all(dumps.values())
         for feed in feeds.values():  # including those of unchanged maps
             feed.discard()
         for temp in temps.values():

@@ -621,3 +621,85 @@ def test_temporaries_left_by_a_killed_publication_are_swept_by_the_next(
     assert not any((map_dir / name).exists() for name in STALE)
     assert all((map_dir / name).read_text() == "left behind\n" for name in UNRELATED)
     assert lookup("virtual", "fed2@alias.example.org") == "owen@example.org"
+
+
+# --- the small maps: built by one postmap run, read back whole -----------------------------------
+
+
+def logging_postmap(tmp_path: Path, script: str = "") -> Path:
+    """A postmap that records its arguments (one run a line), runs `script`, then the real one."""
+    wrapper, log = tmp_path / "postmap", tmp_path / "postmap.log"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\n{script}\nexec {settings.POSTMAP_COMMAND} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def small_maps_fixture(owner: User, alias_domain: Domain) -> None:
+    make_alias(owner, "kept", alias_domain)
+    make_alias(owner, "off", alias_domain, enabled=False)
+    Domain.objects.create(name="boxes.example.org")
+
+
+def test_the_small_maps_are_built_by_one_postmap_run_and_each_read_back_whole(
+    map_dir: Path, owner: User, alias_domain: Domain, tmp_path: Path
+) -> None:
+    small_maps_fixture(owner, alias_domain)
+
+    with override_settings(POSTMAP_COMMAND=str(logging_postmap(tmp_path))):
+        assert publication.publish(force=True, coalesce=False).status == "published"
+
+    runs = (tmp_path / "postmap.log").read_text().splitlines()
+    builds = [run for run in runs if " -s " not in f" {run} " and " -q " not in f" {run} " and " -i " not in f" {run} "]
+    assert len(builds) == 1 and builds[0].count("hash:") == len(settings.POSTFIX_MAPS) - 1  # all but virtual
+    dumped = sorted(run.split("hash:")[1].split(".")[1] for run in runs if " -s " in f" {run} ")
+    assert dumped == sorted(
+        name for name in settings.POSTFIX_MAPS if name != "virtual" and (map_dir / name).read_text()
+    )
+    assert lookup("recipient_access", "off@alias.example.org") == postfix_maps.REJECT_DISABLED
+    assert lookup("alias_domains", "alias.example.org") == "OK"
+    assert not list(map_dir.glob(".*"))
+
+
+def test_one_small_map_failing_to_build_fails_the_publication_and_names_it(
+    map_dir: Path, owner: User, alias_domain: Domain, tmp_path: Path
+) -> None:
+    small_maps_fixture(owner, alias_domain)
+    failing = logging_postmap(
+        tmp_path,
+        'case " $* " in *" -s "*|*" -q "*|*" -i "*) ;; *) for arg; do case $arg in hash:*recipient_access*)\n'
+        '  echo "postmap: fatal: ${arg#hash:}.db: No space left on device" >&2; exit 1;; esac; done;; esac',
+    )
+
+    with override_settings(POSTMAP_COMMAND=str(failing)):
+        outcome = publication.publish(force=True, coalesce=False)
+
+    assert outcome.status == "failed"
+    assert "recipient_access failed" in outcome.error and "No space left" in outcome.error
+    assert "transport" not in outcome.error.split("failed")[0]
+    assert not list(map_dir.iterdir())  # nothing went live, no temporary left
+    assert publication.publish(coalesce=False).status == "published"
+    assert lookup("recipient_access", "off@alias.example.org") == postfix_maps.REJECT_DISABLED
+
+
+def test_a_small_table_missing_a_line_is_not_put_in_place(
+    map_dir: Path, owner: User, alias_domain: Domain, tmp_path: Path
+) -> None:
+    small_maps_fixture(owner, alias_domain)
+    publication.publish(force=True, coalesce=False)
+    before = {p.name: p.read_bytes() for p in map_dir.iterdir()}
+    make_alias(owner, "off2", alias_domain, enabled=False)
+    publication.request_publication("test")
+    # Builds every table but drops the last line of each source first: a table that postmap
+    # "built" without complaint yet lacks an entry.
+    dropping = logging_postmap(
+        tmp_path,
+        'case " $* " in *" -s "*|*" -q "*|*" -i "*) ;; *) for arg; do case $arg in hash:*)\n'
+        '  sed "\\$d" "${arg#hash:}" > "${arg#hash:}.cut"; mv "${arg#hash:}.cut" "${arg#hash:}";; esac; done;; esac',
+    )
+
+    with override_settings(POSTMAP_COMMAND=str(dropping)):
+        outcome = publication.publish(coalesce=False)
+
+    assert outcome.status == "failed"
+    assert "verification of the new recipient_access table: 1 entries read back, 2 in its source" in outcome.error
+    assert {p.name: p.read_bytes() for p in map_dir.iterdir()} == before
