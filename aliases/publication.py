@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -481,19 +481,57 @@ def _finish(process: "subprocess.Popen[str]") -> tuple[int, str, str]:
     return process.returncode, output, errors
 
 
-def _build_small(names: list[str], temps: dict[str, Path], sources: dict[str, str]) -> None:
-    """Write the small maps' sources and build all their tables in one postmap run (postmap
-    stops at the first table it cannot build: the error names that map when postmap does)."""
-    for name in names:
-        try:
-            temps[name].write_text(sources[name])
-        except OSError as exc:
-            raise PublicationError(f"writing {name}: {exc.strerror or exc}") from exc
-    code, _, errors = _finish(_start_postmap(*(f"hash:{temps[name]}" for name in names)))
-    if code != 0:
-        failed = [name for name in names if str(temps[name]) in errors] or names
-        message = errors.strip().splitlines()
-        raise PublicationError(f"postmap hash: of {', '.join(failed)} failed: {message[-1] if message else code}")
+class SmallMaps:
+    """The small changed maps: their sources written and all their tables built by one postmap
+    run, started before the large map is built so the two overlap; then each table dumped whole
+    with `postmap -s` (which dumps only the first table it is given: one run per table, all at
+    once) and compared with its source."""
+
+    def __init__(self, names: list[str], temps: dict[str, Path], sources: dict[str, str]) -> None:
+        self.names, self.temps, self.sources = names, temps, sources
+        self._running: list[subprocess.Popen[str]] = []
+        self._build: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        for name in self.names:
+            try:
+                self.temps[name].write_text(self.sources[name])
+            except OSError as exc:
+                raise PublicationError(f"writing {name}: {exc.strerror or exc}") from exc
+        if self.names:
+            self._build = self._start(*(f"hash:{self.temps[name]}" for name in self.names))
+
+    def verify(self) -> None:
+        """Wait for the build, then read every table back (raises on any difference)."""
+        if self._build is None:
+            return
+        code, _, errors = _finish(self._build)
+        if code != 0:
+            # postmap stops at the first table it cannot build, and names its file.
+            failed = [name for name in self.names if str(self.temps[name]) in errors] or self.names
+            message = errors.strip().splitlines()
+            raise PublicationError(f"postmap hash: of {', '.join(failed)} failed: {message[-1] if message else code}")
+        # Postfix may case-fold a non-ASCII key otherwise than Python: such a table has every
+        # key looked up instead of being compared with a dump.
+        dumped = [name for name in self.names if self.sources[name] and self.sources[name].isascii()]
+        dumps = {name: self._start("-s", f"hash:{self.temps[name]}") for name in dumped}
+        for name in self.names:
+            if name in dumps:
+                _compare_dump(name, _finish(dumps[name]), self.sources[name])
+            elif self.sources[name]:
+                _verify(self.temps[name], dict(_table(self.sources[name].splitlines())))
+
+    def _start(self, *args: str) -> "subprocess.Popen[str]":
+        process = _start_postmap(*args)
+        self._running.append(process)
+        return process
+
+    def stop(self) -> None:
+        """Kill whatever postmap is still running (after a failure elsewhere)."""
+        for process in self._running:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
 
 def _dumped(line: str) -> str:
@@ -518,44 +556,6 @@ def _compare_dump(name: str, dump: tuple[int, str, str], source: str) -> None:
             f"verification of the new {name} table: {len(got)} entries read back, {len(expected)} "
             f"in its source (first difference {wrong[0]!r})"
         )
-
-
-def _start_dumps(
-    names: list[str], temps: dict[str, Path], sources: dict[str, str]
-) -> dict[str, "subprocess.Popen[str]"]:
-    """A `postmap -s` per small table, all running at once (postmap dumps only the first table
-    it is given). A table with non-ASCII keys is not dumped: Postfix may case-fold such keys
-    differently from Python, so every one of its keys is looked up instead (_verify_small)."""
-    dumps: dict[str, subprocess.Popen[str]] = {}
-    try:
-        for name in names:
-            if sources[name] and sources[name].isascii():
-                dumps[name] = _start_postmap("-s", f"hash:{temps[name]}")
-    except BaseException:
-        _stop_all(dumps.values())
-        raise
-    return dumps
-
-
-def _verify_small(
-    names: list[str], temps: dict[str, Path], sources: dict[str, str], dumps: dict[str, "subprocess.Popen[str]"]
-) -> None:
-    """Every small table read back whole: its dump is exactly its source."""
-    try:
-        for name in names:
-            if name in dumps:
-                _compare_dump(name, _finish(dumps[name]), sources[name])
-            elif sources[name]:
-                _verify(temps[name], dict(_table(sources[name].splitlines())))
-    finally:
-        _stop_all(dumps.values())
-
-
-def _stop_all(processes: "Iterable[subprocess.Popen[str]]") -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 def _build_large(changed: dict[str, str | None], temps: dict[str, Path], rendered: "RenderedMaps") -> None:
@@ -595,16 +595,14 @@ def write_maps(rendered: "RenderedMaps") -> list[str]:
     small = [name for name in changed if name not in feeds and len(sources[name]) <= SMALL_MAP_CHARS]
     large = {name: live for name, live in changed.items() if name not in small}
     temps = {name: feeds[name].path if name in feeds else _temp_path(name) for name in changed}
-    dumps: dict[str, subprocess.Popen[str]] = {}
+    small_maps = SmallMaps(small, temps, sources)
     try:
-        if small:
-            _build_small(small, temps, sources)
-            dumps = _start_dumps(small, temps, sources)
+        small_maps.start()
         _build_large(large, temps, rendered)
-        _verify_small(small, temps, sources, dumps)
+        small_maps.verify()
         _install(list(changed), temps, sources)
     finally:
-        _stop_all(dumps.values())
+        small_maps.stop()
         for feed in feeds.values():  # including those of unchanged maps
             feed.discard()
         for temp in temps.values():
