@@ -225,6 +225,12 @@ def _envelope(smtp: smtplib.SMTP, recipient: str, size: int) -> None:
             replies.append(smtp.getreply())
             if replies[-1][0] not in expected:
                 break
+    closing = [text for code, text in replies if code == 421]
+    if closing:
+        # The server is closing this session (e.g. Postfix after its idle timeout): like a
+        # closed connection, so a reused session is replaced and the reply tried once more.
+        _drop_session()
+        raise smtplib.SMTPServerDisconnected(f"421 {closing[0].decode('utf-8', 'replace')}")
     answered = zip(steps[: len(replies)], replies, strict=True)
     refused = [(command, reply) for (command, expected), reply in answered if reply[0] not in expected]
     if not refused:

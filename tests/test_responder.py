@@ -283,6 +283,8 @@ class Relay:
     def __init__(self, pipelining: bool) -> None:
         self.pipelining = pipelining
         self.answer = "250 2.0.0 accepted"
+        self.closing = False  # answer the next MAIL with 421, as Postfix after its idle timeout
+        self.sessions = 0
         self.recipients: list[str] = []
         self.ends: list[list[datetime]] = []  # the reply log at each end of data
         self.accepted: list[bytes] = []
@@ -292,7 +294,16 @@ class Relay:
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        self.sessions += 1
         return responses[:-1] + ["250-PIPELINING"] + responses[-1:] if self.pipelining else responses
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if self.closing:
+            self.closing = False
+            return "421 4.4.2 relay.example Error: timeout exceeded"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         self.recipients.append(address)
@@ -408,3 +419,12 @@ def test_a_recipient_refused_in_the_envelope_leaves_no_record_and_the_session_se
     assert deliver(CAROL, message(), routing_address(USER))[0][0] == 250
     assert list(ReplyLog.objects.values_list("sender", flat=True)) == [CAROL]
     assert len(relay.accepted) == 1
+
+
+def test_a_reused_session_the_relay_closes_with_421_is_replaced_and_the_reply_goes_out(relay, vacation):
+    assert deliver(CAROL, message(), routing_address(USER))[0][0] == 250
+    relay.closing = True
+    dave = "dave@remote.example"
+    [(code, text)] = deliver(dave, message(dave), routing_address(USER))
+    assert code == 250 and b"sent" in text
+    assert relay.sessions == 2 and len(relay.accepted) == 2
