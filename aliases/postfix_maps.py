@@ -61,8 +61,15 @@ class RenderedMaps:
         return self.sources[name].splitlines()
 
 
-# A bulk line from SQL is "key value" with exactly one space; these never belong in one.
-FORBIDDEN_IN_LINE = re.compile(r'[#,:"\'<>\\\x00-\x09\x0b-\x1f\x7f]')
+# A bulk line from SQL is "key value" with exactly one space; these never belong in one. All
+# are ASCII, so they are looked for in the UTF-8 bytes (a multi-byte character holds no ASCII
+# byte): bytes.translate finds them in half the time of a regex search.
+FORBIDDEN_IN_LINE = b"#,:\"'<>\\" + bytes(range(0x0A)) + bytes(range(0x0B, 0x20)) + b"\x7f"
+
+
+def _has_forbidden(text: str) -> bool:
+    raw = text.encode("utf-8", "surrogatepass")
+    return len(raw.translate(None, FORBIDDEN_IN_LINE)) != len(raw)
 
 
 def _safe(token: str) -> bool:
@@ -80,7 +87,7 @@ def _checked(lines_by_id: dict[int, str], name: str) -> dict[int, str]:
     text = "\n".join(lines_by_id.values())
     count = len(lines_by_id)
     one_per_line = text.count(" ") == count and text.count("\n") == max(count - 1, 0)
-    if one_per_line and not FORBIDDEN_IN_LINE.search(text) and "\n@" not in f"\n{text}":
+    if one_per_line and not _has_forbidden(text) and "\n@" not in f"\n{text}":
         return lines_by_id
     kept = {pk: line for pk, line in lines_by_id.items() if _safe_line(line)}
     logger.warning("map %s: skipped %d unsafe entries", name, count - len(kept))
@@ -197,6 +204,9 @@ def _line(local: str, domain: int, owner: int, bulk: AliasBulk) -> str | None:
     return line if _safe_line(line) else None
 
 
+LIVE, EXPIRED, DISABLED = 0, 1, 2  # an alias row's state, as the full read asks the database
+
+
 def _is_live(enabled: bool, expires_at: datetime | None, now: datetime) -> bool:
     return enabled and (expires_at is None or expires_at > now)
 
@@ -207,21 +217,23 @@ def _full_bulk(
     """Every alias row, read afresh in one pass (the database says which are live); each
     checked chunk of live lines also goes to the feed."""
     live = Q(enabled=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-    everything = Alias.objects.annotate(live=Case(When(live, then=Value(1)), default=Value(0)))
+    # One column says live, expired or disabled: each column fetched costs a Python object a row.
+    state = Case(When(live, then=Value(LIVE)), When(enabled=True, then=Value(EXPIRED)), default=Value(DISABLED))
+    everything = Alias.objects.annotate(state=state)
     lines_by_id: dict[int, str] = {}
     known: set[int] = set()
     switched_off: dict[int, tuple[str, int, bool]] = {}
-    for rows in _row_chunks(everything.values_list("id", "local_part", "domain_id", "owner_id", "enabled", "live")):
-        known.update(row[0] for row in rows)
+    for rows in _row_chunks(everything.values_list("id", "local_part", "domain_id", "owner_id", "state")):
+        known.update([row[0] for row in rows])
         chunk = _checked(
             {
                 pk: f"{local}@{domains[domain]} {owners[owner]}".lower()
-                for pk, local, domain, owner, _, is_live in rows
-                if is_live and owners.get(owner) and domain in domains
+                for pk, local, domain, owner, row_state in rows
+                if row_state == LIVE and owners.get(owner) and domain in domains
             },
             "virtual",
         )
-        switched_off.update((row[0], (row[1], row[2], bool(row[4]))) for row in rows if not row[5])
+        switched_off.update((row[0], (row[1], row[2], row[4] == EXPIRED)) for row in rows if row[4] != LIVE)
         lines_by_id.update(chunk)
         if feed is not None:
             feed.send(list(chunk.values()))
