@@ -154,7 +154,7 @@ def _rows(queryset: QuerySet[Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
-CHUNK_ROWS = 20000
+CHUNK_ROWS = 5000
 
 
 def _row_chunks(queryset: QuerySet[Any]) -> Iterator[list[tuple[Any, ...]]]:

@@ -483,14 +483,15 @@ def _finish(process: "subprocess.Popen[str]") -> tuple[int, str, str]:
 
 class SmallMaps:
     """The small changed maps: their sources written and all their tables built by one postmap
-    run, started before the large map is built so the two overlap; then each table dumped whole
-    with `postmap -s` (which dumps only the first table it is given: one run per table, all at
-    once) and compared with its source."""
+    run, then each table dumped whole with `postmap -s` (which dumps only the first table it is
+    given: one run per table, all at once) and compared with its source. The build runs while
+    the large map's fed postmap finishes, the dumps while the large map is sampled."""
 
     def __init__(self, names: list[str], temps: dict[str, Path], sources: dict[str, str]) -> None:
         self.names, self.temps, self.sources = names, temps, sources
         self._running: list[subprocess.Popen[str]] = []
         self._build: subprocess.Popen[str] | None = None
+        self._dumps: dict[str, subprocess.Popen[str]] = {}
 
     def start(self) -> None:
         for name in self.names:
@@ -501,8 +502,9 @@ class SmallMaps:
         if self.names:
             self._build = self._start(*(f"hash:{self.temps[name]}" for name in self.names))
 
-    def verify(self) -> None:
-        """Wait for the build, then read every table back (raises on any difference)."""
+    def start_dumps(self) -> None:
+        """Wait for the build (it runs beside the large map's postmap), then start a dump of
+        each table, to be read while the large map is built and sampled."""
         if self._build is None:
             return
         code, _, errors = _finish(self._build)
@@ -512,12 +514,15 @@ class SmallMaps:
             message = errors.strip().splitlines()
             raise PublicationError(f"postmap hash: of {', '.join(failed)} failed: {message[-1] if message else code}")
         # Postfix may case-fold a non-ASCII key otherwise than Python: such a table has every
-        # key looked up instead of being compared with a dump.
+        # key looked up (in verify) instead of being compared with a dump.
         dumped = [name for name in self.names if self.sources[name] and self.sources[name].isascii()]
-        dumps = {name: self._start("-s", f"hash:{self.temps[name]}") for name in dumped}
+        self._dumps = {name: self._start("-s", f"hash:{self.temps[name]}") for name in dumped}
+
+    def verify(self) -> None:
+        """Every table read back whole (raises on any difference)."""
         for name in self.names:
-            if name in dumps:
-                _compare_dump(name, _finish(dumps[name]), self.sources[name])
+            if name in self._dumps:
+                _compare_dump(name, _finish(self._dumps[name]), self.sources[name])
             elif self.sources[name]:
                 _verify(self.temps[name], dict(_table(self.sources[name].splitlines())))
 
@@ -598,6 +603,7 @@ def write_maps(rendered: "RenderedMaps") -> list[str]:
     small_maps = SmallMaps(small, temps, sources)
     try:
         small_maps.start()
+        small_maps.start_dumps()
         _build_large(large, temps, rendered)
         small_maps.verify()
         _install(list(changed), temps, sources)
