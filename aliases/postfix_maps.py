@@ -154,6 +154,9 @@ def _rows(queryset: QuerySet[Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
+# Rows per chunk of a full read. Each chunk's lines go to the fed postmap as soon as they are
+# checked, so what postmap still has to do when the read ends is about one chunk: smaller
+# chunks shorten that tail (20000 left ~20 ms at 100k aliases, 5000 ~4 ms).
 CHUNK_ROWS = 5000
 
 
