@@ -179,7 +179,7 @@ def main() -> None:
         finally:
             stop_worker(worker)
         print(
-            f"{size:>9} {elapsed:>9.2f} {bare:>9.2f} {elapsed / bare:>6.2f} {load:>5.1f} {percentile(live, 0.5):>9.3f} "
+            f"{size:>9} {elapsed:>9.3f} {bare:>9.3f} {elapsed / bare:>6.2f} {load:>5.1f} {percentile(live, 0.5):>9.3f} "
             f"{percentile(live, 0.95):>9.3f} {publications:>10} {burst_seconds:>8.1f}",
             flush=True,
         )
