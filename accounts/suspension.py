@@ -8,6 +8,7 @@ periodic sweep (tasks.sweep_suspensions) re-applies the database's truth to LDAP
 """
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 
 from django.conf import settings
@@ -52,12 +53,16 @@ def reject_action() -> str:
     return f"REJECT {settings.SUSPENSION_REJECT_TEXT}"
 
 
-def sender_access_entries() -> list[tuple[str, str]]:
+def sender_access_entries(current_mail: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """(address, access action) pairs for the hash: sender-access table: every address a
-    suspended user may send as (their mailbox and all their aliases, enabled or not)."""
+    suspended user may send as (their mailbox and all their aliases, enabled or not).
+    `current_mail` (uid -> mailbox, as the directory has it now) adds the address a user's
+    mailbox got after the suspension was recorded; the recorded one stays refused too."""
     active = SenderSuspension.objects.active()
     action = reject_action()
     addresses = {suspension.mail.lower() for suspension in active if suspension.mail}
+    if current_mail:
+        addresses.update(current_mail[s.uid].lower() for s in active if current_mail.get(s.uid))
     aliases = Alias.objects.filter(owner__username__in=active.values("uid")).select_related("domain")
     addresses.update(alias.address.lower() for alias in aliases)
     return [(address, action) for address in sorted(addresses)]

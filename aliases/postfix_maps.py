@@ -130,13 +130,13 @@ def _with_extras(bulk: list[str], extras: dict[str, list[str]], name: str) -> st
     return _text(sorted(bulk + sorted(extra_lines)))
 
 
-def _mailboxes() -> list[str]:
-    """Real mailboxes from the directory, lower-case; malformed addresses are left out."""
-    found = []
+def _mailboxes() -> dict[str, str]:
+    """Real mailboxes from the directory by uid, lower-case; malformed addresses are left out."""
+    found = {}
     for user in directory.iter_users():
         local, at, domain = user.mail.partition("@")
         if at and local and domain and _safe(user.mail):
-            found.append(user.mail)
+            found[user.uid] = user.mail
     return found
 
 
@@ -386,7 +386,8 @@ def render_maps(now: datetime | None = None, full: bool = True, feed: FeedOpener
 
 
 def _render(now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[str, TableFeed]") -> RenderedMaps:
-    mailboxes = _mailboxes()
+    mail_by_uid = _mailboxes()
+    mailboxes = list(mail_by_uid.values())
     domains = list(
         Domain.objects.values_list("name", "is_alias_domain", "catchall_destinations", "catchall_owner__email")
     )
@@ -446,7 +447,7 @@ def _render(now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[s
         "virtual": virtual,
         "recipient_access": _source(refused.items(), "recipient_access"),
         "transport": _source(routing.vacation_transport_entries(), "transport"),
-        "sender_access": _source(suspension.sender_access_entries(), "sender_access"),
+        "sender_access": _source(suspension.sender_access_entries(mail_by_uid), "sender_access"),
         "mailbox_domains": _source(((name, "OK") for name in mailbox_domains), "mailbox_domains"),
         "alias_domains": _source(((name, "OK") for name in alias_domain_names), "alias_domains"),
         "mailboxes": _source(mailbox_paths, "mailboxes"),

@@ -1,5 +1,6 @@
 from datetime import timedelta
 
+import ldap3
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -8,6 +9,7 @@ from django.utils import timezone
 from accounts import directory, suspension, tasks
 from accounts.models import SenderSuspension
 from aliases.models import Alias, Domain
+from aliases.postfix_maps import render_maps
 from audit.models import AuditEvent
 from localservices.slapd import Slapd
 
@@ -144,6 +146,20 @@ def test_sender_access_entries_cover_the_mailbox_and_every_alias_of_suspended_us
     assert suspension.sender_access_entries() == sorted(
         [(suspended.mail, action), (f"shop1@{domain.name}", action), (f"old@{domain.name}", action)]
     )
+
+
+def test_a_mailbox_renamed_after_the_suspension_is_refused_under_its_new_address(sign_in, make_directory_user) -> None:
+    # The suspension records the address the user had then; the directory may change it later
+    # (a postmaster edits `mail` in LDAP). The published table refuses both.
+    target = make_directory_user()
+    assert _suspend(sign_in("admin"), target.uid).status_code == 302
+    renamed = f"renamed{target.uid}@{settings.MAIL_DOMAIN}"
+    with directory.connection() as conn:
+        conn.modify(directory.user_dn(target.uid), {"mail": [(ldap3.MODIFY_REPLACE, [renamed])]})
+    lines = render_maps().lines("sender_access")
+    action = f"REJECT {settings.SUSPENSION_REJECT_TEXT}"
+    assert f"{renamed} {action}" in lines
+    assert f"{target.mail} {action}" in lines
 
 
 def test_an_end_date_one_minute_ahead_lifts_by_itself(sign_in, make_directory_user, monkeypatch) -> None:
