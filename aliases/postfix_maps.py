@@ -244,17 +244,6 @@ def _full_bulk(
     return AliasBulk(database, domains, owners, lines_by_id, lines, known, switched_off, now, time.monotonic())
 
 
-def _read_fully(
-    now: datetime, database: str, domains: dict[int, str], owners: dict[int, str], feed: "TableFeed | None"
-) -> AliasBulk:
-    try:
-        return _full_bulk(now, database, domains, owners, feed)
-    except BaseException:
-        if feed is not None:
-            feed.discard()
-        raise
-
-
 def _ids() -> set[int]:
     return {row[0] for row in _rows(Alias.objects.values_list("id"))}
 
@@ -316,10 +305,11 @@ def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]] | 
 
 
 def _alias_bulk(
-    now: datetime, full: bool, opener: FeedOpener | None
+    now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[str, TableFeed]"
 ) -> tuple[AliasBulk, tuple[set[str], set[str]] | None, "TableFeed | None"]:
     """The alias lines, read fully or updated from the rows changed since the last render.
-    Returns the delta too when the update was incremental, and the feed a full read went to."""
+    Returns the delta too when the update was incremental, and the feed a full read went to
+    (also put in `feeds` as soon as it is open, so that a failure discards it)."""
     global _bulk
     database = str(connections[Alias.objects.db].settings_dict["NAME"])
     domains = dict(Domain.objects.values_list("pk", "name"))
@@ -338,7 +328,9 @@ def _alias_bulk(
         return bulk, delta, None
     mass_change = not stale  # the incremental update found too many changed rows
     feed = opener("virtual", mass_change) if opener else None
-    _bulk = _read_fully(now, database, domains, owners, feed)
+    if feed is not None:
+        feeds["virtual"] = feed
+    _bulk = _full_bulk(now, database, domains, owners, feed)
     return _bulk, None, feed
 
 
@@ -417,9 +409,7 @@ def _render(now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[s
     # The bulk of the work. The worker keeps the alias lines between renders (under a lock: a
     # threaded worker may render for two tasks at once).
     with _bulk_lock:
-        bulk, delta, fed = _alias_bulk(now, full, opener)
-        if fed is not None:
-            feeds["virtual"] = fed
+        bulk, delta, fed = _alias_bulk(now, full, opener, feeds)
         virtual, virtual_delta = _virtual(bulk, extras, delta, fed)
 
     # Checked before delivery (check_recipient_access), so a refused address never falls

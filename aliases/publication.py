@@ -173,9 +173,13 @@ def _run(argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _postmap_argv(*args: str) -> list[str]:
+    """The configured postmap, reading this host's Postfix configuration."""
+    return [*shlex.split(settings.POSTMAP_COMMAND), "-c", str(settings.POSTFIX_CONFIG_DIR), *args]
+
+
 def _postmap(*args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [*shlex.split(settings.POSTMAP_COMMAND), "-c", str(settings.POSTFIX_CONFIG_DIR), *args]
-    result = _run(argv, stdin)
+    result = _run(_postmap_argv(*args), stdin)
     if check and result.returncode != 0:
         message = (result.stderr or result.stdout).strip().splitlines()
         raise PublicationError(f"postmap {' '.join(args)} failed: {message[-1] if message else result.returncode}")
@@ -271,10 +275,12 @@ class TableFeed:
     def __init__(self, name: str) -> None:
         self.path = _temp_path(name)
         self._errors = tempfile.TemporaryFile()  # a file, not a pipe: many warnings cannot stall postmap
-        argv = [*shlex.split(settings.POSTMAP_COMMAND), "-c", str(settings.POSTFIX_CONFIG_DIR), "-i"]
         try:
             self._process = subprocess.Popen(  # noqa: S603 (the configured postmap)
-                [*argv, f"hash:{self.path}"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors
+                _postmap_argv("-i", f"hash:{self.path}"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=self._errors,
             )
         except OSError:
             self._errors.close()
@@ -461,7 +467,7 @@ SMALL_MAP_CHARS = 256 * 1024
 
 
 def _start_postmap(*args: str) -> "subprocess.Popen[str]":
-    argv = [*shlex.split(settings.POSTMAP_COMMAND), "-c", str(settings.POSTFIX_CONFIG_DIR), *args]
+    argv = _postmap_argv(*args)
     try:
         return subprocess.Popen(  # noqa: S603 (the configured postmap)
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -577,10 +583,11 @@ def _build_large(changed: dict[str, str | None], temps: dict[str, Path], rendere
         )
         for name, live in changed.items()
     ]
-    if len(jobs) == 1:  # the usual case (virtual): no thread to start
-        jobs[0]()
+    if len(jobs) <= 1:  # the usual case (virtual alone): no thread to start
+        for run in jobs:
+            run()
         return
-    with ThreadPoolExecutor(max_workers=max(len(jobs), 1)) as pool:
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         for job in [pool.submit(job) for job in jobs]:
             job.result()  # the first failure is raised, after every build has finished
 
