@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
-from django.db.models import Case, Q, QuerySet, Value, When
+from django.db.models import Aggregate, Count, Max, Q, QuerySet, TextField, Value
 from django.utils import timezone
 
 from accounts import directory, suspension
@@ -81,17 +81,17 @@ def _safe_line(line: str) -> bool:
     return _safe(key) and _safe(value) and not key.startswith("@")
 
 
-def _checked(lines_by_id: dict[int, str], name: str) -> dict[int, str]:
-    """Lines built from database rows, checked in one pass over their whole text (per line only
-    if that fails: a million regex calls would cost more than the postmap they feed)."""
-    text = "\n".join(lines_by_id.values())
-    count = len(lines_by_id)
-    one_per_line = text.count(" ") == count and text.count("\n") == max(count - 1, 0)
-    if one_per_line and not _has_forbidden(text) and "\n@" not in f"\n{text}":
-        return lines_by_id
-    kept = {pk: line for pk, line in lines_by_id.items() if _safe_line(line)}
-    logger.warning("map %s: skipped %d unsafe entries", name, count - len(kept))
-    return kept
+def _lines_check_out(text: str, count: int) -> bool:
+    """Whether `text` is exactly `count` safe "key value" lines, each ending in a newline:
+    checked over the whole text at once (a million regex calls would cost more than the
+    postmap they feed). Non-ASCII text is left to the per-line check."""
+    return (
+        text.isascii()
+        and text.count("\n") == count
+        and text.count(" ") == count
+        and not _has_forbidden(text)
+        and "\n@" not in f"\n{text}"
+    )
 
 
 def _text(lines: list[str]) -> str:
@@ -154,19 +154,32 @@ def _rows(queryset: QuerySet[Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
-# Rows per chunk of a full read. Each chunk's lines go to the fed postmap as soon as they are
-# checked, so what postmap still has to do when the read ends is about one chunk: smaller
-# chunks shorten that tail (20000 left ~20 ms at 100k aliases, 5000 ~4 ms).
-CHUNK_ROWS = 5000
+class JoinedLines(Aggregate):
+    """A group's values joined by newlines (GROUP_CONCAT in SQLite, STRING_AGG in PostgreSQL),
+    in no particular order: one string per group instead of a Python object per row."""
+
+    function = "GROUP_CONCAT"
+    output_field = TextField()
+
+    def __init__(self, expression: str, **extra: Any) -> None:
+        super().__init__(expression, Value("\n"), **extra)
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        return super().as_sql(compiler, connection, function="STRING_AGG", **extra_context)
 
 
-def _row_chunks(queryset: QuerySet[Any]) -> Iterator[list[tuple[Any, ...]]]:
+# Groups (one per domain and owner) per fetch of a full read. Each fetch's lines go to the fed
+# postmap at once, so what postmap still has to do when the read ends is about one fetch.
+CHUNK_GROUPS = 16
+
+
+def _row_chunks(queryset: QuerySet[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
     """Like _rows, in chunks as the database delivers them (a server-side cursor where the
     backend has one), so each chunk's lines can go to postmap while the next is read."""
     sql, params = _sql(queryset)
     with connections[queryset.db].chunked_cursor() as cursor:
         cursor.execute(sql, params)
-        while rows := cursor.fetchmany(CHUNK_ROWS):
+        while rows := cursor.fetchmany(size):
             yield rows
 
 
@@ -178,20 +191,52 @@ CHANGE_MARGIN = timedelta(seconds=60)
 
 @dataclass
 class AliasBulk:
-    """The live aliases' "address owner" lines of the last render, kept by the worker so the
-    next render reads only rows changed since (a million-row render costs seconds)."""
+    """What the last render knew of every alias row, kept by the worker so the next render
+    reads only rows changed since (a million-row render costs seconds). Each row is known by
+    its address, in exactly one of lines, switched_off and unlisted: an alias never changes its
+    address or owner (the app has no such edit), so a changed row's old line is found by its
+    address, and a deleted row's by its tombstone."""
 
     database: str
     domains: dict[int, str]
     owners: dict[int, str]
-    lines_by_id: dict[int, str]  # live aliases only
-    lines: list[str]  # sorted values of lines_by_id
-    known_ids: set[int]  # every alias row, live or not
-    switched_off: dict[int, tuple[str, int, bool]]  # the others: (local part, domain id, enabled)
+    lines: list[str]  # the live aliases' "address owner" lines, sorted
+    switched_off: dict[str, bool]  # the other aliases: address -> enabled (so expired, not disabled)
+    unlisted: set[str]  # live aliases without a line: an owner without a mailbox, an unsafe line
+    max_id: int  # the highest row id seen: rows above it are left to the next render
     rendered_at: datetime
     full_at: float  # time.monotonic() of the last full read
     extra_lines: list[str] = field(default_factory=list)
     virtual_text: str = ""
+
+    def known_rows(self) -> int:
+        return len(self.lines) + len(self.switched_off) + len(self.unlisted)
+
+    def place(self, address: str, line: str | None, live: bool, enabled: bool) -> tuple[str | None, str | None]:
+        """Put one row where it now belongs; returns (old line, new line) when its line changed."""
+        old = _find_line(self.lines, address)
+        self.switched_off.pop(address, None)
+        self.unlisted.discard(address)
+        if not live:
+            self.switched_off[address] = enabled
+        elif line is None:
+            self.unlisted.add(address)
+        if old == line:
+            return None, None
+        if old is not None:
+            _remove_line(self.lines, old)
+        if line is not None:
+            bisect.insort(self.lines, line)
+        return old, line
+
+    def forget(self, address: str) -> str | None:
+        """Take out a deleted row; returns its line, if it had one."""
+        old = _find_line(self.lines, address)
+        if old is not None:
+            _remove_line(self.lines, old)
+        self.switched_off.pop(address, None)
+        self.unlisted.discard(address)
+        return old
 
 
 _bulk: AliasBulk | None = None
@@ -207,45 +252,18 @@ def _line(local: str, domain: int, owner: int, bulk: AliasBulk) -> str | None:
     return line if _safe_line(line) else None
 
 
-LIVE, EXPIRED, DISABLED = 0, 1, 2  # an alias row's state, as the full read asks the database
-
-
 def _is_live(enabled: bool, expires_at: datetime | None, now: datetime) -> bool:
     return enabled and (expires_at is None or expires_at > now)
 
 
-def _full_bulk(
-    now: datetime, database: str, domains: dict[int, str], owners: dict[int, str], feed: "TableFeed | None"
-) -> AliasBulk:
-    """Every alias row, read afresh in one pass (the database says which are live); each
-    checked chunk of live lines also goes to the feed."""
-    live = Q(enabled=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-    # One column says live, expired or disabled: each column fetched costs a Python object a row.
-    state = Case(When(live, then=Value(LIVE)), When(enabled=True, then=Value(EXPIRED)), default=Value(DISABLED))
-    everything = Alias.objects.annotate(state=state)
-    lines_by_id: dict[int, str] = {}
-    known: set[int] = set()
-    switched_off: dict[int, tuple[str, int, bool]] = {}
-    for rows in _row_chunks(everything.values_list("id", "local_part", "domain_id", "owner_id", "state")):
-        known.update([row[0] for row in rows])
-        chunk = _checked(
-            {
-                pk: f"{local}@{domains[domain]} {owners[owner]}".lower()
-                for pk, local, domain, owner, row_state in rows
-                if row_state == LIVE and owners.get(owner) and domain in domains
-            },
-            "virtual",
-        )
-        switched_off.update((row[0], (row[1], row[2], row[4] == EXPIRED)) for row in rows if row[4] != LIVE)
-        lines_by_id.update(chunk)
-        if feed is not None:
-            feed.send(list(chunk.values()))
-    lines = sorted(lines_by_id.values())
-    return AliasBulk(database, domains, owners, lines_by_id, lines, known, switched_off, now, time.monotonic())
+def _split(joined: str | None) -> list[str]:
+    return joined.split("\n") if joined else []
 
 
-def _ids() -> set[int]:
-    return {row[0] for row in _rows(Alias.objects.values_list("id"))}
+def _find_line(lines: list[str], address: str) -> str | None:
+    """The line of a key in sorted lines (a space sorts below every character a key holds)."""
+    at = bisect.bisect_left(lines, f"{address} ")
+    return lines[at] if at < len(lines) and lines[at].startswith(f"{address} ") else None
 
 
 def _remove_line(lines: list[str], line: str) -> None:
@@ -254,52 +272,121 @@ def _remove_line(lines: list[str], line: str) -> None:
         del lines[at]
 
 
+def _full_bulk(
+    now: datetime, database: str, domains: dict[int, str], owners: dict[int, str], feed: "TableFeed | None"
+) -> AliasBulk:
+    """Every alias row, read afresh by one statement that hands over each (domain, owner)
+    group's local parts as one string per state, from an index that holds every column it
+    reads; a group's lines are its local parts with one suffix each, checked over the group's
+    whole text, and go to the feed as they come. A group whose strings do not split into the
+    rows the database counted (a newline in a local part), or whose text fails the check, is
+    read again row by row."""
+    live = Q(enabled=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    expired = Q(enabled=True, expires_at__lte=now)
+    groups = (
+        Alias.objects.order_by()
+        .values("domain_id", "owner_id")
+        .annotate(
+            live=JoinedLines("local_part", filter=live),
+            live_rows=Count("pk", filter=live),
+            disabled=JoinedLines("local_part", filter=Q(enabled=False)),
+            disabled_rows=Count("pk", filter=Q(enabled=False)),
+            expired=JoinedLines("local_part", filter=expired),
+            expired_rows=Count("pk", filter=expired),
+            max_id=Max("pk"),
+        )
+        .values_list(
+            "domain_id", "owner_id", "live", "live_rows", "disabled", "disabled_rows", "expired", "expired_rows",
+            "max_id",
+        )
+    )  # fmt: skip
+    bulk = AliasBulk(database, domains, owners, [], {}, set(), 0, now, time.monotonic())
+    texts: list[str] = []
+    for chunk in _row_chunks(groups, CHUNK_GROUPS):
+        sent = len(texts)
+        for domain, owner, joined, live_rows, disabled, disabled_rows, gone, expired_rows, max_id in chunk:
+            bulk.max_id = max(bulk.max_id, max_id)
+            name, email = domains.get(domain), owners.get(owner)
+            parts, off = _split(joined), (_split(disabled), _split(gone))
+            if name is None or (len(parts), len(off[0]), len(off[1])) != (live_rows, disabled_rows, expired_rows):
+                texts.append(_group_by_rows(bulk, domain, owner, now))
+                continue
+            for locals_, enabled in zip(off, (False, True), strict=True):
+                bulk.switched_off.update((f"{local}@{name}".lower(), enabled) for local in locals_)
+            if not parts:
+                continue
+            if not email:
+                bulk.unlisted.update(f"{local}@{name}".lower() for local in parts)
+                continue
+            suffix = f"@{name} {email}\n".lower()
+            text = f"{joined}\n".lower().replace("\n", suffix)
+            texts.append(text if _lines_check_out(text, live_rows) else _group_by_rows(bulk, domain, owner, now))
+        if feed is not None:
+            feed.send_text("".join(texts[sent:]))
+    text = "".join(texts)
+    bulk.lines = text.split("\n")[:-1] if text else []
+    bulk.lines.sort()
+    return bulk
+
+
+def _group_by_rows(bulk: AliasBulk, domain: int, owner: int, now: datetime) -> str:
+    """The live lines of one (domain, owner) group, read and checked row by row (each row also
+    placed in the bulk's other sets); unsafe rows are left out."""
+    rows = Alias.objects.filter(domain_id=domain, owner_id=owner).values_list("local_part", "enabled", "expires_at")
+    name = bulk.domains.get(domain)
+    kept, skipped = [], 0
+    for local, enabled, expires_at in rows:  # through the ORM: expires_at comes time-zone aware
+        if name is None:
+            continue  # a domain made after the render read them: the next full read places it
+        address = f"{local}@{name}".lower()
+        if not _is_live(enabled, expires_at, now):
+            bulk.switched_off[address] = enabled
+        elif line := _line(local, domain, owner, bulk):
+            kept.append(f"{line}\n")
+        else:
+            bulk.unlisted.add(address)
+            skipped += bool(bulk.owners.get(owner))
+    if skipped:
+        logger.warning("map virtual: skipped %d unsafe entries", skipped)
+    return "".join(kept)
+
+
 def _update_bulk(bulk: AliasBulk, now: datetime) -> tuple[set[str], set[str]] | None:
     """Apply the rows changed since the last render; returns (added, removed) lines, or None
-    when so many changed that a full read is the better way (the caller then discards this
-    bulk)."""
+    when so many changed that a full read is the better way, or when the rows no longer add up
+    (a row removed other than with a tombstone): the caller then discards this bulk."""
     since = bulk.rendered_at - CHANGE_MARGIN
     changed = Alias.objects.filter(
         Q(updated_at__gte=since) | Q(created_at__gte=since) | Q(expires_at__gt=since, expires_at__lte=now)
     ).order_by()  # each condition has its index; the default ordering would have the table scanned
+    tombstones = AliasTombstone.objects.filter(deleted_at__gte=since).order_by()
+    limit = settings.MAP_INCREMENTAL_MAX_LINES
+    fields = ("id", "local_part", "domain_id", "owner_id", "enabled", "expires_at")
+    rows = list(changed.values_list(*fields)[: limit + 1])
+    deleted = list(tombstones.values_list("address", flat=True)[: limit + 1])
+    if len(rows) + len(deleted) > limit:
+        return None  # a mass change (an import): reading everything is cheaper than patching
     added: set[str] = set()
     removed: set[str] = set()
-
-    def drop(pk: int) -> None:
-        old = bulk.lines_by_id.pop(pk, None)
-        if old is not None:
-            _remove_line(bulk.lines, old)
-            removed.add(old)
-
-    fields = ("id", "local_part", "domain_id", "owner_id", "enabled", "expires_at")
-    rows = list(changed.values_list(*fields)[: settings.MAP_INCREMENTAL_MAX_LINES + 1])
-    if len(rows) > settings.MAP_INCREMENTAL_MAX_LINES:
-        return None  # a mass change (an import): reading everything is cheaper than patching
     for pk, local, domain, owner, enabled, expires_at in rows:
-        bulk.known_ids.add(pk)
-        is_live = _is_live(enabled, expires_at, now)
-        line = _line(local, domain, owner, bulk) if is_live else None
-        if is_live:
-            bulk.switched_off.pop(pk, None)
-        else:
-            bulk.switched_off[pk] = (local, domain, enabled)
-        if bulk.lines_by_id.get(pk) == line:
-            continue
-        drop(pk)
-        if line is not None:
-            bulk.lines_by_id[pk] = line
-            bisect.insort(bulk.lines, line)
-            added.add(line)
-    # Deleted rows leave no trace to query by time: notice them by the count, then find them.
-    if Alias.objects.count() != len(bulk.known_ids):
-        existing = _ids()
-        gone = bulk.known_ids - existing
-        if len(gone) + len(rows) > settings.MAP_INCREMENTAL_MAX_LINES:
-            return None  # the lines were patched above: the caller reads everything afresh
-        for pk in gone:
-            drop(pk)
-            bulk.switched_off.pop(pk, None)
-        bulk.known_ids = existing
+        name = bulk.domains.get(domain)
+        if name is None:
+            return None  # a domain the last read did not know: only a full read places it
+        bulk.max_id = max(bulk.max_id, pk)
+        live = _is_live(enabled, expires_at, now)
+        line = _line(local, domain, owner, bulk) if live else None
+        old, new = bulk.place(f"{local}@{name}".lower(), line, live, enabled)
+        removed.update([old] if old else [])
+        added.update([new] if new else [])
+    # A deleted row leaves a tombstone with its address, made with the deletion (one seen by
+    # the previous render is found again within the margin, and then matches nothing).
+    for address in deleted:
+        old = bulk.forget(address.lower())
+        removed.update([old] if old else [])
+    # Rows gone without a tombstone (a deleted owner's, or removed by hand) show in the count;
+    # rows above max_id were committed after the rows above were read, and wait for next time.
+    if Alias.objects.filter(pk__lte=bulk.max_id).count() != bulk.known_rows():
+        return None
     bulk.rendered_at = now
     return added - removed, removed - added
 
@@ -378,6 +465,18 @@ def render_maps(now: datetime | None = None, full: bool = True, feed: FeedOpener
 
 
 def _render(now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[str, TableFeed]") -> RenderedMaps:
+    # The worker keeps the alias lines between renders, under a lock: a threaded worker may
+    # render for two tasks at once.
+    with _bulk_lock:
+        # The bulk first: a full read feeds postmap, which then builds while the rest is read.
+        bulk, delta, fed = _alias_bulk(now, full, opener, feeds)
+        return _render_around(bulk, delta, fed, feeds)
+
+
+def _render_around(
+    bulk: AliasBulk, delta: tuple[set[str], set[str]] | None, fed: "TableFeed | None", feeds: "dict[str, TableFeed]"
+) -> RenderedMaps:
+    """Every map but the aliases' lines, which the bulk holds."""
     mail_by_uid = _mailboxes()
     mailboxes = list(mail_by_uid.values())
     domains = list(
@@ -406,11 +505,7 @@ def _render(now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[s
         if mailbox not in extras[mailbox]:
             extras[mailbox].insert(0, mailbox)
 
-    # The bulk of the work. The worker keeps the alias lines between renders (under a lock: a
-    # threaded worker may render for two tasks at once).
-    with _bulk_lock:
-        bulk, delta, fed = _alias_bulk(now, full, opener, feeds)
-        virtual, virtual_delta = _virtual(bulk, extras, delta, fed)
+    virtual, virtual_delta = _virtual(bulk, extras, delta, fed)
 
     # Checked before delivery (check_recipient_access), so a refused address never falls
     # through to a catch-all. One reply per address: deleted wins over disabled over expired.
@@ -418,10 +513,8 @@ def _render(now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[s
     for (address,) in _rows(AliasTombstone.objects.values_list("address")):
         refused[address.lower()] = REJECT_DELETED
     # The switched-off aliases come with the others (a million-row table is not scanned again).
-    for local_part, domain_id, enabled in bulk.switched_off.values():
-        if domain_id in bulk.domains:
-            reply = REJECT_EXPIRED if enabled else REJECT_DISABLED
-            refused.setdefault(f"{local_part}@{bulk.domains[domain_id]}".lower(), reply)
+    for address, enabled in bulk.switched_off.items():
+        refused.setdefault(address, REJECT_EXPIRED if enabled else REJECT_DISABLED)
 
     mailbox_domains = {name for name, is_alias, _, _ in domains if not is_alias}
     mailbox_domains.update(m.rpartition("@")[2] for m in mailboxes)
