@@ -115,6 +115,10 @@ def test_unsafe_rows_never_reach_a_map_line(owner: User, alias_domain: Domain) -
     make_alias(owner, "off\nline", alias_domain, enabled=False)
     make_alias(owner, "old\nie", alias_domain, expires_at=timezone.now() - timedelta(days=1))
     make_alias(owner, "leaked", alias_domain, enabled=False)
+    # An empty local part would make a key for the whole domain: a catch-all, or a refusal of
+    # every address in it.
+    make_alias(owner, "", alias_domain, enabled=False)
+    make_alias(owner, "", Domain.objects.create(name="other.example.org", is_alias_domain=True))
 
     maps = render_maps().sources
 
