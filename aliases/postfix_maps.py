@@ -41,7 +41,8 @@ User = get_user_model()
 # A key or value that could alter a map line (whitespace, comment, list separators, control
 # characters) is never written. Input is validated where it is typed; this is the last guard
 # for data that reached the database or the directory some other way.
-SAFE_TOKEN = re.compile(r'^[^\s#,:"\'<>\\\x00-\x1f\x7f]{1,320}$')
+MAX_TOKEN = 320
+SAFE_TOKEN = re.compile(rf'^[^\s#,:"\'<>\\\x00-\x1f\x7f]{{1,{MAX_TOKEN}}}$')
 
 REJECT_DISABLED = "550 5.1.1 This address is disabled"
 REJECT_EXPIRED = "550 5.1.1 This address has expired"
@@ -281,10 +282,8 @@ def _full_bulk(
 ) -> AliasBulk:
     """Every alias row, read afresh by one statement that hands over each (domain, owner)
     group's local parts as one string per state, from an index that holds every column it
-    reads. A group's lines are its local parts with one suffix each: the local parts are
-    checked as one string and the suffix once, and the lines go to the feed as they come. A
-    group whose strings do not split into as many rows as the database counted (a newline in
-    a local part), or that fails the check, is read again row by row."""
+    reads. A group's lines are its local parts with one suffix each; they are checked a fetch
+    of groups at a time, and go to the feed as they come."""
     live = Q(enabled=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
     groups = (
         Alias.objects.order_by()
@@ -301,32 +300,20 @@ def _full_bulk(
     # count leaves out until it has seen the row (Max per group would cost a sixth of the read).
     max_id = Alias.objects.aggregate(top=Max("pk"))["top"] or 0
     bulk = AliasBulk(database, domains, owners, [], {}, set(), max_id, now, time.monotonic())
+    checks = _SuffixChecks(domains, owners)
     runs: list[list[str]] = []  # sorted runs of lines, each sent to the feed as it is made
     texts: list[str] = []  # lines not yet in a run
-    pending, run_lines = 0, FIRST_RUN_LINES
+    pending = 0
     for chunk in _row_chunks(groups, CHUNK_GROUPS, first=1):
-        for domain, owner, joined, disabled, expired, rows in chunk:
-            name, email = domains.get(domain), owners.get(owner)
-            if name is None or _pieces(joined) + _pieces(disabled) + _pieces(expired) != rows:
-                texts.append(_group_by_rows(bulk, domain, owner, now))
-                continue
-            for off, enabled in ((disabled, False), (expired, True)):
-                if off is not None:
-                    bulk.switched_off.update((f"{local}@{name}".lower(), enabled) for local in off.split("\n"))
-            if joined is None:
-                continue
-            if not email:
-                bulk.unlisted.update(f"{local}@{name}".lower() for local in joined.split("\n"))
-                continue
-            suffix = f"@{name} {email}".lower()
-            if _local_parts_check_out(joined) and _safe_line(f"x{suffix}"):
-                texts.append(f"{joined}\n".lower().replace("\n", f"{suffix}\n"))
-                pending += rows
-            else:
-                texts.append(_group_by_rows(bulk, domain, owner, now))
-        if pending >= run_lines:
+        if _chunk_checks_out(chunk, checks):
+            text = _chunk_text(chunk, bulk)
+        else:
+            text = "".join(_group_text(group, bulk, checks, now) for group in chunk)
+        texts.append(text)
+        pending += text.count("\n")
+        if feed is not None and pending >= MIN_RUN_LINES and feed.hungry():
             runs.append(_sorted_run(texts, feed))
-            texts, pending, run_lines = [], 0, run_lines * 2
+            texts, pending = [], 0
     runs.append(_sorted_run(texts, feed))
     # Timsort finds the runs and merges them.
     bulk.lines = [line for run in runs for line in run]
@@ -334,10 +321,83 @@ def _full_bulk(
     return bulk
 
 
+Group = tuple[int, int, str | None, str | None, str | None, int]  # domain, owner, live, disabled, expired, rows
+
+
+class _SuffixChecks:
+    """Which domains and owner addresses are safe in a line: checked once a read (all owner
+    addresses as one string when they are plain ASCII, each by itself otherwise)."""
+
+    def __init__(self, domains: dict[int, str], owners: dict[int, str]) -> None:
+        self.good_domains = {pk for pk, name in domains.items() if _safe(f"x@{name}")}
+        emails = {pk: email for pk, email in owners.items() if email}
+        joined = "\n".join(emails.values())
+        if _local_parts_check_out(joined) and max(map(len, emails.values())) <= MAX_TOKEN:
+            self.bad_owners: set[int] = set()
+        else:
+            self.bad_owners = {pk for pk, email in emails.items() if not _safe(email)}
+
+    def name_ok(self, domain: int) -> bool:
+        return domain in self.good_domains
+
+    def email_ok(self, owner: int) -> bool:
+        """Safe, or missing (such an owner's aliases get no line)."""
+        return owner not in self.bad_owners
+
+
+def _chunk_checks_out(chunk: list[Group], checks: _SuffixChecks) -> bool:
+    """Whether a fetch of groups takes the quick way: its strings hold as many values as the
+    database counted rows (so no local part holds a newline), its live local parts are each
+    safe, and so is every domain and owner address it names. Checked over the whole fetch at
+    once (per group, Python would cost more than the query); a fetch that fails is done group
+    by group."""
+    domain_ids, owner_ids, live, disabled, expired, rows = zip(*chunk, strict=True)
+    strings = [text for text in live + disabled + expired if text is not None]
+    values = "\n".join(strings).count("\n") + 1 if strings else 0
+    if values != sum(rows):
+        return False
+    joined = "\n".join(text for text in live if text is not None)
+    if joined and not _local_parts_check_out(joined):
+        return False
+    return checks.good_domains.issuperset(domain_ids) and checks.bad_owners.isdisjoint(owner_ids)
+
+
+def _chunk_text(chunk: list[Group], bulk: AliasBulk) -> str:
+    """The lines of a fetch of groups that checked out (and their other rows placed)."""
+    domain_ids, owner_ids, live, disabled, expired, _ = zip(*chunk, strict=True)
+    names, emails = bulk.domains, bulk.owners
+    for column, enabled in ((disabled, False), (expired, True)):
+        for domain, off in zip(domain_ids, column, strict=True):
+            if off is not None:
+                bulk.switched_off.update((f"{local}@{names[domain]}".lower(), enabled) for local in off.split("\n"))
+    for domain, owner, joined in zip(domain_ids, owner_ids, live, strict=True):
+        if joined is not None and not emails.get(owner):
+            bulk.unlisted.update(f"{local}@{names[domain]}".lower() for local in joined.split("\n"))
+    texts = [
+        f"{joined}\n".replace("\n", f"@{names[domain]} {emails[owner]}\n")
+        for domain, owner, joined in zip(domain_ids, owner_ids, live, strict=True)
+        if joined is not None and emails.get(owner)
+    ]
+    return "".join(texts).lower()
+
+
+def _group_text(group: Group, bulk: AliasBulk, checks: _SuffixChecks, now: datetime) -> str:
+    """The lines of one group, of a fetch that did not check out as a whole."""
+    domain, owner, joined, disabled, expired, rows = group
+    quick = (
+        _pieces(joined) + _pieces(disabled) + _pieces(expired) == rows
+        and checks.name_ok(domain)
+        and checks.email_ok(owner)
+        and (joined is None or _local_parts_check_out(joined))
+    )
+    return _chunk_text([group], bulk) if quick else _group_by_rows(bulk, domain, owner, now)
+
+
 # postmap builds a hash table faster from keys in ascending order (about 15% at 100,000
-# lines): the lines go to the feed in sorted runs, each twice as long as the one before, so
-# most of the table comes in order and postmap still starts on the first few thousand lines.
-FIRST_RUN_LINES = 2000
+# lines). The lines go to the feed in sorted runs: a run is sent when postmap has taken
+# everything sent before (it still has up to a pipe's worth, about 20 ms, to build), so runs
+# grow long while postmap is the slower one (a million lines) and stay short while it waits.
+MIN_RUN_LINES = 2000
 
 
 def _sorted_run(texts: list[str], feed: "TableFeed | None") -> list[str]:

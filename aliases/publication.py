@@ -321,6 +321,7 @@ class TableFeed:
             raise
         _widen(self._process.stdin)
         self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._idle = threading.Event()  # the writer has written all it was given
         self._broken = False
         self._closed = False
         self.discarded = False
@@ -343,10 +344,20 @@ class TableFeed:
             self._closed = True
             self._chunks.put(None)
 
+    def hungry(self) -> bool:
+        """Whether postmap has been handed everything sent so far (it may still be building
+        from the pipe's buffer)."""
+        return self._idle.is_set() and self._chunks.empty()
+
     def _write(self) -> None:
         stdin = self._process.stdin
         assert stdin is not None
-        while (chunk := self._chunks.get()) is not None:
+        while True:
+            self._idle.set()
+            chunk = self._chunks.get()
+            self._idle.clear()
+            if chunk is None:
+                break
             if not self._broken:
                 try:
                     stdin.write(chunk)

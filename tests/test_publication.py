@@ -119,6 +119,8 @@ def test_unsafe_rows_never_reach_a_map_line(owner: User, alias_domain: Domain) -
     # every address in it.
     make_alias(owner, "", alias_domain, enabled=False)
     make_alias(owner, "", Domain.objects.create(name="other.example.org", is_alias_domain=True))
+    # An owner address that could break a line (from a directory that let it through).
+    make_alias(User.objects.create(username="spaced", email="two words@example.org"), "spacedsite", alias_domain)
 
     maps = render_maps().sources
 
