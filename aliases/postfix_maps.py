@@ -174,22 +174,24 @@ class JoinedLines(Aggregate):
         return super().as_sql(compiler, connection, function="STRING_AGG", **extra_context)
 
 
-# Groups (one per domain and owner) per fetch of a full read. Each fetch's lines go to the fed
-# postmap at once, so what postmap still has to do when the read ends is about one fetch.
-CHUNK_GROUPS = 16
+# A full read fetches about this many alias rows at a time (in however many groups that
+# takes): each fetch's lines can go to postmap at once, and a fetch costs the same Python
+# whether its groups are large or small.
+FETCH_ROWS = 4000
 
 
-def _row_chunks(queryset: QuerySet[Any], size: int, first: int) -> Iterator[list[tuple[Any, ...]]]:
-    """Like _rows, in chunks as the database delivers them (a server-side cursor where the
-    backend has one), so each chunk's lines can go to postmap while the next is read; the
-    first chunk is smaller, so postmap starts sooner."""
+def _group_chunks(queryset: QuerySet[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of a grouped query whose last column counts each group's alias rows, in
+    fetches of about FETCH_ROWS alias rows as the database delivers them (a server-side cursor
+    where the backend has one); the first fetch is one group, so postmap starts at once."""
     sql, params = _sql(queryset)
     with connections[queryset.db].chunked_cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchmany(first)
-        while rows:
-            yield rows
-            rows = cursor.fetchmany(size)
+        size = 1
+        while groups := cursor.fetchmany(size):
+            yield groups
+            rows = sum(group[-1] for group in groups)
+            size = max(1, min(1000, size * FETCH_ROWS // max(rows, 1)))
 
 
 # How far back an incremental render looks for changed rows: covers transactions that were
@@ -304,7 +306,7 @@ def _full_bulk(
     runs: list[list[str]] = []  # sorted runs of lines, each sent to the feed as it is made
     texts: list[str] = []  # lines not yet in a run
     pending = 0
-    for chunk in _row_chunks(groups, CHUNK_GROUPS, first=1):
+    for chunk in _group_chunks(groups):
         if _chunk_checks_out(chunk, checks):
             text = _chunk_text(chunk, bulk)
         else:
@@ -497,8 +499,8 @@ def _alias_bulk(
     (also put in `feeds` as soon as it is open, so that a failure discards it)."""
     global _bulk
     database = str(connections[Alias.objects.db].settings_dict["NAME"])
-    domains = dict(Domain.objects.values_list("pk", "name"))
-    owners = dict(User.objects.values_list("pk", "email"))
+    domains = dict(_rows(Domain.objects.values_list("pk", "name")))
+    owners = dict(_rows(User.objects.values_list("pk", "email")))  # as many as users: no ORM per row
     bulk = _bulk
     stale = (
         full

@@ -443,11 +443,11 @@ def _build_map(
     hint: "Delta | None" = None,
     feed: TableFeed | None = None,
 ) -> None:
-    """Build <temp> and <temp>.db beside the live map and read them back; nothing live changes.
-    With a feed, <temp>.db is the table it built from the same lines, if that succeeded."""
+    """Build <temp>.db beside the live map from its source <temp> (written by _write_source)
+    and read it back; nothing live changes. With a feed, <temp>.db is the table it built from
+    the same lines, if that succeeded."""
     live_db = Path(settings.POSTFIX_MAP_DIR) / f"{name}.db"
     try:
-        temp.write_text(new_text)
         expected: dict[str, str | None] | None = None
         if feed is not None and feed.result():
             expected = {}
@@ -462,6 +462,13 @@ def _build_map(
             expected = {}
         expected.update(_table(_sample(new_text, settings.MAP_VERIFY_SAMPLE)))
         _verify(temp, expected)
+    except OSError as exc:
+        raise PublicationError(f"writing {name}: {exc.strerror or exc}") from exc
+
+
+def _write_source(name: str, text: str, temp: Path) -> None:
+    try:
+        temp.write_text(text)
     except OSError as exc:
         raise PublicationError(f"writing {name}: {exc.strerror or exc}") from exc
 
@@ -526,15 +533,6 @@ def _start_postmap(*args: str) -> "subprocess.Popen[str]":
         raise PublicationError(f"{argv[0]}: {exc}") from exc
 
 
-def _yield_cpu(process: "subprocess.Popen[str]") -> None:
-    """Lower a small map's postmap below the large map's: the small ones are done long before
-    the large one anyway, which then keeps a core to itself."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, process.pid, 10)
-    except OSError:
-        pass  # exited already: nothing to yield
-
-
 def _finish(process: "subprocess.Popen[str]") -> tuple[int, str, str]:
     """Wait for a postmap started by _start_postmap: (exit code, output, errors)."""
     try:
@@ -593,7 +591,6 @@ class SmallMaps:
 
     def _start(self, *args: str) -> "subprocess.Popen[str]":
         process = _start_postmap(*args)
-        _yield_cpu(process)
         self._running.append(process)
         return process
 
@@ -670,6 +667,8 @@ def write_maps(rendered: "RenderedMaps") -> list[str]:
     small_maps = SmallMaps(small, temps, sources)
     try:
         small_maps.start()
+        for name in large:  # while the small ones build
+            _write_source(name, sources[name], temps[name])
         small_maps.start_dumps()
         _build_large(large, temps, rendered)
         small_maps.verify()
