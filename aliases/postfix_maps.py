@@ -2,10 +2,11 @@
 
 Every map is a deterministic, key-sorted source ("key value" per line) so that two renders
 of the same data are byte-for-byte equal and a diff against the live file shows exactly
-what a publication would change. For the bulk (aliases) one unordered pass of SQL says
-which rows are live; their lines are built and checked a chunk at a time (so they can go to
-a postmap already building the table, see publication.TableFeed) and sorted once at the end:
-per-row Python beyond that would cost more than the postmap they feed.
+what a publication would change. For the bulk (aliases) one grouped statement hands over
+each (domain, owner) group's local parts as one string per state, from an index holding
+every column it reads; a fetch of groups is checked and turned into lines as a whole and
+goes, sorted, to a postmap already building the table (see publication.TableFeed): a
+Python object, let alone a regex call, per row would cost more than the postmap they feed.
 """
 
 import bisect

@@ -301,10 +301,10 @@ def _widen(pipe: IO[bytes] | None) -> None:
 
 class TableFeed:
     """A `postmap -i` building a map's table under a temporary name from lines sent while the
-    renderer is still reading the database: the hash build needs no sorted input, so most of
-    a large render overlaps the postmap it feeds. The sorted source is written afterwards by
-    _build_map; a feed that fails or reports a duplicate key is discarded and the map is built
-    from its source as usual."""
+    renderer is still reading the database: the hash build needs no sorted input (sorted runs
+    only make it faster), so most of a large render overlaps the postmap it feeds. The sorted
+    source is written beside it afterwards; a feed that fails or reports a duplicate key is
+    discarded and the map is built from its source as usual."""
 
     def __init__(self, name: str) -> None:
         self.path = _temp_path(name)
