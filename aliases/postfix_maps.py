@@ -500,9 +500,13 @@ def _alias_bulk(
     (also put in `feeds` as soon as it is open, so that a failure discards it)."""
     global _bulk
     database = str(connections[Alias.objects.db].settings_dict["NAME"])
+    bulk = _bulk
+    feed = None
+    if opener and (full or bulk is None):
+        # Surely a full read: postmap starts up while the domains and owners are read.
+        feed = _opened(opener("virtual", False), feeds)
     domains = dict(_rows(Domain.objects.values_list("pk", "name")))
     owners = dict(_rows(User.objects.values_list("pk", "email")))  # as many as users: no ORM per row
-    bulk = _bulk
     stale = (
         full
         or bulk is None
@@ -514,12 +518,17 @@ def _alias_bulk(
     delta = None if stale or bulk is None else _update_bulk(bulk, now)
     if bulk is not None and delta is not None:
         return bulk, delta, None
-    mass_change = not stale  # the incremental update found too many changed rows
-    feed = opener("virtual", mass_change) if opener else None
-    if feed is not None:
-        feeds["virtual"] = feed
+    if opener and feed is None:
+        mass_change = not stale  # the incremental update found too many changed rows
+        feed = _opened(opener("virtual", mass_change), feeds)
     _bulk = _full_bulk(now, database, domains, owners, feed)
     return _bulk, None, feed
+
+
+def _opened(feed: "TableFeed | None", feeds: "dict[str, TableFeed]") -> "TableFeed | None":
+    if feed is not None:
+        feeds["virtual"] = feed  # discarded by render_maps if anything fails from here on
+    return feed
 
 
 def _virtual(
