@@ -502,8 +502,9 @@ def _alias_bulk(
     database = str(connections[Alias.objects.db].settings_dict["NAME"])
     bulk = _bulk
     feed = None
-    if opener and (full or bulk is None):
-        # Surely a full read: postmap starts up while the domains and owners are read.
+    surely_full = full or bulk is None
+    if opener and surely_full:
+        # postmap starts up while the domains and owners are read.
         feed = _opened(opener("virtual", False), feeds)
     domains = dict(_rows(Domain.objects.values_list("pk", "name")))
     owners = dict(_rows(User.objects.values_list("pk", "email")))  # as many as users: no ORM per row
@@ -518,7 +519,7 @@ def _alias_bulk(
     delta = None if stale or bulk is None else _update_bulk(bulk, now)
     if bulk is not None and delta is not None:
         return bulk, delta, None
-    if opener and feed is None:
+    if opener and not surely_full:
         mass_change = not stale  # the incremental update found too many changed rows
         feed = _opened(opener("virtual", mass_change), feeds)
     _bulk = _full_bulk(now, database, domains, owners, feed)
