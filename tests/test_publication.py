@@ -138,12 +138,13 @@ def test_the_full_read_is_answered_from_one_index_without_sorting(owner: User, a
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # With a handful of rows PostgreSQL would rather scan the table: forbid that and
-            # sorting, and it must find both the columns and the order in the index.
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            cursor.execute("SET LOCAL enable_sort = off")
+            # every kind of sorting, and it must find the order in the index. (Whether it
+            # reads the index alone depends on the visibility map, which a test never sets.)
+            for setting in ("enable_seqscan", "enable_sort", "enable_incremental_sort"):
+                cursor.execute(f"SET LOCAL {setting} = off")
             cursor.execute(f"EXPLAIN {read}")
             plan = " ".join(row[0] for row in cursor.fetchall())
-            assert "Index Only Scan using alias_publication_read" in plan
+            assert "using alias_publication_read" in plan
             assert "Sort" not in plan
         else:
             cursor.execute(f"EXPLAIN QUERY PLAN {read}")
