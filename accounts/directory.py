@@ -17,8 +17,10 @@ from ldap3.utils.dn import escape_rdn
 
 from accounts.cram_md5 import cram_md5_hash
 
-# uid: what the sign-in form and the admin "create user" form accept.
-UID_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
+# uid: what the sign-in form, the admin "create user" form and the URLs accept. \Z, not $:
+# "$" also matches before a final newline, so "alice\n" would pass for alice.
+UID_REGEX = r"[a-z][a-z0-9._-]{0,63}"
+UID_PATTERN = re.compile(rf"\A{UID_REGEX}\Z")
 USER_ATTRIBUTES = ["uid", "cn", "givenName", "sn", "mail"]
 
 
@@ -106,7 +108,7 @@ def _attributes() -> list[str]:
 
 
 def get_user(uid: str) -> DirectoryUser | None:
-    if not UID_PATTERN.match(uid):
+    if not UID_PATTERN.fullmatch(uid):
         return None
     with connection() as conn:
         try:
@@ -145,6 +147,18 @@ def mail_exists(address: str) -> bool:
     return find_user_by_mail(address) is not None
 
 
+def mailbox_in_domain(domain: str) -> str | None:
+    """One mailbox address of this domain, if any entry has one (for "is this domain in use")."""
+    with connection() as conn:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(mail=*@{escape_filter_chars(domain)}))",
+            attributes=["mail"],
+            size_limit=1,
+        )
+        return _first(conn.entries[0], "mail").lower() if conn.entries else None
+
+
 def iter_users(extra_filter: str = "") -> Iterator[DirectoryUser]:
     """Every mail user, paged (for map rendering and reconciliation)."""
     with connection() as conn:
@@ -177,7 +191,7 @@ def _plain(value: object) -> str:
 
 
 def create_user(uid: str, cn: str, sn: str, mail: str, password: str | None, given_name: str = "") -> DirectoryUser:
-    if not UID_PATTERN.match(uid):
+    if not UID_PATTERN.fullmatch(uid):
         raise DirectoryError(f"invalid uid {uid!r}")
     attributes: dict[str, object] = {"uid": uid, "cn": cn, "sn": sn or cn, "mail": mail.lower()}
     if given_name:

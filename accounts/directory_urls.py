@@ -1,19 +1,7 @@
-from django.urls import path, register_converter
+from django.urls import path
 
+from accounts import converters  # noqa: F401 -- registers <uid:...>
 from accounts import directory_views as views
-
-
-class UidConverter:
-    regex = r"[a-z][a-z0-9._-]{0,63}"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
-
-register_converter(UidConverter, "uid")
 
 app_name = "directory"
 urlpatterns = [

@@ -20,7 +20,7 @@ from accounts.forms import (
     SuspendForm,
 )
 from accounts.models import SenderSuspension
-from accounts.roles import admin_required, staff_required
+from accounts.roles import Action, acts_on, admin_required, directory_roles, may_act_on, staff_required
 from aliases.models import Alias
 from audit.models import AuditEvent
 
@@ -84,9 +84,15 @@ def user_detail(request: HttpRequest, uid: str) -> HttpResponse:
         "active_suspension": next((s for s in suspensions if s.is_active), None),
         "vacation": _vacation_of(uid),
         "events": events,
-        "is_self": uid == request.user.get_username(),
+        "may": _allowed_actions(request, uid),
     }
     return render(request, "accounts/user_detail.html", context)
+
+
+def _allowed_actions(request: HttpRequest, uid: str) -> dict[str, bool]:
+    """Which action links the page shows (the views check again): {"suspend": True, ...}."""
+    roles = directory_roles()
+    return {action.name.lower(): may_act_on(request.user, uid, action, roles) for action in Action}
 
 
 def _vacation_of(uid: str) -> object | None:
@@ -115,6 +121,7 @@ def user_create(request: HttpRequest) -> HttpResponse:
 
 @sensitive_post_parameters("new_password", "new_password_again")
 @admin_required
+@acts_on(Action.RESET_PASSWORD)
 def user_reset_password(request: HttpRequest, uid: str) -> HttpResponse:
     try:
         person = _directory_user_or_404(uid)
@@ -133,15 +140,14 @@ def user_reset_password(request: HttpRequest, uid: str) -> HttpResponse:
 
 
 @admin_required
+@acts_on(Action.DISABLE)
 def user_disable(request: HttpRequest, uid: str) -> HttpResponse:
     try:
         person = _directory_user_or_404(uid)
     except directory.DirectoryUnavailable:
         return _unavailable(request)
     form = DisableAccountForm(request.POST if request.method == "POST" else None)
-    if uid == request.user.get_username():
-        form.add_error(None, "You cannot disable your own account.")
-    elif request.method == "POST" and form.is_valid():
+    if request.method == "POST" and form.is_valid():
         try:
             administration.disable_account(uid, form.cleaned_data["reason"], request)
         except directory.DirectoryUnavailable:
@@ -153,33 +159,39 @@ def user_disable(request: HttpRequest, uid: str) -> HttpResponse:
 
 
 @admin_required
+@acts_on(Action.SUSPEND)
 def user_suspend(request: HttpRequest, uid: str) -> HttpResponse:
     try:
         person = _directory_user_or_404(uid)
     except directory.DirectoryUnavailable:
         return _unavailable(request)
     form = SuspendForm(request.POST if request.method == "POST" else None)
-    if uid == request.user.get_username():
-        form.add_error(None, "You cannot suspend your own account.")
-    elif request.method == "POST" and form.is_valid():
+    context = {"form": form, "person": person, "reject_text": settings.SUSPENSION_REJECT_TEXT}
+    if request.method == "POST" and form.is_valid():
         assert isinstance(request.user, User)
         try:
             suspension.suspend(uid, form.cleaned_data["reason"], form.cleaned_data["until"], request.user, request)
+        except suspension.SuspensionBusy as exc:
+            form.add_error(None, str(exc))
+            return render(request, "accounts/user_suspend.html", context, status=503)
         except suspension.SuspensionError as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"{uid} is suspended: mail from any of their addresses is refused.")
             return redirect("directory:detail", uid=uid)
-    context = {"form": form, "person": person, "reject_text": settings.SUSPENSION_REJECT_TEXT}
     return render(request, "accounts/user_suspend.html", context)
 
 
 @admin_required
 @require_POST
+@acts_on(Action.REINSTATE)
 def user_reinstate(request: HttpRequest, uid: str) -> HttpResponse:
     assert isinstance(request.user, User)
     try:
         lifted = suspension.reinstate(uid, request.user, request)
+    except suspension.SuspensionBusy as exc:
+        messages.error(request, str(exc))
+        return render(request, "accounts/directory_unavailable.html", {"message": str(exc)}, status=503)
     except suspension.SuspensionError as exc:
         messages.error(request, str(exc))
     else:

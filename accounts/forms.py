@@ -64,9 +64,9 @@ class SignInForm(forms.Form):
 # --- Directory administration and sender suspension -----------------------------------
 
 # A person's name for the directory: letters of any script, spaces and a few marks.
-NAME_PATTERN = re.compile(r"^[^\W\d_](?:[^\W_]|[ .'\-])*$")
+NAME_PATTERN = re.compile(r"[^\W\d_](?:[^\W_]|[ .'\-])*")
 # Mailbox addresses the admin may create: plain ASCII local parts only (Postfix map keys).
-MAILBOX_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@[a-z0-9.-]{1,253}$")
+MAILBOX_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@[a-z0-9.-]{1,253}")
 REASON_MAX_LENGTH = 2000
 # Deep pages cost a walk over every earlier entry; past this, refine the search.
 DIRECTORY_MAX_PAGE = 40
@@ -187,7 +187,7 @@ class CreateUserForm(NewPasswordFields):
 
     def clean_uid(self) -> str:
         uid: str = self.cleaned_data["uid"]
-        if not directory.UID_PATTERN.match(uid):
+        if not directory.UID_PATTERN.fullmatch(uid):
             raise forms.ValidationError(
                 "Use lower-case letters, digits, dot, hyphen or underscore, starting with a letter."
             )
@@ -202,7 +202,7 @@ class CreateUserForm(NewPasswordFields):
     def clean_name(self) -> str:
         name = " ".join(self.cleaned_data["name"].split())
         _reject_control_characters(self.cleaned_data["name"])
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise forms.ValidationError("Use letters, spaces, dots, hyphens and apostrophes only.")
         return name
 
@@ -210,7 +210,7 @@ class CreateUserForm(NewPasswordFields):
         raw: str = self.cleaned_data["mail"]
         _reject_control_characters(raw)
         address = raw.lower()
-        if not MAILBOX_PATTERN.match(address) or ".." in address:
+        if not MAILBOX_PATTERN.fullmatch(address) or ".." in address:
             raise forms.ValidationError("Enter a plain mailbox address such as jane.doe@example.org.")
         if address.partition("@")[2] not in mailbox_domains():
             raise forms.ValidationError(f"Mailboxes live in {', '.join(sorted(mailbox_domains()))}.")

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 
 class SuspensionError(Exception):
     """A suspension or reinstatement that did not happen; the message is for the admin."""
+
+
+class SuspensionBusy(SuspensionError):
+    """The database could not take the change now (locked or busy): nothing was changed."""
+
+
+BUSY = "The database is busy, so nothing was changed. Try again in a moment."
 
 
 def is_suspended(user: User | str) -> bool:
@@ -106,6 +113,9 @@ def suspend(
     except IntegrityError:
         # Someone else suspended them a moment ago: the flag we set is right.
         raise SuspensionError(f"{uid} is already suspended.") from None
+    except OperationalError:
+        _put_back_flag(uid, blocked=False)
+        raise SuspensionBusy(BUSY) from None
     except Exception:
         _put_back_flag(uid, blocked=False)
         raise
@@ -140,6 +150,9 @@ def reinstate(uid: str, actor: User | None, request: HttpRequest | None = None, 
                 action = "suspension.reinstate" if actor else "suspension.expire"
                 record_event(action, request=request, actor=actor, target=uid)
                 request_publication(f"reinstate {uid}")
+    except OperationalError:
+        _put_back_flag(uid, blocked=True)
+        raise SuspensionBusy(BUSY) from None
     except Exception:
         _put_back_flag(uid, blocked=True)
         raise

@@ -16,8 +16,8 @@ MAX_ADDRESS = 254
 
 # Letters, digits, and single dots, hyphens or underscores between them. No "+": it is the
 # usual recipient delimiter and would make one alias shadow another.
-LOCAL_PART_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9]|[._-](?=[a-z0-9]))*$")
-DOMAIN_LABEL_PATTERN = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+LOCAL_PART_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9]|[._-](?=[a-z0-9]))*\Z")
+DOMAIN_LABEL_PATTERN = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 # Names only admins may take: role accounts (RFC 2142) and what mail software treats specially.
 RESERVED_LOCAL_PARTS = frozenset(

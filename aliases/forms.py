@@ -382,7 +382,7 @@ class DomainForm(forms.Form):
         uid: str = self.cleaned_data["catchall_owner_uid"].strip()
         if not uid:
             return ""
-        if not directory.UID_PATTERN.match(uid):
+        if not directory.UID_PATTERN.fullmatch(uid):
             raise ValidationError("That is not a user name.")
         try:
             user = directory.get_user(uid)

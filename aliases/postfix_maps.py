@@ -43,7 +43,7 @@ User = get_user_model()
 # characters) is never written. Input is validated where it is typed; this is the last guard
 # for data that reached the database or the directory some other way.
 MAX_TOKEN = 320
-SAFE_TOKEN = re.compile(rf'^[^\s#,:"\'<>\\\x00-\x1f\x7f]{{1,{MAX_TOKEN}}}$')
+SAFE_TOKEN = re.compile(rf'^[^\s#,:"\'<>\\\x00-\x1f\x7f]{{1,{MAX_TOKEN}}}\Z')
 
 REJECT_DISABLED = "550 5.1.1 This address is disabled"
 REJECT_EXPIRED = "550 5.1.1 This address has expired"

@@ -236,7 +236,7 @@ def _temp_path(name: str) -> Path:
 
 # A temporary source, its table, and the file Berkeley DB builds that table in (left over when
 # postmap is killed).
-TEMPORARY = re.compile(r"^(__db\.)?\.[\w-]+\.[0-9a-f]{8}\.tmp(\.db)?$")
+TEMPORARY = re.compile(r"^(__db\.)?\.[\w-]+\.[0-9a-f]{8}\.tmp(\.db)?\Z")
 
 
 def _remove_temporaries(temp: Path) -> None:

@@ -122,7 +122,7 @@ class DirectoryUserField(SingleLineField):
             if "@" in text:
                 EmailValidator(message="Enter a user name or a mail address.")(text)
                 user = directory.find_user_by_mail(text.lower())
-            elif directory.UID_PATTERN.match(text):
+            elif directory.UID_PATTERN.fullmatch(text):
                 user = directory.get_user(text)
             else:
                 raise not_found

@@ -87,7 +87,7 @@ def _alias_addresses(uid: str) -> tuple[set[str], set[str]]:
     return owned, answered
 
 
-def recipient_for(vacation: VacationReply, sender: str) -> Recipient:
+def recipient_for(vacation: VacationReply, sender: str, with_history: bool = True) -> Recipient:
     owned, answered = _alias_addresses(vacation.uid)
     return Recipient(
         address=vacation.address,
@@ -97,13 +97,13 @@ def recipient_for(vacation: VacationReply, sender: str) -> Recipient:
         interval=vacation.interval,
         own_addresses=frozenset({vacation.address, *owned}),
         reply_addresses=frozenset({vacation.address, *answered}),
-        last_reply_at=_last_reply(vacation, sender),
+        last_reply_at=_last_reply(vacation, sender) if with_history else None,
     )
 
 
-def evaluate(mailbox: str, incoming: Incoming, now: datetime) -> Evaluation:
+def evaluate(mailbox: str, incoming: Incoming, now: datetime, with_history: bool = True) -> Evaluation:
     vacation = _vacation(mailbox)
-    recipient = recipient_for(vacation, incoming.sender) if vacation is not None else None
+    recipient = recipient_for(vacation, incoming.sender, with_history) if vacation is not None else None
     return Evaluation(
         decision=decide(incoming, recipient, now),
         vacation=vacation,

@@ -127,7 +127,7 @@ class PreviewForm(forms.Form):
     def clean_sender(self) -> str:
         sender: str = self.cleaned_data["sender"].strip().strip("<>").strip().lower()
         reject_line_breaks(sender)
-        if sender and not ADDRESS_PATTERN.match(sender):
+        if sender and not ADDRESS_PATTERN.fullmatch(sender):
             raise forms.ValidationError("Enter a mail address such as someone@example.com, or leave it empty.")
         return sender
 

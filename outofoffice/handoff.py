@@ -25,7 +25,7 @@ import re
 HANDOFF_TRANSPORT = "mailadmin-autoreply"
 HANDOFF_HOST = "127.0.0.1"
 
-_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+\Z")
 
 
 def handoff_domain(routing_domain: str) -> str:

@@ -27,9 +27,9 @@ from django.db import connection
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.rules import ADDRESS_PATTERN, LOOP_HEADER, Incoming
 
-MESSAGE_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,250}@[\x21-\x3b\x3d\x3f-\x7e]{1,250}>$")
-PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
-PLAIN_BODY = re.compile(r"^[\x20-\x7e\t\n]*$")
+MESSAGE_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]{1,250}@[\x21-\x3b\x3d\x3f-\x7e]{1,250}>\Z")
+PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*\Z")
+PLAIN_BODY = re.compile(r"^[\x20-\x7e\t\n]*\Z")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 MAX_LINE = 998  # RFC 5322, octets without the CRLF
 WORD_BYTES = 45  # UTF-8 octets per encoded word: "=?utf-8?b?" + 60 base64 chars + "?=" stays within 75

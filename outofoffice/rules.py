@@ -22,11 +22,11 @@ SYSTEM_LOCAL_PARTS = re.compile(
         mailer-daemon | postmaster | listserv | majordomo | mailman | bounce[s]?
       | owner-.* | .*-owner | .*-request | .*-bounces?
       | no[-_.]?reply.* | .*[-_.]no[-_.]?reply | do[-_.]?not[-_.]?reply.* | donotreply.*
-    )$""",
+    )\Z""",
     re.VERBOSE,
 )
 # Envelope senders a reply may go to: plain ASCII, no quoting, a dotted domain.
-ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+\Z")
 RECIPIENT_HEADERS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 
 

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from accounts import converters  # noqa: F401 -- registers <uid:...>
 from outofoffice import views
 
 app_name = "outofoffice"
@@ -7,7 +8,7 @@ urlpatterns = [
     path("vacation/", views.vacation, name="vacation"),
     path("vacation/preview/", views.preview, name="preview"),
     path("helpdesk/", views.helpdesk, name="helpdesk"),
-    path("helpdesk/<str:uid>/", views.helpdesk_user, name="helpdesk_user"),
-    path("helpdesk/<str:uid>/clear/", views.helpdesk_clear, name="helpdesk_clear"),
-    path("helpdesk/<str:uid>/preview/", views.helpdesk_preview, name="helpdesk_preview"),
+    path("helpdesk/<uid:uid>/", views.helpdesk_user, name="helpdesk_user"),
+    path("helpdesk/<uid:uid>/clear/", views.helpdesk_clear, name="helpdesk_clear"),
+    path("helpdesk/<uid:uid>/preview/", views.helpdesk_preview, name="helpdesk_preview"),
 ]

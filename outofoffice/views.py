@@ -8,7 +8,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from accounts import directory
-from accounts.roles import staff_required
+from accounts.forms import DIRECTORY_MAX_PAGE
+from accounts.roles import Action, acts_on, staff_required
 from handover.links import note_url_for
 from outofoffice.evaluation import evaluate, is_internal_sender
 from outofoffice.forms import ConfirmClearForm, PreviewForm, UserSearchForm, VacationForm
@@ -76,13 +77,17 @@ def vacation(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _preview(request: HttpRequest, vacation: VacationReply, context: dict[str, object]) -> HttpResponse:
+def _preview(
+    request: HttpRequest, vacation: VacationReply, context: dict[str, object], own: bool = True
+) -> HttpResponse:
+    """own=False: staff previewing someone else's reply, who must not learn from it who has
+    written to that person (the per-sender reply log is left out of the decision)."""
     form = PreviewForm(request.POST if request.method == "POST" else None)
     result = reply = None
     if request.method == "POST" and form.is_valid():
         raw = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n") + "\n\n"
         incoming = parse_incoming(form.cleaned_data["sender"], raw.encode("utf-8"))
-        result = evaluate(vacation.address, incoming, timezone.now())
+        result = evaluate(vacation.address, incoming, timezone.now(), with_history=own)
         if result.decision.reply and result.vacation is not None:
             reply = {
                 "subject": f"Auto: {result.vacation.subject}",
@@ -107,10 +112,11 @@ def helpdesk(request: HttpRequest) -> HttpResponse:
     form = UserSearchForm(request.GET or None)
     users: list[directory.DirectoryUser] = []
     more = False
-    page = max(0, min(int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 0, 1000))
+    page = max(0, min(int(request.GET["page"]) if request.GET.get("page", "").isdigit() else 0, DIRECTORY_MAX_PAGE - 1))
     if form.is_valid() and form.cleaned_data["q"]:
         try:
             users, more = directory.search_users(form.cleaned_data["q"], limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+            more = more and page < DIRECTORY_MAX_PAGE - 1
         except directory.DirectoryUnavailable:
             form.add_error(None, UNAVAILABLE)
     states = {v.uid: v for v in VacationReply.objects.filter(uid__in=[u.uid for u in users])}
@@ -124,6 +130,7 @@ def helpdesk(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@acts_on(Action.VACATION)
 def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
     try:
         target, vacation = vacation_for_staff(uid)
@@ -138,6 +145,7 @@ def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
 
 
 @staff_required
+@acts_on(Action.VACATION)
 @require_http_methods(["GET", "POST"])
 def helpdesk_clear(request: HttpRequest, uid: str) -> HttpResponse:
     """Clearing deletes the user's text for good: a page says what goes, and only its POST clears."""
@@ -159,11 +167,15 @@ def helpdesk_clear(request: HttpRequest, uid: str) -> HttpResponse:
 
 
 @staff_required
+@acts_on(Action.VACATION)
 def helpdesk_preview(request: HttpRequest, uid: str) -> HttpResponse:
     try:
         target, vacation = vacation_for_staff(uid)
     except directory.DirectoryUnavailable:
         return _unavailable(request)
     return _preview(
-        request, vacation, {"target": target, "back_url": reverse("outofoffice:helpdesk_user", args=[target.uid])}
+        request,
+        vacation,
+        {"target": target, "back_url": reverse("outofoffice:helpdesk_user", args=[target.uid])},
+        own=False,
     )

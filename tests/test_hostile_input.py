@@ -36,8 +36,8 @@ nasty_text = st.text(alphabet=NASTY_ALPHABET, max_size=80)
 plausible_local_part = st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9._+-]{0,20}", fullmatch=True)
 typed = st.one_of(nasty_text, plausible_local_part, st.text(max_size=80))
 
-SAFE_LOCAL_PART = re.compile(r"^[a-z0-9](?:[a-z0-9]|[._-](?=[a-z0-9])){0,63}$")
-SAFE_DOMAIN = re.compile(r"^[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+$")
+SAFE_LOCAL_PART = re.compile(r"^[a-z0-9](?:[a-z0-9]|[._-](?=[a-z0-9])){0,63}\Z")
+SAFE_DOMAIN = re.compile(r"^[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+\Z")
 FAST = settings(max_examples=300, deadline=None, database=None)
 
 
