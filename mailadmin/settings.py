@@ -345,6 +345,14 @@ VACATION_SMTP_HOST = env_str("VACATION_SMTP_HOST", "127.0.0.1")
 VACATION_SMTP_PORT = env_int("VACATION_SMTP_PORT", SMTP_PORT)
 # Out of office: how many copies the responder works on at once (threads for SQL and SMTP).
 RESPONDER_WORKERS = env_int("RESPONDER_WORKERS", 16)
+# Caps on vacation replies: a leaked or suspended account must not become a mail cannon
+# through forged envelope senders. Past a cap, copies get no reply (logged with the cap).
+VACATION_REPLIES_PER_USER_HOUR = env_int("VACATION_REPLIES_PER_USER_HOUR", 30)
+VACATION_REPLIES_PER_USER_DAY = env_int("VACATION_REPLIES_PER_USER_DAY", 200)
+VACATION_REPLIES_ALL_USERS_HOUR = env_int("VACATION_REPLIES_ALL_USERS_HOUR", 1000)
+# The authserv-id our own MTA writes into Authentication-Results (RFC 8601); a copy whose
+# header from this id says spf=fail, spf=softfail or dmarc=fail gets no reply. "" trusts none.
+AUTHSERV_ID = env_str("AUTHSERV_ID", f"mail.{MAIL_DOMAIN}")
 # Out of office: how often (seconds) ended vacations are taken out of the maps.
 VACATION_SWEEP_INTERVAL = env_int("VACATION_SWEEP_INTERVAL", 60)
 CELERY_BEAT_SCHEDULE["vacation-sweep"] = {

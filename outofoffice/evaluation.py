@@ -6,16 +6,18 @@ queries themselves (measured, see README "Out of office"), and this is the respo
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
+from accounts import directory
+from accounts.models import SenderSuspension
 from aliases.models import Alias, Domain
 from outofoffice.models import ReplyLog, VacationReply
-from outofoffice.rules import Decision, Incoming, Recipient, decide
+from outofoffice.rules import Decision, Incoming, Limits, Recipient, decide
 
 VACATION_COLUMNS = [str(field.column) for field in VacationReply._meta.concrete_fields]
 
@@ -87,8 +89,48 @@ def _alias_addresses(uid: str) -> tuple[set[str], set[str]]:
     return owned, answered
 
 
+def suspension_reason(uid: str, now: datetime) -> str:
+    """Why this user may not send now, read afresh for every copy: "" when they may.
+    Both sources count: the LDAP flag (set by any tool) and an active suspension row."""
+    if SenderSuspension.objects.active().filter(uid=uid).exists():
+        return "suspended sender"
+    person = directory.get_user(uid)
+    if person is not None and person.sender_blocked:
+        return "sender blocked in the directory"
+    return ""
+
+
+def _reply_counts(vacation: VacationReply, now: datetime) -> tuple[int, int, int]:
+    """Replies sent by this user in the last hour and day, and by all users in the last hour.
+    The reply log keeps one row per sender and reply, and a sender gets at most one reply per
+    interval (a day or more), so counting rows counts replies."""
+    table = ReplyLog._meta.db_table
+    hour, day = now - timedelta(hours=1), now - timedelta(days=1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT "  # noqa: S608
+            f"(SELECT COUNT(*) FROM {table} WHERE vacation_id = %s AND sent_at >= %s), "
+            f"(SELECT COUNT(*) FROM {table} WHERE vacation_id = %s AND sent_at >= %s), "
+            f"(SELECT COUNT(*) FROM {table} WHERE sent_at >= %s)",
+            [vacation.pk, hour, vacation.pk, day, hour],
+        )
+        row = cursor.fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def limits() -> Limits:
+    return Limits(
+        per_user_hour=settings.VACATION_REPLIES_PER_USER_HOUR,
+        per_user_day=settings.VACATION_REPLIES_PER_USER_DAY,
+        all_users_hour=settings.VACATION_REPLIES_ALL_USERS_HOUR,
+        authserv_id=settings.AUTHSERV_ID,
+    )
+
+
 def recipient_for(vacation: VacationReply, sender: str, with_history: bool = True) -> Recipient:
     owned, answered = _alias_addresses(vacation.uid)
+    now = datetime.now(UTC)
+    hour, day, everyone = _reply_counts(vacation, now)
     return Recipient(
         address=vacation.address,
         enabled=vacation.enabled,
@@ -98,6 +140,10 @@ def recipient_for(vacation: VacationReply, sender: str, with_history: bool = Tru
         own_addresses=frozenset({vacation.address, *owned}),
         reply_addresses=frozenset({vacation.address, *answered}),
         last_reply_at=_last_reply(vacation, sender) if with_history else None,
+        suspended=suspension_reason(vacation.uid, now),
+        replies_last_hour=hour,
+        replies_last_day=day,
+        all_replies_last_hour=everyone,
     )
 
 
@@ -105,7 +151,7 @@ def evaluate(mailbox: str, incoming: Incoming, now: datetime, with_history: bool
     vacation = _vacation(mailbox)
     recipient = recipient_for(vacation, incoming.sender, with_history) if vacation is not None else None
     return Evaluation(
-        decision=decide(incoming, recipient, now),
+        decision=decide(incoming, recipient, now, limits()),
         vacation=vacation,
         incoming=incoming,
         last_reply_at=recipient.last_reply_at if recipient is not None else None,

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
+from accounts import directory
 from outofoffice.evaluation import evaluate, is_internal_sender
 from outofoffice.replies import (
     ReplyNotAccepted,
@@ -55,6 +56,10 @@ def handle_copy(mailbox: str, sender: str, raw: bytes) -> str:
         # than deciding); after an error it starts afresh, and Postfix retries this copy.
         _reset_connection()
         log.warning("deferred mailbox=%s sender=%s: database error %s", mailbox, incoming.sender, type(exc).__name__)
+        return TEMPORARY
+    except directory.DirectoryError as exc:
+        # Whether the user may send is not known: no reply now, Postfix retries the copy.
+        log.warning("deferred mailbox=%s sender=%s: directory error %s", mailbox, incoming.sender, type(exc).__name__)
         return TEMPORARY
     decision = result.decision
     log.info(

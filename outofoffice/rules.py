@@ -61,6 +61,27 @@ class Recipient:
     reply_addresses: frozenset[str]
     # When this sender last got this reply, if ever.
     last_reply_at: datetime | None
+    # Why the user may not send now (suspended in LDAP or by a suspension row), or "".
+    suspended: str = ""
+    # Replies this user sent in the last hour and day, and all users' in the last hour.
+    replies_last_hour: int = 0
+    replies_last_day: int = 0
+    all_replies_last_hour: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the caps and the Authentication-Results check compare with (from settings)."""
+
+    per_user_hour: int
+    per_user_day: int
+    all_users_hour: int
+    # Our own authserv-id (RFC 8601): only Authentication-Results headers that carry it are
+    # ours; anybody can add one with another id. "" trusts none.
+    authserv_id: str
+
+
+NO_LIMITS = Limits(per_user_hour=10**9, per_user_day=10**9, all_users_hour=10**9, authserv_id="")
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,47 @@ def _stop(rule: str, reason: str) -> Decision:
 
 
 Rule = Callable[[Incoming, Recipient, datetime], Decision | None]
+
+
+def rule_sender_suspended(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
+    # Replies leave with MAIL FROM:<>, so Postfix's sender checks never see them: the
+    # responder is the only place where a suspension can stop them.
+    if recipient.suspended:
+        return _stop("sender-suspended", f"the user may not send mail now ({recipient.suspended})")
+    return None
+
+
+def _strip_comments(value: str) -> str:
+    # RFC 5322 comments, nested: "(...)" anywhere in a header value.
+    out: list[str] = []
+    depth = 0
+    for char in value:
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(char)
+    return "".join(out)
+
+
+FAILED_AUTHENTICATION = re.compile(r"\b(spf=(?:fail|softfail)|dmarc=fail)\b", re.IGNORECASE)
+
+
+def failed_authentication(incoming: Incoming, authserv_id: str) -> str:
+    """The failed result our own server recorded in Authentication-Results (RFC 8601), or "".
+    Headers naming another authserv-id are anybody's and are ignored."""
+    if not authserv_id:
+        return ""
+    for value in incoming.values("authentication-results"):
+        server, _, results = _strip_comments(value).partition(";")
+        fields = server.split()
+        if not fields or fields[0].lower() != authserv_id.lower():
+            continue
+        found = FAILED_AUTHENTICATION.search(results)
+        if found:
+            return found.group(1).lower()
+    return ""
 
 
 def rule_vacation_off(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
@@ -202,6 +264,7 @@ def rule_already_answered(incoming: Incoming, recipient: Recipient, now: datetim
 
 
 RULES: tuple[Rule, ...] = (
+    rule_sender_suspended,
     rule_vacation_off,
     rule_outside_window,
     rule_empty_sender,
@@ -220,11 +283,25 @@ RULES: tuple[Rule, ...] = (
 REPLY = Decision(reply=True, rule="reply", reason="a vacation reply goes to the envelope sender")
 
 
-def decide(incoming: Incoming, recipient: Recipient | None, now: datetime) -> Decision:
+def _limit_decision(incoming: Incoming, recipient: Recipient, limits: Limits) -> Decision | None:
+    failed = failed_authentication(incoming, limits.authserv_id)
+    if failed:
+        return _stop("forged-sender", f"our server recorded {failed} for this message: the sender may be forged")
+    if recipient.all_replies_last_hour >= limits.all_users_hour:
+        return _stop("cap-all-users", f"{recipient.all_replies_last_hour} replies from all users in the last hour")
+    if recipient.replies_last_hour >= limits.per_user_hour:
+        return _stop("cap-user-hour", f"{recipient.replies_last_hour} replies from this user in the last hour")
+    if recipient.replies_last_day >= limits.per_user_day:
+        return _stop("cap-user-day", f"{recipient.replies_last_day} replies from this user in the last day")
+    return None
+
+
+def decide(incoming: Incoming, recipient: Recipient | None, now: datetime, limits: Limits = NO_LIMITS) -> Decision:
     if recipient is None:
         return _stop("no-vacation", "this user has no vacation reply set")
     for rule in RULES:
         decision = rule(incoming, recipient, now)
         if decision is not None:
             return decision
-    return REPLY
+    # Last, so that the caps count only copies that would otherwise have been answered.
+    return _limit_decision(incoming, recipient, limits) or REPLY

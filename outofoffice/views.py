@@ -87,8 +87,11 @@ def _preview(
     if request.method == "POST" and form.is_valid():
         raw = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n") + "\n\n"
         incoming = parse_incoming(form.cleaned_data["sender"], raw.encode("utf-8"))
-        result = evaluate(vacation.address, incoming, timezone.now(), with_history=own)
-        if result.decision.reply and result.vacation is not None:
+        try:
+            result = evaluate(vacation.address, incoming, timezone.now(), with_history=own)
+        except directory.DirectoryUnavailable:
+            form.add_error(None, UNAVAILABLE)
+        if result is not None and result.decision.reply and result.vacation is not None:
             reply = {
                 "subject": f"Auto: {result.vacation.subject}",
                 "text": reply_text(result.vacation, is_internal_sender(incoming.sender)),

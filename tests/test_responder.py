@@ -428,3 +428,80 @@ def test_a_reused_session_the_relay_closes_with_421_is_replaced_and_the_reply_go
     [(code, text)] = deliver(dave, message(dave), routing_address(USER))
     assert code == 250 and b"sent" in text
     assert relay.sessions == 2 and len(relay.accepted) == 2
+
+
+# --- Containment: a suspended user, the caps, forged senders ---------------------------------
+
+
+def test_a_user_with_an_active_suspension_sends_no_reply_until_reinstated(responder, capture, vacation, caplog):
+    from accounts.models import SenderSuspension
+
+    suspension = SenderSuspension.objects.create(uid="alice", mail=USER, reason="spam run")
+    with caplog.at_level(logging.INFO, logger="outofoffice.responder"):
+        assert deliver("carol@remote.example", message(), routing_address(USER))[0][0] == 250
+    assert replies(capture) == []
+    assert "rule=sender-suspended" in caplog.text
+    suspension.lifted_at = timezone.now()
+    suspension.save()
+    deliver("carol@remote.example", message(), routing_address(USER))
+    assert len(replies(capture)) == 1
+
+
+def test_a_user_blocked_in_the_directory_by_another_tool_sends_no_reply(
+    responder, capture, transactional_db, make_directory_user
+):
+    from accounts import directory
+
+    person = make_directory_user()
+    now = timezone.now()
+    VacationReply.objects.create(
+        uid=person.uid, address=person.mail, enabled=True, starts_at=now - timedelta(hours=1), subject="Away", body="x"
+    )
+    directory.set_sender_blocked(person.uid, True)
+    deliver("carol@remote.example", message(to=person.mail), routing_address(person.mail))
+    assert replies(capture) == []
+    directory.set_sender_blocked(person.uid, False)
+    deliver("carol@remote.example", message(to=person.mail), routing_address(person.mail))
+    assert len(replies(capture)) == 1
+
+
+def test_forged_senders_get_no_more_replies_than_the_per_user_cap(responder, capture, vacation, settings, caplog):
+    settings.VACATION_REPLIES_PER_USER_HOUR = 3
+    with caplog.at_level(logging.INFO, logger="outofoffice.responder"):
+        for n in range(10):
+            deliver(f"forged{n}@remote.example", message(f"forged{n}@remote.example"), routing_address(USER))
+    assert len(replies(capture)) == 3
+    assert caplog.text.count("rule=cap-user-hour") == 7
+
+
+def test_the_cap_across_all_users_stops_replies_of_everyone(responder, capture, vacation, settings):
+    settings.VACATION_REPLIES_ALL_USERS_HOUR = 2
+    now = timezone.now()
+    VacationReply.objects.create(
+        uid="bob", address="bob@example.org", enabled=True, starts_at=now - timedelta(hours=1), subject="Off", body="x"
+    )
+    for n in range(3):
+        deliver(f"s{n}@remote.example", message(f"s{n}@remote.example"), routing_address(USER))
+        deliver(
+            f"t{n}@remote.example",
+            message(f"t{n}@remote.example", to="bob@example.org"),
+            routing_address("bob@example.org"),
+        )
+    assert len(replies(capture)) == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "replied"),
+    [
+        ("Authentication-Results: mail.example.org; spf=fail smtp.mailfrom=remote.example", False),
+        ("Authentication-Results: mail.example.org (ours); spf=softfail (not permitted) smtp.mailfrom=x", False),
+        ("Authentication-Results: mail.example.org; spf=pass smtp.mailfrom=x; dmarc=fail header.from=x", False),
+        ("Authentication-Results: mail.example.org; spf=pass smtp.mailfrom=remote.example", True),
+        # Anyone can write a header naming another server: it decides nothing.
+        ("Authentication-Results: elsewhere.example; spf=fail smtp.mailfrom=remote.example", True),
+    ],
+)
+def test_a_sender_our_server_found_forged_gets_no_reply(responder, capture, vacation, settings, header, replied):
+    settings.AUTHSERV_ID = "mail.example.org"
+    deliver("carol@remote.example", message("carol@remote.example", header), routing_address(USER))
+    assert len(replies(capture)) == (1 if replied else 0)
