@@ -4,6 +4,9 @@ A fixed number of queries per role, whatever the number of aliases or events
 (tests/test_ui_home.py pins it).
 """
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.db.models import Count, Q
@@ -16,7 +19,7 @@ from accounts.roles import Role, role_of
 from aliases.models import Alias, MapGeneration, MapPublication
 from audit.models import AuditEvent
 from handover.models import HandoverNote, TopicDelegate
-from outofoffice.models import VacationReply
+from outofoffice.models import ReplyLog, VacationReply
 
 RECENT = 5
 
@@ -77,7 +80,19 @@ def _admin() -> dict[str, object]:
         for p in publications
     ]
     suspensions = SenderSuspension.objects.active()
+    hour_ago = timezone.now() - timedelta(hours=1)
+    recent_replies = ReplyLog.objects.filter(sent_at__gte=hour_ago)
+    capped = (
+        recent_replies.values("vacation__uid")
+        .annotate(replies=Count("id"))
+        .filter(replies__gte=settings.VACATION_REPLIES_PER_USER_HOUR)
+        .order_by("-replies")
+    )
     return {
+        "replies_last_hour": recent_replies.count(),
+        "replies_cap_all": settings.VACATION_REPLIES_ALL_USERS_HOUR,
+        "replies_capped_users": [(row["vacation__uid"], row["replies"]) for row in capped[:RECENT]],
+        "replies_cap_user": settings.VACATION_REPLIES_PER_USER_HOUR,
         "suspensions": list(suspensions.order_by("-created_at")[:RECENT]),
         "suspension_count": suspensions.count(),
         "map_hosts": hosts,

@@ -12,7 +12,7 @@ from accounts.models import SenderSuspension
 from aliases.models import Alias, Domain
 from audit.models import AuditEvent
 from handover.models import HandoverNote
-from outofoffice.models import VacationReply
+from outofoffice.models import ReplyLog, VacationReply
 
 pytestmark = pytest.mark.django_db
 
@@ -131,5 +131,15 @@ def test_home_page_queries_and_ldap_round_trips_do_not_grow_with_data(sign_in, l
     assert ldap_round_trips == []
     # session, user, groups (role), own suspension (banner), then aliases: counts + recent, own vacation,
     # own handover note, notes handed to me; helpdesk: current vacations + count; admin: suspensions +
-    # count, map generation, publications, events.
-    assert few == {"end user": 9, "helpdesk": 11, "admin": 16}[role]
+    # count, map generation, publications, events, replies in the last hour + users at the reply cap.
+    assert few == {"end user": 9, "helpdesk": 11, "admin": 18}[role]
+
+
+def test_admins_see_who_reached_the_vacation_reply_cap(sign_in, settings) -> None:
+    settings.VACATION_REPLIES_PER_USER_HOUR = 2
+    vacation = VacationReply.objects.create(uid="mallory", address="mallory@example.org", enabled=True)
+    for n in range(2):
+        ReplyLog.objects.create(vacation=vacation, sender=f"s{n}@x.example", reply_key="k", sent_at=timezone.now())
+    html = sign_in("admin").get("/").content.decode()
+    assert "Capped at 2 an hour" in html
+    assert "/directory/users/mallory/" in html
