@@ -4,6 +4,8 @@ Every function opens a connection, does its work and closes it; ldap3 errors bec
 DirectoryUnavailable (slapd down or unreachable) or DirectoryError (refused).
 """
 
+import hashlib
+import hmac
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -332,3 +334,39 @@ def search_users(query: str, limit: int = 25, offset: int = 0) -> tuple[list[Dir
                 continue  # deleted in between
             page.extend(_to_user(entry) for entry in conn.entries)
     return page, len(dns) > offset + limit
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What a signed-in session rests on, as the directory has it now."""
+
+    has_password: bool
+    # A digest of the userPassword values (never the values): a change by any tool shows.
+    password_digest: str
+    # The DNs of the groups under LDAP_GROUPS_DN that list the person as a member.
+    groups: frozenset[str]
+
+
+def session_facts(uid: str) -> SessionFacts | None:
+    """None when the entry is gone. Two searches: the entry, and the groups naming it."""
+    if not UID_PATTERN.fullmatch(uid):
+        return None
+    dn = user_dn(uid)
+    with connection() as conn:
+        try:
+            conn.search(dn, "(objectClass=mailAccount)", ldap3.BASE, attributes=["userPassword"])
+        except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+            return None
+        if not conn.entries:
+            return None
+        values = conn.entries[0].entry_attributes_as_dict.get("userPassword", [])
+        conn.search(
+            settings.LDAP_GROUPS_DN,
+            f"(&(objectClass=groupOfNames)(member={escape_filter_chars(dn)}))",
+            ldap3.SUBTREE,
+            attributes=[],
+        )
+        groups = frozenset(str(entry.entry_dn).lower() for entry in conn.entries)
+    raw = b"\0".join(sorted(v if isinstance(v, bytes) else str(v).encode() for v in values))
+    digest = hmac.new(settings.SECRET_KEY.encode(), raw, hashlib.sha256).hexdigest()
+    return SessionFacts(has_password=bool(values), password_digest=digest, groups=groups)

@@ -1,5 +1,5 @@
 from django.contrib import messages
-from django.contrib.auth import login, logout
+from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
@@ -10,7 +10,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from accounts import directory
+from accounts import directory, session_check
 from accounts.forms import UNAVAILABLE, PasswordChangeForm, SignInForm
 from audit.models import record_event
 
@@ -28,6 +28,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         assert form.user is not None
         login(request, form.user)
+        session_check.remember_password(request)
         record_event("sign-in", request=request, target=form.user.get_username())
         return redirect(next_url or "home")
     return render(request, "accounts/sign_in.html", {"form": form, "next": next_url})
@@ -52,6 +53,11 @@ def password_change(request: HttpRequest) -> HttpResponse:
         except directory.DirectoryUnavailable:
             form.add_error(None, UNAVAILABLE)
         else:
+            # The other sessions of this person end (a new session hash); this one goes on.
+            request.user.set_unusable_password()
+            request.user.save(update_fields=["password"])
+            update_session_auth_hash(request, request.user)
+            session_check.remember_password(request)
             record_event("password.change", request=request, target=uid)
             messages.success(request, "Your password is changed. Use the new one from now on, for mail too.")
             return redirect("accounts:password")

@@ -90,6 +90,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Sessions follow the directory: entry gone, disabled, password or groups changed in LDAP.
+    "accounts.session_check.follow_directory",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Web UI: dates in the viewer's time zone (browser-provided `tz` cookie; see README).
     "mailadmin.timezones.TimezoneMiddleware",
@@ -167,6 +169,8 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
+# How often a signed-in session is checked against LDAP again (entry, password, groups).
+SESSION_RECHECK_SECONDS = env_int("SESSION_RECHECK_SECONDS", 60)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
