@@ -9,11 +9,10 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts import directory
+from accounts import directory, throttle
 from accounts.backends import MAX_PASSWORD_LENGTH
 from accounts.cram_md5 import verify_cram_md5
 from accounts.directory import DirectoryUnavailable, password_hash
-from accounts.models import SignInFailure
 from audit.models import client_address
 
 UNAVAILABLE = "The directory is not answering right now. Nothing was changed; please try again in a minute."
@@ -49,15 +48,18 @@ class SignInForm(forms.Form):
         if not username or not password:
             return cleaned
         address = client_address(self.request)
-        if SignInFailure.is_throttled(username, address):
+        slot = throttle.claim(username, address)
+        if slot is None:
             raise forms.ValidationError(self.error_messages["throttled"], code="throttled")
         try:
             self.user = authenticate(self.request, username=username, password=password)
         except DirectoryUnavailable:
+            throttle.not_counted(slot)
             raise forms.ValidationError(UNAVAILABLE, code="unavailable") from None
         if self.user is None:
-            SignInFailure.record(username, address)
+            throttle.failed(slot)
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        throttle.succeeded(slot, username, address)
         return cleaned
 
 

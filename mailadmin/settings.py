@@ -228,10 +228,13 @@ AUTH_LDAP_CONNECTION_OPTIONS: dict[int, object] = {}
 AUTH_LDAP_GLOBAL_OPTIONS: dict[int, object] = {}
 AUTH_LDAP_CACHE_TIMEOUT = 0
 
-# Failed sign-ins: at most LOGIN_FAILURE_LIMIT per account and per client address within
-# LOGIN_FAILURE_WINDOW seconds.
+# Failed sign-ins (accounts/throttle.py): LOGIN_FAILURE_LIMIT per account and client address
+# within LOGIN_FAILURE_WINDOW seconds; LOGIN_ACCOUNT_FAILURE_LIMIT per account and hour from
+# addresses it never signed in from; LOGIN_ADDRESS_FAILURE_LIMIT per address across accounts.
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_WINDOW = env_int("LOGIN_FAILURE_WINDOW", 900)
+LOGIN_ACCOUNT_FAILURE_LIMIT = env_int("LOGIN_ACCOUNT_FAILURE_LIMIT", 30)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 100)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
