@@ -186,6 +186,35 @@ def iter_users(extra_filter: str = "") -> Iterator[DirectoryUser]:
             )
 
 
+@dataclass(frozen=True)
+class MailEntry:
+    dn: str
+    uid: str
+    mail: str  # lower-case, as stored: not checked here (the map renderer checks it)
+
+
+def mail_entries() -> list[MailEntry]:
+    """Every mail user's uid and mail: one paged search, whatever the number of people (the
+    map renderer's and the directory sync's view of where mail goes)."""
+    with connection() as conn:
+        entries = conn.extend.standard.paged_search(
+            settings.LDAP_PEOPLE_DN,
+            "(objectClass=mailAccount)",
+            attributes=["uid", "mail"],
+            paged_size=1000,
+            generator=True,
+        )
+        return [
+            MailEntry(
+                dn=entry["dn"],
+                uid=_plain(entry["attributes"].get("uid")),
+                mail=_plain(entry["attributes"].get("mail")).lower(),
+            )
+            for entry in entries
+            if entry.get("type") == "searchResEntry"
+        ]
+
+
 def _plain(value: object) -> str:
     if isinstance(value, list):
         return str(value[0]) if value else ""

@@ -106,6 +106,8 @@ class MapGeneration(models.Model):
     requested = models.BigIntegerField(default=0)
     requested_at = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=200, blank=True)
+    # The digest of the directory's uid -> mailbox addresses at the last directory sync.
+    directory_fingerprint = models.CharField(max_length=64, blank=True)
 
     def __str__(self) -> str:
         return f"generation {self.requested}"

@@ -10,6 +10,7 @@ Python object, let alone a regex call, per row would cost more than the postmap 
 """
 
 import bisect
+import hashlib
 import logging
 import re
 import threading
@@ -21,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import connections
 from django.db.models import Aggregate, Count, Max, Q, QuerySet, TextField, Value
 from django.utils import timezone
 
 from accounts import directory, suspension
+from aliases import addresses
 from aliases.models import Alias, AliasTombstone, Domain
 from outofoffice import routing
 
@@ -137,14 +140,29 @@ def _with_extras(bulk: list[str], extras: dict[str, list[str]], name: str) -> st
     return _text(sorted(bulk + sorted(extra_lines)))
 
 
-def _mailboxes() -> dict[str, str]:
-    """Real mailboxes from the directory by uid, lower-case; malformed addresses are left out."""
+def directory_mailboxes() -> dict[str, str]:
+    """uid -> mailbox address for every person in the directory (one paged search), as the
+    maps take them. A `mail` value that is not a plain address (a slash, "..", whitespace,
+    quotes, two @...) would turn into a path or a different line in a map: such an entry is
+    left out, so its owner's aliases are refused as ownerless."""
     found = {}
-    for user in directory.iter_users():
-        local, at, domain = user.mail.partition("@")
-        if at and local and domain and _safe(user.mail):
-            found[user.uid] = user.mail
+    for entry in directory.mail_entries():
+        try:
+            mail = addresses.normalize_address(entry.mail)
+        except ValidationError:
+            logger.warning(
+                "directory entry %s (uid %r): unsafe mail %r left out of the maps", entry.dn, entry.uid, entry.mail[:80]
+            )
+            continue
+        if entry.uid:
+            found[entry.uid] = mail
     return found
+
+
+def mailboxes_fingerprint(mailboxes: dict[str, str]) -> str:
+    """A digest of uid -> mailbox: equal digests, equal alias targets."""
+    text = "".join(f"{uid} {mail}\n" for uid, mail in sorted(mailboxes.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _sql(queryset: QuerySet[Any]) -> tuple[str, Any]:
@@ -493,7 +511,7 @@ def _rows_up_to(max_id: int) -> int:
 
 
 def _alias_bulk(
-    now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[str, TableFeed]"
+    now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[str, TableFeed]", mailboxes: dict[str, str]
 ) -> tuple[AliasBulk, tuple[set[str], set[str]] | None, "TableFeed | None"]:
     """The alias lines, read fully or updated from the rows changed since the last render.
     Returns the delta too when the update was incremental, and the feed a full read went to
@@ -507,7 +525,10 @@ def _alias_bulk(
         # postmap starts up while the domains and owners are read.
         feed = _opened(opener("virtual", False), feeds)
     domains = dict(_rows(Domain.objects.values_list("pk", "name")))
-    owners = dict(_rows(User.objects.values_list("pk", "email")))  # as many as users: no ORM per row
+    # Each owner's mailbox as the directory has it now (the user rows' email is a cache that
+    # only a sign-in refreshes); an owner without one gets "" and their aliases are refused.
+    usernames = _rows(User.objects.values_list("pk", "username"))  # as many as users: no ORM per row
+    owners = {pk: mailboxes.get(username, "") for pk, username in usernames}
     stale = (
         full
         or bulk is None
@@ -563,44 +584,58 @@ def _virtual(
     return text, hint
 
 
-def render_maps(now: datetime | None = None, full: bool = True, feed: FeedOpener | None = None) -> RenderedMaps:
-    """Every map's source. With a feed opener, a full read of the aliases may also stream them
-    into a table being built (RenderedMaps.feeds), which the caller must use or discard."""
+def render_maps(
+    now: datetime | None = None,
+    full: bool = True,
+    feed: FeedOpener | None = None,
+    mailboxes: dict[str, str] | None = None,
+) -> RenderedMaps:
+    """Every map's source, with `mailboxes` (uid -> address, from directory_mailboxes(); read
+    here when not given) as the alias targets. With a feed opener, a full read of the aliases
+    may also stream them into a table being built (RenderedMaps.feeds), which the caller must
+    use or discard."""
     feeds: dict[str, TableFeed] = {}
+    if mailboxes is None:
+        mailboxes = directory_mailboxes()
     try:
-        return _render(now or timezone.now(), full, feed, feeds)
+        return _render(now or timezone.now(), full, feed, feeds, mailboxes)
     except BaseException:
         for table in feeds.values():
             table.discard()
         raise
 
 
-def _render(now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[str, TableFeed]") -> RenderedMaps:
+def _render(
+    now: datetime, full: bool, opener: FeedOpener | None, feeds: "dict[str, TableFeed]", mail_by_uid: dict[str, str]
+) -> RenderedMaps:
     # The worker keeps the alias lines between renders, under a lock: a threaded worker may
     # render for two tasks at once.
     with _bulk_lock:
         # The bulk first: a full read feeds postmap, which then builds while the rest is read.
-        bulk, delta, fed = _alias_bulk(now, full, opener, feeds)
-        return _render_around(bulk, delta, fed, feeds)
+        bulk, delta, fed = _alias_bulk(now, full, opener, feeds, mail_by_uid)
+        return _render_around(bulk, delta, fed, feeds, mail_by_uid)
 
 
 def _render_around(
-    bulk: AliasBulk, delta: tuple[set[str], set[str]] | None, fed: "TableFeed | None", feeds: "dict[str, TableFeed]"
+    bulk: AliasBulk,
+    delta: tuple[set[str], set[str]] | None,
+    fed: "TableFeed | None",
+    feeds: "dict[str, TableFeed]",
+    mail_by_uid: dict[str, str],
 ) -> RenderedMaps:
     """Every map but the aliases' lines, which the bulk holds."""
-    mail_by_uid = _mailboxes()
     mailboxes = list(mail_by_uid.values())
     domains = list(
-        Domain.objects.values_list("name", "is_alias_domain", "catchall_destinations", "catchall_owner__email")
+        Domain.objects.values_list("name", "is_alias_domain", "catchall_destinations", "catchall_owner__username")
     )
     alias_domain_names = {name for name, is_alias, _, _ in domains if is_alias}
 
     extras: dict[str, list[str]] = {}
     catchall_domains: set[str] = set()
-    for name, _, destinations, owner_email in domains:
+    for name, _, destinations, owner_uid in domains:
         targets = [d.strip().lower() for d in destinations.replace("\n", ",").split(",") if d.strip()]
-        if owner_email:
-            targets.append(owner_email.lower())
+        if owner_uid and mail_by_uid.get(owner_uid):
+            targets.append(mail_by_uid[owner_uid])
         if targets:
             extras.setdefault(f"@{name}", []).extend(targets)
             catchall_domains.add(name)
@@ -626,6 +661,11 @@ def _render_around(
     # The switched-off aliases come with the others (a million-row table is not scanned again).
     for address, enabled in bulk.switched_off.items():
         refused.setdefault(address, REJECT_EXPIRED if enabled else REJECT_DISABLED)
+    # A live alias without a line: its owner has no mailbox (entry deleted, mail removed or
+    # unsafe). Refused at RCPT with the disabled text, so that the reply names no other address,
+    # it never reaches a catch-all, and no accepted mail bounces for want of a target.
+    for address in bulk.unlisted:
+        refused.setdefault(address, REJECT_DISABLED)
 
     mailbox_domains = {name for name, is_alias, _, _ in domains if not is_alias}
     mailbox_domains.update(m.rpartition("@")[2] for m in mailboxes)

@@ -76,6 +76,18 @@ def request_publication(reason: str = "") -> None:
     transaction.on_commit(enqueue_publication, robust=True)
 
 
+def note_directory(fingerprint: str) -> bool:
+    """Request a publication when the directory's mailbox addresses (their fingerprint) differ
+    from those noted last time; returns whether it did. Cheap when nothing changed: one row."""
+    with transaction.atomic():
+        row, _ = MapGeneration.objects.select_for_update().get_or_create(pk=1)
+        if row.directory_fingerprint == fingerprint:
+            return False
+        MapGeneration.objects.filter(pk=1).update(directory_fingerprint=fingerprint)
+        request_publication("directory mailboxes changed")
+    return True
+
+
 def enqueue_publication() -> None:
     """Queue a publication on every mail host. A broker that is down loses nothing: the
     generation is in the database and each worker's reconcile publishes it."""
@@ -703,10 +715,12 @@ def _publish_once(state: MapPublication, coalesce: bool, full: bool = False) -> 
     host = state.host
     MapPublication.objects.filter(host=host).update(last_attempt_at=started)
     # Imported here: the renderer reads other features' modules, which import this one.
-    from aliases.postfix_maps import render_maps
+    from aliases.postfix_maps import directory_mailboxes, render_maps
 
     try:
-        rendered = render_maps(now=started, full=full, feed=open_feed)
+        # The directory is read once per publication, whatever the number of owners.
+        mailboxes = directory_mailboxes()
+        rendered = render_maps(now=started, full=full, feed=open_feed, mailboxes=mailboxes)
         line_counts = _line_counts(rendered)  # counted while a fed postmap may still be building
         changed = write_maps(rendered)
     except Exception as exc:  # any failure: the previous tables stay, the error is shown

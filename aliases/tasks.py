@@ -7,8 +7,9 @@ from typing import Any
 from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_ready
 from django.conf import settings
+from django.contrib.auth.models import User
 
-from aliases import publication
+from aliases import postfix_maps, publication
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,20 @@ def reconcile_maps() -> str:
     """Periodic: publishes what is pending (changes saved while the broker or the worker was
     down, expiries, a failed attempt, a skipped reload) and now and then re-renders fully."""
     return publication.publish(coalesce=False, full=True).status
+
+
+@shared_task(ignore_result=True)
+def sync_directory() -> str:
+    """Periodic (beat, every DIRECTORY_SYNC_SECONDS): a `mail` changed, removed or deleted by
+    any LDAP tool reaches the maps without anyone signing in. Only a change publishes."""
+    mailboxes = postfix_maps.directory_mailboxes()
+    if not publication.note_directory(postfix_maps.mailboxes_fingerprint(mailboxes)):
+        return "unchanged"
+    # The user rows are a cache of the directory: refresh the ones that differ.
+    for pk, uid, email in User.objects.values_list("pk", "username", "email"):
+        if uid in mailboxes and mailboxes[uid] != email:
+            User.objects.filter(pk=pk).update(email=mailboxes[uid])
+    return "requested"
 
 
 @celeryd_after_setup.connect

@@ -308,6 +308,18 @@ for _host in MAP_HOSTS:
         "options": {"queue": f"maps.{_host}", "expires": float(MAP_RECONCILE_INTERVAL)},
     }
 
+# How often (seconds) the directory's mailbox addresses are compared with those last seen; a
+# difference (a `mail` changed or removed, an entry deleted, by any LDAP tool) requests a
+# publication, so the maps follow the directory within this delay without anyone signing in.
+DIRECTORY_SYNC_SECONDS = env_int("DIRECTORY_SYNC_SECONDS", 60)
+if DIRECTORY_SYNC_SECONDS < 1:
+    raise ImproperlyConfigured("MAILADMIN_DIRECTORY_SYNC_SECONDS must be at least 1")
+CELERY_BEAT_SCHEDULE["directory-sync"] = {
+    "task": "aliases.tasks.sync_directory",
+    "schedule": float(DIRECTORY_SYNC_SECONDS),
+    "options": {"expires": float(DIRECTORY_SYNC_SECONDS)},
+}
+
 # Mail domains: the organisation's mailbox domain and its disposable-alias domain.
 MAIL_DOMAIN = env_str("MAIL_DOMAIN", "example.org")
 ALIAS_DOMAIN = env_str("ALIAS_DOMAIN", "alias.example.org")
