@@ -355,6 +355,13 @@ class DomainForm(forms.Form):
 
     def clean_name(self) -> str:
         name = normalize_domain(self.cleaned_data["name"])
+        routing = settings.VACATION_ROUTING_DOMAIN.lower()
+        if name == routing or name.endswith("." + routing):
+            # Postfix routes vacation copies through these names: as a mail domain, every copy
+            # would be delivered there instead, or bounce to the sender naming the routing address.
+            raise ValidationError(
+                f"{name} is the vacation routing domain (or its hand-off subdomain), not a mail domain."
+            )
         if Domain.objects.filter(name__iexact=name).exclude(pk=self.instance.pk).exists():
             raise ValidationError(f"{name} is already a domain here.")
         return name

@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from accounts import directory
 from accounts.suspension import is_suspended
 from aliases.addresses import is_reserved
 from aliases.models import Alias, AliasTombstone, Domain
@@ -200,3 +201,36 @@ def save_domain(request: HttpRequest, domain: Domain, *, catchall_owner: tuple[s
         action = "domain.create" if created else "domain.update"
         record_event(action, request=request, target=domain.name, detail=detail)
         request_publication(f"domain {'created' if created else 'changed'}: {domain.name}")
+
+
+def domain_uses(domain: Domain) -> list[str]:
+    """Why this domain cannot be deleted now (empty: nothing uses it). Reads the directory, so
+    it runs before delete_domain's transaction."""
+    uses = []
+    if domain.name == settings.MAIL_DOMAIN.lower():
+        uses.append("it is the organisation's mail domain (MAILADMIN_MAIL_DOMAIN)")
+    count = Alias.objects.filter(domain=domain).count()
+    if count:
+        uses.append(f"{count} alias{'es' if count != 1 else ''} use it (switched off ones included)")
+    if domain.catchall_owner_id:
+        uses.append("it is a personal catch-all domain")
+    if domain.catchall_destinations:
+        uses.append("it has a catch-all")
+    mailbox = directory.mailbox_in_domain(domain.name)
+    if mailbox:
+        uses.append(f"the directory has mailboxes in it ({mailbox}, maybe more)")
+    return uses
+
+
+def delete_domain(request: HttpRequest, domain: Domain) -> None:
+    """Remove a domain nothing uses (domain_uses said so). Postfix stops accepting mail for it at
+    the next publication. Tombstones of its deleted addresses stay: were the domain added again,
+    they would still be refused."""
+    with transaction.atomic():
+        # An alias made since domain_uses looked keeps the domain (and the alias) alive.
+        if Alias.objects.select_for_update().filter(domain=domain).exists():
+            raise AliasRefused(f"{domain.name} has aliases now; it was not deleted.")
+        name = domain.name
+        domain.delete()
+        record_event("domain.delete", request=request, target=name)
+        request_publication(f"domain deleted: {name}")

@@ -13,6 +13,7 @@ urlpatterns = [
     path("domains/", views.domain_list, name="domains"),
     path("domains/new/", views.domain_create, name="domain_create"),
     path("domains/<int:pk>/", views.domain_edit, name="domain_edit"),
+    path("domains/<int:pk>/delete/", views.domain_delete, name="domain_delete"),
     path("publication/", publication_views.publication_status, name="publication"),
     path("publication/publish/", publication_views.publication_publish, name="publication_publish"),
 ]

@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
+from accounts import directory
 from accounts.roles import Role, admin_required, role_of
 from aliases.forms import (
     AliasCreateForm,
@@ -25,6 +26,8 @@ from aliases.services import (
     AliasRefused,
     create_alias,
     delete_alias,
+    delete_domain,
+    domain_uses,
     get_own_alias,
     save_domain,
     set_alias_enabled,
@@ -183,3 +186,22 @@ def _domain_form(request: HttpRequest, domain: Domain | None) -> HttpResponse:
         messages.success(request, f"{saved.name} is saved. The mail server's tables follow shortly.")
         return redirect("aliases:domains")
     return render(request, "aliases/domain_form.html", {"form": form, "domain": domain})
+
+
+@admin_required
+def domain_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    domain = get_object_or_404(Domain, pk=pk)
+    try:
+        uses = domain_uses(domain)
+    except directory.DirectoryUnavailable:
+        context = {"message": "The directory does not answer, so whether mailboxes use this domain is unknown."}
+        return render(request, "accounts/directory_unavailable.html", context, status=503)
+    if request.method == "POST" and not uses:
+        try:
+            delete_domain(request, domain)
+        except AliasRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("aliases:domain_edit", domain.pk)
+        messages.success(request, f"{domain.name} is deleted. The mail server stops accepting mail for it shortly.")
+        return redirect("aliases:domains")
+    return render(request, "aliases/domain_delete.html", {"domain": domain, "uses": uses})

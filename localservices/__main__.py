@@ -116,6 +116,9 @@ def run_demo() -> int:
         _stop(daemons)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # A job started in the background by a shell inherits SIGINT ignored: install the handler
+    # explicitly, so that Ctrl-C and `kill -INT` stop the demo either way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _start(daemons)
         _manage("migrate", "--noinput", "-v", "0")
@@ -162,6 +165,8 @@ def stop_demo() -> int:
 
 
 def main(argv: list[str]) -> int:
+    # Debug pages are off unless asked for (production); the demo and test runs want them.
+    os.environ.setdefault("MAILADMIN_DEBUG", "1")
     if not argv or argv[0] not in ("test", "run", "demo", "stop"):
         print(__doc__, file=sys.stderr)
         return 2

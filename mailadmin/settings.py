@@ -58,7 +58,9 @@ def env_secret(name: str, default: str) -> str:
 # Where the project-local services keep their data (demo: var/demo; tests: a temporary dir).
 STATE_DIR = Path(env_str("STATE_DIR", str(BASE_DIR / "var" / "demo")))
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless asked for: a production host that forgets the variable must not show tracebacks.
+# The demo and the test runs (python -m localservices) switch it on themselves.
+DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_secret("SECRET_KEY", "demo-only-secret-key-change-me" if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("MAILADMIN_SECRET_KEY (or MAILADMIN_SECRET_KEY_FILE) must be set when DEBUG is off")
@@ -178,13 +180,16 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # --- Production hardening ------------------------------------------------------------------
-# With MAILADMIN_DEBUG=0 these default to what `manage.py check --deploy` asks for; README
+# With DEBUG off these default to what `manage.py check --deploy` asks for; README
 # "Production deployment" lists the values. HTTPS only: plain HTTP is redirected, and browsers
 # are told (HSTS) to use HTTPS for a year.
 SECURE_SSL_REDIRECT = env_bool("SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
-SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", not DEBUG)
+# Preload asks browsers to hard-code HTTPS for the whole domain, hard to undo: only the owner of
+# the domain can decide that, so it is off (and check --deploy is not asked to nag) unless set.
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -364,6 +369,10 @@ VACATION_SMTP_HOST = env_str("VACATION_SMTP_HOST", "127.0.0.1")
 VACATION_SMTP_PORT = env_int("VACATION_SMTP_PORT", SMTP_PORT)
 # Out of office: how many copies the responder works on at once (threads for SQL and SMTP).
 RESPONDER_WORKERS = env_int("RESPONDER_WORKERS", 16)
+# The responder keeps only a copy's headers (a decision needs nothing else) and discards the
+# body as it arrives; a copy larger than this is refused (552 5.3.4, dropped silently by the
+# hand-off) and advertised as the LMTP SIZE limit, so Postfix does not even send it.
+RESPONDER_MAX_MESSAGE_BYTES = env_int("RESPONDER_MAX_MESSAGE_BYTES", 50 * 1024 * 1024)
 # Caps on vacation replies: a leaked or suspended account must not become a mail cannon
 # through forged envelope senders. Past a cap, copies get no reply (logged with the cap).
 VACATION_REPLIES_PER_USER_HOUR = env_int("VACATION_REPLIES_PER_USER_HOUR", 30)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import syntax
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
 from django.utils import timezone
@@ -173,10 +174,71 @@ class ResponderHandler:
         return "\r\n".join(statuses)
 
 
+# No decision needs more of the headers than this; what follows is read and discarded.
+HEADER_LIMIT = 256 * 1024
+TOO_LARGE = "552 5.3.4 message too large for the vacation responder"
+
+
+class HeadersOnlyLMTP(LMTP):
+    """LMTP that keeps only the headers of a copy: the body, which may be hundreds of
+    megabytes, is read and thrown away line by line, so memory stays bounded whatever arrives.
+    A copy over data_size_limit gets TOO_LARGE for each recipient (the hand-off drops it
+    without telling the sender)."""
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        headers = bytearray()
+        in_headers = True
+        at_line_start = True
+        size = 0
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+                whole = True
+            except asyncio.LimitOverrunError as exc:
+                # A line longer than the reader's buffer: a part of it now, the rest later.
+                line = await self._reader.read(exc.consumed)
+                whole = False
+            except asyncio.IncompleteReadError:
+                return  # the client went away in the middle of the data
+            if at_line_start and line == b".\r\n":
+                break
+            size += len(line)
+            if in_headers:
+                if not at_line_start or not whole or len(headers) + len(line) > HEADER_LIMIT:
+                    in_headers = False  # a header this long is no header a decision reads
+                elif line == b"\r\n":
+                    in_headers = False
+                    headers += line
+                else:
+                    headers += line[1:] if line.startswith(b".") else line  # RFC 5321 4.5.2
+            at_line_start = whole
+        self.envelope.original_content = bytes(headers)
+        self.envelope.content = self.envelope.original_content
+        if self.data_size_limit and size > self.data_size_limit:
+            status = "\r\n".join(TOO_LARGE for _ in self.envelope.rcpt_tos)
+            log.info("refused copy of %d bytes (limit %d): %s", size, self.data_size_limit, TOO_LARGE)
+        else:
+            status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+
 def make_protocol(handler: ResponderHandler) -> LMTP:
-    return LMTP(
+    return HeadersOnlyLMTP(
         handler,
-        data_size_limit=0,  # Postfix enforces the size limit; refusing a copy would bounce it
+        # Advertised as SIZE: Postfix does not send a larger copy (and drops it silently).
+        data_size_limit=settings.RESPONDER_MAX_MESSAGE_BYTES,
         enable_SMTPUTF8=True,  # never refuse a copy Postfix may send with SMTPUTF8
         decode_data=False,
         hostname="responder.mailadmin.invalid",

@@ -88,6 +88,7 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "aliases:domains": {"GET": ADMINS, "POST": ADMINS},
     "aliases:domain_create": {"GET": ADMINS, "POST": ADMINS},
     "aliases:domain_edit": {"GET": ADMINS, "POST": ADMINS},
+    "aliases:domain_delete": {"GET": ADMINS, "POST": ADMINS},
     "aliases:publication": {"GET": ADMINS, "POST": ADMINS},
     # require_POST is the outer decorator: a GET is refused before anyone is asked to sign in.
     "aliases:publication_publish": {

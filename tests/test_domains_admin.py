@@ -124,3 +124,61 @@ def test_an_alias_domain_in_use_stays_an_alias_domain(sign_in) -> None:
     assert "1 aliases use this domain" in response.content.decode()
     domain.refresh_from_db()
     assert domain.is_alias_domain
+
+
+@pytest.mark.parametrize("which", ["routing", "handoff"])
+def test_the_vacation_routing_domain_and_its_hand_off_subdomain_are_no_mail_domains(sign_in, which) -> None:
+    routing = settings.VACATION_ROUTING_DOMAIN
+    name = routing if which == "routing" else f"handoff.{routing}"
+    before = _generation()
+    response = sign_in("admin").post("/aliases/domains/new/", _form(name=name))
+    assert response.status_code == 200
+    assert "vacation routing domain" in response.content.decode()
+    assert not Domain.objects.filter(name=name).exists()
+    assert _generation() == before
+
+
+def test_an_admin_deletes_a_domain_nothing_uses(sign_in) -> None:
+    domain = Domain.objects.create(name="unused.example", is_alias_domain=True)
+    admin = sign_in("admin")
+    assert "Delete the domain" in admin.get(f"/aliases/domains/{domain.pk}/delete/").content.decode()
+    before = _generation()
+    response = admin.post(f"/aliases/domains/{domain.pk}/delete/")
+    assert response.status_code == 302
+    assert not Domain.objects.filter(name="unused.example").exists()
+    assert AuditEvent.objects.get(action="domain.delete").target == "unused.example"
+    assert _generation() == before + 1
+
+
+@pytest.mark.parametrize("use", ["alias", "catch-all", "mailbox", "mail domain"])
+def test_a_domain_in_use_is_not_deleted_and_the_page_says_why(sign_in, make_directory_user, use) -> None:
+    name = {"mailbox": "people.example", "mail domain": settings.MAIL_DOMAIN}.get(use, "used.example")
+    domain = Domain.objects.create(name=name, is_alias_domain=use != "mailbox")
+    if use == "alias":
+        owner = User.objects.create(username="owner", email="owner@example.org")
+        Alias.objects.create(owner=owner, local_part="shop", domain=domain, enabled=False)
+    elif use == "catch-all":
+        domain.catchall_destinations = "owner@example.org"
+        domain.save()
+    elif use == "mailbox":
+        make_directory_user(mail="someone@people.example")
+    admin = sign_in("admin")
+    before = _generation()
+    response = admin.post(f"/aliases/domains/{domain.pk}/delete/")
+    assert response.status_code == 200
+    reason = {
+        "alias": "1 alias use it",
+        "catch-all": "it has a catch-all",
+        "mailbox": "the directory has mailboxes in it (someone@people.example",
+        "mail domain": "mail domain",
+    }[use]
+    assert reason in response.content.decode()
+    assert Domain.objects.filter(pk=domain.pk).exists() and _generation() == before
+    assert not AuditEvent.objects.filter(action="domain.delete").exists()
+
+
+@pytest.mark.parametrize("role", ["end user", "helpdesk"])
+def test_only_admins_may_delete_a_domain(sign_in, role) -> None:
+    domain = Domain.objects.create(name="unused.example", is_alias_domain=True)
+    assert sign_in(role).post(f"/aliases/domains/{domain.pk}/delete/").status_code == 403
+    assert Domain.objects.filter(pk=domain.pk).exists()

@@ -99,8 +99,11 @@ def test_a_burst_of_edits_survives_redis_stopping_half_way(sign_in, map_dir: Pat
 
 @pytest.mark.django_db
 def test_postmap_failing_on_one_map_never_lets_a_disabled_alias_fall_to_the_catch_all(
-    map_dir: Path, tmp_path: Path
+    map_dir: Path, tmp_path: Path, make_directory_user
 ) -> None:
+    # Alias targets come from the directory: both owners have entries there.
+    make_directory_user(uid="cathy", mail="cathy@example.org")
+    make_directory_user(uid="catchall", mail="catchall@example.org")
     owner = User.objects.create(username="cathy", email="cathy@example.org")
     catchall = User.objects.create(username="catchall", email="catchall@example.org")
     domain = Domain.objects.create(name="tear.example.org", is_alias_domain=True, catchall_owner=catchall)

@@ -95,9 +95,10 @@ def host_and_domain(run_database: None) -> Iterator[tuple[str, str]]:
 
 
 def test_a_worker_killed_mid_publication_leaves_whole_tables_and_its_restart_publishes(
-    host_and_domain: tuple[str, str], tmp_path: Path
+    host_and_domain: tuple[str, str], tmp_path: Path, make_directory_user
 ) -> None:
     host, domain = host_and_domain
+    make_directory_user(uid="faultowner2", mail=OWNER_MAIL)  # alias targets come from the directory
     map_dir = tmp_path / "maps"
     map_dir.mkdir()
     hang, started = tmp_path / "hang", tmp_path / "started"

@@ -4,6 +4,7 @@ the vacation reply composer (no header can be injected into a reply)."""
 
 import email
 import re
+import secrets
 from datetime import timedelta
 from email.policy import default
 
@@ -109,7 +110,8 @@ def world(db, make_directory_user) -> dict[str, object]:
     """Someone else's mailbox, aliases and catch-all, and the attacker who types."""
     victim_entry = make_directory_user()
     victim = User.objects.create(username=victim_entry.uid, email=victim_entry.mail)
-    attacker = User.objects.create(username="mallory", email="mallory@example.org")
+    attacker_entry = make_directory_user(uid=f"mallory{secrets.token_hex(3)}")
+    attacker = User.objects.create(username=attacker_entry.uid, email=attacker_entry.mail)
     alias_domain = Domain.objects.create(name="alias.example.org", is_alias_domain=True)
     catchall = Domain.objects.create(name="catchall.example.org", is_alias_domain=True, catchall_owner=victim)
     Alias.objects.create(owner=victim, local_part="victimsite", domain=alias_domain)

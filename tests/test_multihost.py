@@ -128,7 +128,8 @@ class MailHost:
 
 
 @pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[list[MailHost]]:
+def hosts(tmp_path: Path, make_directory_user) -> Iterator[list[MailHost]]:
+    make_directory_user(uid="mhowner", mail=OWNER_MAIL)  # alias targets come from the directory
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=settings.BASE_DIR, check=True)
     in_app(
         "from aliases.models import Domain\nfrom django.contrib.auth.models import User\n"

@@ -71,7 +71,8 @@ def worker(tmp_path: Path) -> Iterator[Path]:
         Redis().start()  # whatever happened, leave the broker running for the other tests
 
 
-def test_alias_saved_while_redis_was_down_goes_live_once_redis_is_back(worker: Path) -> None:
+def test_alias_saved_while_redis_was_down_goes_live_once_redis_is_back(worker: Path, make_directory_user) -> None:
+    make_directory_user(uid="faultowner", mail="faultowner@example.org")  # alias targets come from the directory
     manage_shell(
         "from aliases.models import Domain; from django.contrib.auth.models import User\n"
         "Domain.objects.get_or_create(name='faults.example.org', defaults={'is_alias_domain': True})\n"

@@ -21,6 +21,7 @@ from django.utils import timezone
 from aliases.models import Alias, Domain
 from localservices.outside import OutsideWorld
 from localservices.process import free_port
+from outofoffice import responder as responder_module
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.replies import ReplyRecord
 from outofoffice.responder import ResponderThread
@@ -505,3 +506,44 @@ def test_a_sender_our_server_found_forged_gets_no_reply(responder, capture, vaca
     settings.AUTHSERV_ID = "mail.example.org"
     deliver("carol@remote.example", message("carol@remote.example", header), routing_address(USER))
     assert len(replies(capture)) == (1 if replied else 0)
+
+
+def test_the_responder_keeps_only_the_headers_of_a_large_copy(responder, capture, vacation, monkeypatch):
+    seen: list[int] = []
+    decide = responder_module.handle_copy
+
+    def measuring(mailbox: str, sender: str, raw: bytes) -> str:
+        seen.append(len(raw))
+        return decide(mailbox, sender, raw)
+
+    monkeypatch.setattr(responder_module, "handle_copy", measuring)
+    body = b"\r\n".join([b"x" * 998] * 20_000)  # 20 MB of body, in lines as long as SMTP allows
+    raw = message() + body + b"\r\n"
+    [(code, _)] = deliver("carol@remote.example", raw, routing_address(USER))
+    assert code == 250
+    assert len(capture.messages()) == 1  # decided as usual: the headers are all it needs
+    assert seen and seen[0] < 1000  # the headers alone reached the decision
+
+
+def test_a_copy_over_the_size_limit_is_refused_for_each_recipient_and_the_session_goes_on(
+    transactional_db, capture, vacation, settings
+):
+    settings.RESPONDER_MAX_MESSAGE_BYTES = 100_000
+    running = ResponderThread().start()
+    try:
+        with smtplib.LMTP(settings.RESPONDER_HOST, settings.RESPONDER_PORT) as lmtp:
+            code, features = lmtp.ehlo()
+            assert code == 250 and b"SIZE 100000" in features  # Postfix sends no larger copy
+            lmtp.mail("carol@remote.example")
+            lmtp.rcpt(routing_address(USER))
+            lmtp.rcpt("stray@elsewhere.example")
+            statuses = [lmtp.data(message() + b"y" * 200_000 + b"\r\n"), lmtp.getreply()]
+            assert [code for code, _ in statuses] == [552, 552]
+            assert all(b"5.3.4" in text for _, text in statuses)
+            # The same connection takes the next copy.
+            lmtp.mail("carol@remote.example")
+            lmtp.rcpt(routing_address(USER))
+            assert lmtp.data(message())[0] == 250
+    finally:
+        running.stop()
+    assert len(capture.messages()) == 1

@@ -59,6 +59,15 @@ def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 def test_production_settings_pass_check_deploy_without_a_warning(tmp_path) -> None:
     result = _manage(_production_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
+    # The one check silenced is W021 (HSTS preload): the domain owner's decision, off unless set.
+    assert "System check identified no issues (1 silenced)." in result.stdout
+
+
+def test_check_deploy_stays_quiet_about_preload_once_it_is_asked_for(tmp_path) -> None:
+    result = _manage(
+        _production_env(tmp_path, MAILADMIN_HSTS_PRELOAD="1"), "check", "--deploy", "--fail-level", "WARNING"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
 
 
@@ -114,7 +123,8 @@ def test_production_redirects_to_https_and_sends_hsts(tmp_path) -> None:
     assert seen["plain_status"] == 301
     assert seen["plain_location"] == "https://mail.example.org/accounts/sign-in/"
     assert seen["tls_status"] == 200
-    assert seen["hsts"] == "max-age=31536000; includeSubDomains; preload"
+    # Preload is the domain owner's decision, hard to undo: only when MAILADMIN_HSTS_PRELOAD asks.
+    assert seen["hsts"] == "max-age=31536000; includeSubDomains"
     assert seen["csp"] == STRICT_CSP
     assert seen["cookie_secure"] and all(seen["cookie_secure"])  # the CSRF cookie of the form
     assert seen["evil_host"] == 400
@@ -465,3 +475,21 @@ def test_passwords_an_admin_sets_are_never_logged_or_audited(sign_in, make_direc
     secrets = [first, reset, *(h.removeprefix("{CRAM-MD5}") for h in hashes if h)]
     assert len(secrets) == 4
     assert [secret for secret in secrets if secret in everything] == []
+
+
+def test_debug_is_off_when_the_variable_is_unset(tmp_path) -> None:
+    env = _production_env(tmp_path)
+    del env["MAILADMIN_DEBUG"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"

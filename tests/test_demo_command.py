@@ -1,0 +1,49 @@
+"""The demo command as a person runs it: started in the background by a shell (which starts
+background jobs with SIGINT ignored), `kill -INT` still stops it and everything it started."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from django.conf import settings
+
+from localservices.__main__ import PORT_VARIABLES
+from localservices.process import free_port, port_open
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_demo_started_in_the_background_stops_on_sigint(tmp_path) -> None:
+    # Under the run's state directory: Postfix's master, running as postfix, must reach its data
+    # directory, and pytest's tmp_path sits below a directory only root may enter.
+    state = settings.STATE_DIR / f"demo-{tmp_path.name}"
+    env = dict(os.environ, MAILADMIN_STATE_DIR=str(state))
+    ports = {name: free_port() for name in PORT_VARIABLES}
+    env.update({f"MAILADMIN_{name}": str(port) for name, port in ports.items()})
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "localservices", "demo"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509 -- as bash does
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not port_open(ports["WEB_PORT"]):
+            assert demo.poll() is None, demo.stdout.read() if demo.stdout else ""
+            assert time.monotonic() < deadline, "the demo did not come up"
+            time.sleep(0.5)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0
+        assert not port_open(ports["WEB_PORT"]) and not port_open(ports["LDAP_PORT"])
+        assert not port_open(ports["SMTP_PORT"])
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
