@@ -424,6 +424,7 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "aliases:domains",
         "aliases:domain_create",
         "aliases:domain_edit",
+        "aliases:domain_delete",  # a confirmation: no fields
         "aliases:publication",
         "aliases:publication_publish",
         "outofoffice:helpdesk_clear",
