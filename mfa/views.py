@@ -142,6 +142,8 @@ def totp_add(request: HttpRequest) -> HttpResponse:
     user, waiting = _person(request)
     if user is None:
         return redirect("accounts:login")
+    if waiting is not None and services.has_second_factor(user):
+        return redirect("mfa:verify")  # enrolment while pending is for people with no factor yet
     if services.factors_of(user).totp is not None:
         messages.info(request, "You already have an authenticator app. Remove it first to set up another.")
         return redirect("mfa:verify" if waiting else "mfa:security")
@@ -171,6 +173,8 @@ def passkey_add(request: HttpRequest) -> HttpResponse:
     user, waiting = _person(request)
     if user is None:
         return redirect("accounts:login")
+    if waiting is not None and services.has_second_factor(user):
+        return redirect("mfa:verify")
     taken = {p.name for p in services.factors_of(user).passkeys}
     form = NewPasskeyForm(request.POST if request.method == "POST" else None, taken=taken)
     if request.method == "POST" and form.is_valid():
