@@ -60,7 +60,7 @@ def test_an_admin_enrols_an_authenticator_app_and_signs_in_with_its_codes(
     expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
     secret = page.locator("code.secret").inner_text().replace(" ", "")
     step = totp.step_at()
-    page.get_by_label("Code").fill(totp.code_for(secret, step))
+    page.get_by_role("textbox", name="Code").fill(totp.code_for(secret, step))
     page.get_by_role("button", name="Confirm").click()
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Second factor ready")
