@@ -6,10 +6,10 @@ vetted it); the expected origin is the scheme and host of this request. A phishi
 relays the ceremony shows its own origin in the signed client data, and is refused.
 """
 
+import ipaddress
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import webauthn
 from django.conf import settings
@@ -55,6 +55,15 @@ class NewPasskey:
 
 def relying_party_id(request: HttpRequest) -> str:
     return settings.WEBAUTHN_RP_ID or request.get_host().rsplit(":", 1)[0].strip("[]")
+
+
+def usable_here(request: HttpRequest) -> bool:
+    """Browsers refuse an IP address as relying party: passkeys need the site's host name."""
+    try:
+        ipaddress.ip_address(relying_party_id(request))
+    except ValueError:
+        return True
+    return False
 
 
 def _origin(request: HttpRequest) -> str:
@@ -170,11 +179,3 @@ def verify_authentication(request: HttpRequest, credential_json: str, passkey: S
     except _MALFORMED as exc:
         raise PasskeyRefused("The passkey was not accepted.") from exc
     return int(verified.new_sign_count)
-
-
-def transports_of(new: NewPasskey) -> str:
-    return ",".join(new.transports)
-
-
-def options_for_page(raw: str) -> dict[str, Any]:
-    return dict(json.loads(raw))

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from accounts import assurance, directory
 from accounts.forms import UNAVAILABLE
 from accounts.roles import Action, acts_on, role_of, staff_required
-from mfa import pending, services, totp
+from mfa import passkeys, pending, services, totp
 from mfa.forms import CodeForm, NewPasskeyForm, PasskeyAnswerForm
 from mfa.passkeys import PasskeyRefused
 
@@ -106,6 +106,7 @@ def verify(request: HttpRequest) -> HttpResponse:
         "next": next_url,
         "signing_in": waiting is not None,
         "max_age_minutes": settings.SECOND_FACTOR_MAX_AGE // 60,
+        "usable_here": passkeys.usable_here(request),
     }
     return render(request, "mfa/verify.html", context)
 
@@ -189,6 +190,8 @@ def passkey_add(request: HttpRequest) -> HttpResponse:
         "form": form,
         "options": services.new_passkey_options(request, user),
         "signing_in": waiting is not None,
+        "usable_here": passkeys.usable_here(request),
+        "host_name_url": f"{request.scheme}://localhost:{request.get_port()}{request.path}",
     }
     return render(request, "mfa/passkey_add.html", context)
 
