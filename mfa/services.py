@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -243,13 +243,13 @@ def remove_own(request: HttpRequest, user: User, *, totp_device: bool = False, p
             if factors.totp is None:
                 raise LookupError("no authenticator app")
             what, remaining = "authenticator app", len(factors.passkeys)
-            target = TotpDevice.objects.filter(pk=factors.totp.pk)
+            target: models.Model = factors.totp
         else:
             passkey = next((p for p in factors.passkeys if p.pk == passkey_id), None)
             if passkey is None:
                 raise LookupError("no such passkey")
             what, remaining = f"passkey “{passkey.name}”", len(factors.passkeys) - 1 + (factors.totp is not None)
-            target = Passkey.objects.filter(pk=passkey.pk)
+            target = passkey
         if remaining == 0 and required_for(user):
             raise LastFactor("Your role needs a second factor: add another one before you remove this one.")
         target.delete()

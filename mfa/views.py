@@ -124,6 +124,17 @@ def enrol(request: HttpRequest) -> HttpResponse:
     return render(request, "mfa/enrol.html", context)
 
 
+def _enrolling(request: HttpRequest) -> tuple[User, pending.Pending | None] | HttpResponse:
+    """Who adds a factor: a signed-in person, or a pending one who has none yet (a pending
+    person with a factor gives it first: adding another must not skip it)."""
+    user, waiting = _person(request)
+    if user is None:
+        return redirect("accounts:login")
+    if waiting is not None and services.has_second_factor(user):
+        return redirect("mfa:verify")
+    return user, waiting
+
+
 def _enrolled(request: HttpRequest, user: User, waiting: pending.Pending | None, what: str) -> HttpResponse:
     """After a new factor: sign in or refresh, and show new recovery codes if none are left."""
     refused = _given(request, user, waiting, "passkey" if what.startswith("passkey") else "totp")
@@ -140,11 +151,10 @@ def _enrolled(request: HttpRequest, user: User, waiting: pending.Pending | None,
 @never_cache
 @assurance.recent_second_factor
 def totp_add(request: HttpRequest) -> HttpResponse:
-    user, waiting = _person(request)
-    if user is None:
-        return redirect("accounts:login")
-    if waiting is not None and services.has_second_factor(user):
-        return redirect("mfa:verify")  # enrolment while pending is for people with no factor yet
+    enrolling = _enrolling(request)
+    if isinstance(enrolling, HttpResponse):
+        return enrolling
+    user, waiting = enrolling
     if services.factors_of(user).totp is not None:
         messages.info(request, "You already have an authenticator app. Remove it first to set up another.")
         return redirect("mfa:verify" if waiting else "mfa:security")
@@ -171,11 +181,10 @@ def totp_add(request: HttpRequest) -> HttpResponse:
 @never_cache
 @assurance.recent_second_factor
 def passkey_add(request: HttpRequest) -> HttpResponse:
-    user, waiting = _person(request)
-    if user is None:
-        return redirect("accounts:login")
-    if waiting is not None and services.has_second_factor(user):
-        return redirect("mfa:verify")
+    enrolling = _enrolling(request)
+    if isinstance(enrolling, HttpResponse):
+        return enrolling
+    user, waiting = enrolling
     taken = {p.name for p in services.factors_of(user).passkeys}
     form = NewPasskeyForm(request.POST if request.method == "POST" else None, taken=taken)
     if request.method == "POST" and form.is_valid():

@@ -401,13 +401,19 @@ def age_factor(client: Client, seconds: float) -> None:
     session.save()
 
 
-def test_suspending_asks_for_the_factor_again_when_it_is_old(admin_with_app, make_directory_user) -> None:
-    uid, secret = admin_with_app
-    target = make_directory_user()
+def signed_in_long_ago(uid: str, secret: str) -> Client:
+    """Signed in with the app, the factor given longer ago than SECOND_FACTOR_MAX_AGE."""
     client = Client()
     password(client, uid)
     code(client, totp.code_for(secret, totp.step_at()))
     age_factor(client, settings.SECOND_FACTOR_MAX_AGE + 1)
+    return client
+
+
+def test_suspending_asks_for_the_factor_again_when_it_is_old(admin_with_app, make_directory_user) -> None:
+    uid, secret = admin_with_app
+    target = make_directory_user()
+    client = signed_in_long_ago(uid, secret)
     suspend = reverse("directory:suspend", kwargs={"uid": target.uid})
 
     assert client.get(suspend)["Location"].startswith(VERIFY + "?next=")
@@ -425,10 +431,7 @@ def test_suspending_asks_for_the_factor_again_when_it_is_old(admin_with_app, mak
 def test_other_actions_on_people_ask_for_a_fresh_factor_too(name, admin_with_app, make_directory_user) -> None:
     uid, secret = admin_with_app
     target = make_directory_user()
-    client = Client()
-    password(client, uid)
-    code(client, totp.code_for(secret, totp.step_at()))
-    age_factor(client, settings.SECOND_FACTOR_MAX_AGE + 1)
+    client = signed_in_long_ago(uid, secret)
     response = client.post(reverse(name, kwargs={"uid": target.uid}), {})
     assert response.status_code == 302 and response["Location"].startswith(VERIFY)
 

@@ -46,6 +46,14 @@ def virtual_authenticator(page: Page) -> tuple[CDPSession, str]:
     return cdp, added["authenticatorId"]
 
 
+def enrol_passkey(page: Page, uid: str, name: str) -> None:
+    """Password, then a passkey as the first factor, from the enrolment page."""
+    password(page, uid)
+    page.get_by_role("link", name="Use a passkey or security key").click()
+    page.get_by_label("Name").fill(name)
+    page.get_by_role("button", name="Add passkey").click()
+
+
 def test_an_admin_enrols_an_authenticator_app_and_signs_in_with_its_codes(
     page: Page, make_directory_user: Callable[..., object]
 ) -> None:
@@ -87,10 +95,7 @@ def test_a_passkey_is_enrolled_and_signs_in_through_the_virtual_authenticator(
 ) -> None:
     cdp, authenticator = virtual_authenticator(page)
     admin = make_directory_user(role="admin")
-    password(page, admin.uid)  # type: ignore[attr-defined]
-    page.get_by_role("link", name="Use a passkey or security key").click()
-    page.get_by_label("Name").fill("Virtual key")
-    page.get_by_role("button", name="Add passkey").click()
+    enrol_passkey(page, admin.uid, "Virtual key")  # type: ignore[attr-defined]
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Second factor ready")
     expect(page.get_by_text("Your passkey “Virtual key” is set up")).to_be_visible()
@@ -112,7 +117,7 @@ def test_a_passkey_is_enrolled_and_signs_in_through_the_virtual_authenticator(
     assert stored.last_used_at is not None
     assert page.console_problems == []  # type: ignore[attr-defined]
 
-    # A second passkey, named, from the Second factor page; then removed.
+    # A second passkey, named, from the Second factor page.
     page.get_by_role("link", name="Second factor").click()
     page.get_by_role("link", name="Add a passkey").click()
     page.get_by_label("Name").fill("Second key")
@@ -130,10 +135,7 @@ def test_a_passkey_of_another_authenticator_does_not_sign_in(
 ) -> None:
     cdp, authenticator = virtual_authenticator(page)
     admin = make_directory_user(role="admin")
-    password(page, admin.uid)  # type: ignore[attr-defined]
-    page.get_by_role("link", name="Use a passkey or security key").click()
-    page.get_by_label("Name").fill("Lost key")
-    page.get_by_role("button", name="Add passkey").click()
+    enrol_passkey(page, admin.uid, "Lost key")  # type: ignore[attr-defined]
     page.get_by_role("link", name="Continue").click()
     sign_out(page)
     cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": authenticator})
