@@ -10,6 +10,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from accounts import administration, directory, suspension
+from accounts.assurance import recent_second_factor
 from accounts.forms import (
     DIRECTORY_MAX_PAGE,
     UNAVAILABLE,
@@ -122,6 +123,7 @@ def user_create(request: HttpRequest) -> HttpResponse:
 @sensitive_post_parameters("new_password", "new_password_again")
 @admin_required
 @acts_on(Action.RESET_PASSWORD)
+@recent_second_factor
 def user_reset_password(request: HttpRequest, uid: str) -> HttpResponse:
     try:
         person = _directory_user_or_404(uid)
@@ -141,6 +143,7 @@ def user_reset_password(request: HttpRequest, uid: str) -> HttpResponse:
 
 @admin_required
 @acts_on(Action.DISABLE)
+@recent_second_factor
 def user_disable(request: HttpRequest, uid: str) -> HttpResponse:
     try:
         person = _directory_user_or_404(uid)
@@ -160,6 +163,7 @@ def user_disable(request: HttpRequest, uid: str) -> HttpResponse:
 
 @admin_required
 @acts_on(Action.SUSPEND)
+@recent_second_factor
 def user_suspend(request: HttpRequest, uid: str) -> HttpResponse:
     try:
         person = _directory_user_or_404(uid)
@@ -185,6 +189,7 @@ def user_suspend(request: HttpRequest, uid: str) -> HttpResponse:
 @admin_required
 @require_POST
 @acts_on(Action.REINSTATE)
+@recent_second_factor
 def user_reinstate(request: HttpRequest, uid: str) -> HttpResponse:
     assert isinstance(request.user, User)
     try:

@@ -34,11 +34,12 @@ class Action(StrEnum):
     DISABLE = "disable"
     SUSPEND = "suspend"
     REINSTATE = "reinstate"
+    RESET_SECOND_FACTOR = "reset second factor"  # remove their TOTP, passkeys and recovery codes
 
 
 # What each staff role may do to someone else (helpdesk only to end users, see refusal()).
 ALLOWED_ACTIONS: dict[Role, frozenset[Action]] = {
-    Role.HELPDESK: frozenset({Action.VACATION}),
+    Role.HELPDESK: frozenset({Action.VACATION, Action.RESET_SECOND_FACTOR}),
     Role.ADMIN: frozenset(Action),
 }
 # Actions an admin may not take on themselves: locking oneself out, lifting one's own
@@ -48,6 +49,7 @@ SELF_REFUSALS: dict[Action, str] = {
     Action.DISABLE: "You cannot disable your own account.",
     Action.REINSTATE: "You cannot lift your own suspension; another admin can.",
     Action.RESET_PASSWORD: "Change your own password on the Password page; it asks for the current one.",
+    Action.RESET_SECOND_FACTOR: "Manage your own second factor on the Second factor page.",
 }
 
 

@@ -22,12 +22,13 @@ from audit.models import AuditEvent
 KNOWN_ADDRESS_DAYS = 90
 
 
-def _serialise(username: str) -> None:
-    # SQLite: the INSERT that follows takes the database's write lock until commit.
-    # PostgreSQL: a transaction-scoped advisory lock per account name.
+def serialise(lock_name: str) -> None:
+    """Inside a transaction: one at a time per lock name until commit (also for mfa/throttle.py).
+    SQLite: the INSERT that follows takes the database's write lock until commit.
+    PostgreSQL: a transaction-scoped advisory lock per name."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"mailadmin-sign-in:{username}"])
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [lock_name])
 
 
 def _known_address(username: str, address: str | None) -> bool:
@@ -45,7 +46,7 @@ def claim(username: str, address: str | None) -> int | None:
     username = username.lower()[:150]
     now = timezone.now()
     with transaction.atomic():
-        _serialise(username)
+        serialise(f"mailadmin-sign-in:{username}")
         slot = SignInFailure.objects.create(username=username, client_address=address, created_at=now)
         window = SignInFailure.objects.filter(created_at__gte=now - timedelta(seconds=settings.LOGIN_FAILURE_WINDOW))
         over = window.filter(username=username, client_address=address).count() > settings.LOGIN_FAILURE_LIMIT

@@ -148,7 +148,8 @@ def run_demo() -> int:
         }
         for argv in commands.values():
             children.append(subprocess.Popen(argv, cwd=BASE_DIR, start_new_session=True))
-        print(f"\nmailadmin demo: http://127.0.0.1:{settings.WEB_PORT}/  (Ctrl-C stops everything)\n", flush=True)
+        print(f"\nmailadmin demo: http://127.0.0.1:{settings.WEB_PORT}/  (Ctrl-C stops everything)", flush=True)
+        print(f"(passkeys need a host name: http://localhost:{settings.WEB_PORT}/)\n", flush=True)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         print("localservices: a demo process exited; stopping the rest", file=sys.stderr)

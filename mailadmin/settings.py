@@ -64,6 +64,9 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_secret("SECRET_KEY", "demo-only-secret-key-change-me" if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("MAILADMIN_SECRET_KEY (or MAILADMIN_SECRET_KEY_FILE) must be set when DEBUG is off")
+# Earlier keys, still accepted after a change of SECRET_KEY: sessions and the sealed TOTP secrets
+# (mfa/sealing.py) stay readable until everyone has signed in again / the list is emptied.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -78,6 +81,7 @@ INSTALLED_APPS = [
     "aliases",
     "outofoffice",
     "handover",
+    "mfa",
 ]
 
 MIDDLEWARE = [
@@ -94,6 +98,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     # Sessions follow the directory: entry gone, disabled, password or groups changed in LDAP.
     "accounts.session_check.follow_directory",
+    # A second factor: asked after the password, and enrolment forced where the policy says so.
+    "mfa.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Web UI: dates in the viewer's time zone (browser-provided `tz` cookie; see README).
     "mailadmin.timezones.TimezoneMiddleware",
@@ -386,6 +392,40 @@ VACATION_SWEEP_INTERVAL = env_int("VACATION_SWEEP_INTERVAL", 60)
 CELERY_BEAT_SCHEDULE["vacation-sweep"] = {
     "task": "outofoffice.tasks.sweep_vacations",
     "schedule": float(VACATION_SWEEP_INTERVAL),
+}
+
+# --- Second factor (mfa/, docs/second-factor.md) ------------------------------------------
+# Roles that must have a second factor (TOTP or a passkey): admin, helpdesk, user (end users).
+# Such a person signing in without one is taken to enrolment and can do nothing else first.
+_ROLE_NAMES = {"admin": "admin", "helpdesk": "helpdesk", "user": "end user"}
+_required_roles = env_list("SECOND_FACTOR_ROLES", ["admin", "helpdesk"])
+if any(name not in _ROLE_NAMES for name in _required_roles):
+    raise ImproperlyConfigured(
+        f"MAILADMIN_SECOND_FACTOR_ROLES: use admin, helpdesk and/or user, got {','.join(_required_roles)!r}"
+    )
+SECOND_FACTOR_ROLES = frozenset(_ROLE_NAMES[name] for name in _required_roles)
+# Suspending, reinstating, resetting a password or a second factor and disabling an account ask
+# for the second factor again when it was given more than this many seconds ago.
+SECOND_FACTOR_MAX_AGE = env_int("SECOND_FACTOR_MAX_AGE", 900)
+# Wrong codes (TOTP or recovery) per account within the window; past it every code is refused.
+SECOND_FACTOR_FAILURE_LIMIT = env_int("SECOND_FACTOR_FAILURE_LIMIT", 10)
+SECOND_FACTOR_FAILURE_WINDOW = env_int("SECOND_FACTOR_FAILURE_WINDOW", 900)
+# The name authenticator apps and passkey prompts show for this site.
+SECOND_FACTOR_ISSUER = env_str("SECOND_FACTOR_ISSUER", f"mailadmin {MAIL_DOMAIN}")
+# The WebAuthn relying party: the host name passkeys are bound to. Empty: the host name the
+# browser used. Set it when the site has more than one name (passkeys work under this name and
+# its subdomains only).
+WEBAUTHN_RP_ID = env_str("WEBAUTHN_RP_ID", "")
+
+# --- Mail the app sends (mailadmin/outgoing_mail.py) ----------------------------------------
+# Notices to people (a second factor was reset) go to this Postfix over SMTP, from this address
+# (header From and envelope sender: bounces reach a person).
+MAIL_SUBMISSION_HOST = env_str("MAIL_SUBMISSION_HOST", "127.0.0.1")
+MAIL_SUBMISSION_PORT = env_int("MAIL_SUBMISSION_PORT", SMTP_PORT)
+NOTICE_SENDER = env_str("NOTICE_SENDER", f"postmaster@{MAIL_DOMAIN}")
+CELERY_BEAT_SCHEDULE["second-factor-reset-notices"] = {
+    "task": "mfa.tasks.send_reset_notices",
+    "schedule": 60.0,
 }
 
 # Web server port used by the demo runner.

@@ -10,4 +10,5 @@ urlpatterns = [
     path("out-of-office/", include("outofoffice.urls")),
     path("handover/", include("handover.urls")),
     path("audit/", include("audit.urls")),
+    path("second-factor/", include("mfa.urls")),
 ]

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.conf import settings
+from django.http import HttpResponse
 from django.test import Client
+from django.urls import reverse
 from hypothesis import settings as hypothesis_settings
 
 from accounts import directory
@@ -68,17 +70,53 @@ def make_directory_user() -> Iterator[Callable[..., directory.DirectoryUser]]:
         directory.delete_user(uid)
 
 
+def give_second_factor(uid: str) -> str:
+    """An authenticator app for this person (who has signed in once), set up directly; its secret."""
+    from django.contrib.auth.models import User
+
+    from mfa import sealing, totp
+    from mfa.models import TotpDevice
+
+    secret = totp.new_secret()
+    TotpDevice.objects.create(user=User.objects.get(username=uid), sealed_secret=sealing.seal(secret))
+    return secret
+
+
+def pass_second_factor(client: Client, uid: str) -> HttpResponse:
+    """After the password was accepted and the second factor is asked for: answer it (with an
+    authenticator app set up here if the person has none, and a fresh recovery code, which
+    works however often the same person signs in within one TOTP step)."""
+    from django.contrib.auth.models import User
+
+    from mfa import services
+
+    user = User.objects.get(username=uid)
+    if not services.has_second_factor(user):
+        give_second_factor(uid)
+    code = services.new_recovery_codes(None, user)[0]
+    response = client.post(reverse("mfa:verify"), {"code": code})
+    assert response.status_code == 302 and not response["Location"].startswith(reverse("mfa:verify")), response
+    return response
+
+
+def sign_in_client(client: Client, uid: str, password: str = DEMO_PASSWORD) -> HttpResponse:
+    """Through the real sign-in form, and the second factor when it is asked for."""
+    response = client.post("/accounts/sign-in/", {"username": uid, "password": password})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    if response["Location"].startswith(reverse("mfa:verify")):
+        response = pass_second_factor(client, uid)
+    return response
+
+
 @pytest.fixture
 def sign_in(db: None, make_directory_user: Callable[..., directory.DirectoryUser]) -> Callable[..., Client]:
-    """sign_in("admin") -> a Client signed in through the real sign-in form as a new user of that role."""
+    """sign_in("admin") -> a Client signed in through the real sign-in form as a new user of that
+    role (with a second factor where the policy asks for one)."""
 
     def login(role: str = "end user", **kwargs: object) -> Client:
         user = make_directory_user(role=role, **kwargs)
         client = Client()
-        response = client.post(
-            "/accounts/sign-in/", {"username": user.uid, "password": kwargs.get("password", DEMO_PASSWORD)}
-        )
-        assert response.status_code == 302, response.content.decode()[:2000]
+        sign_in_client(client, user.uid, str(kwargs.get("password", DEMO_PASSWORD)))
         client.directory_user = user  # type: ignore[attr-defined]
         return client
 

@@ -6,7 +6,8 @@ decision here fails the suite (test_every_url_has_a_decision and its own paramet
 
 Visitors: anonymous; the OWNER of the objects in the URL (an end user); OTHER, an unrelated
 end user; DELEGATE, the primary delegate named in the owner's handover note; TOPIC, a
-delegate for one topic of that note; HELPDESK; ADMIN.
+delegate for one topic of that note; HELPDESK; ADMIN (both with a second factor, given);
+PENDING, an admin who gave the right password but not yet the second factor.
 """
 
 import secrets
@@ -15,6 +16,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
@@ -22,24 +24,36 @@ from django.utils import timezone
 from accounts import directory
 from aliases.models import Alias, Domain
 from handover.models import HandoverNote, TopicDelegate
-from tests.conftest import DEMO_PASSWORD
+from mfa import services
+from mfa.models import Passkey
+from tests.conftest import DEMO_PASSWORD, give_second_factor, sign_in_client
 
 pytestmark = pytest.mark.django_db
 
 ANON, OTHER, DELEGATE, TOPIC = "anonymous", "other", "delegate", "topic delegate"
 HELPDESK, ADMIN, OWNER = "helpdesk", "admin", "owner"
+PENDING = "password given, second factor not yet"
 # The owner goes last: an allowed POST may delete the object, which must not hide how the
 # others were treated.
-VISITORS = (ANON, OTHER, DELEGATE, TOPIC, HELPDESK, ADMIN, OWNER)
+VISITORS = (ANON, OTHER, DELEGATE, TOPIC, HELPDESK, ADMIN, PENDING, OWNER)
 
 OK = "ok"  # 200, or a redirect somewhere other than the sign-in page
 LOGIN = "login"  # redirect to the sign-in page
 DENIED = "403"
 MISSING = "404"
 NOT_ALLOWED = "405"
+SECOND_FACTOR = "second factor"  # redirect to the page asking for the second factor
 
 
-def each(anon: str, owner: str, other: str, helpdesk: str, admin: str, delegate: str | None = None) -> dict[str, str]:
+def each(
+    anon: str,
+    owner: str,
+    other: str,
+    helpdesk: str,
+    admin: str,
+    delegate: str | None = None,
+    pending: str | None = None,
+) -> dict[str, str]:
     return {
         ANON: anon,
         OWNER: owner,
@@ -48,6 +62,8 @@ def each(anon: str, owner: str, other: str, helpdesk: str, admin: str, delegate:
         TOPIC: other if delegate is None else delegate,
         HELPDESK: helpdesk,
         ADMIN: admin,
+        # Until the second factor is given, every page but the public ones leads to it.
+        PENDING: (OK if anon == OK else SECOND_FACTOR) if pending is None else pending,
     }
 
 
@@ -68,8 +84,8 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "accounts:login": {"GET": PUBLIC, "POST": PUBLIC},
     # Signing out works for anyone and ends on the sign-in page.
     "accounts:logout": {
-        "GET": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
-        "POST": each(LOGIN, LOGIN, LOGIN, LOGIN, LOGIN),
+        "GET": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, pending=NOT_ALLOWED),
+        "POST": each(LOGIN, LOGIN, LOGIN, LOGIN, LOGIN, pending=LOGIN),
     },
     "accounts:password": {"GET": SIGNED_IN, "POST": SIGNED_IN},
     "directory:list": {"GET": STAFF, "POST": STAFF},
@@ -109,6 +125,29 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "handover:detail": {"GET": HANDOVER_NOTE, "POST": HANDOVER_NOTE},
     "handover:print": {"GET": HANDOVER_NOTE, "POST": HANDOVER_NOTE},
     "audit:log": {"GET": ADMINS, "POST": ADMINS},
+    "mfa:security": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    # The pending visitor answers here. End users without a factor are sent to mfa:security.
+    "mfa:verify": {"GET": each(LOGIN, OK, OK, OK, OK, pending=OK), "POST": each(LOGIN, OK, OK, OK, OK, pending=OK)},
+    # Enrolment while pending is for people without any factor; the pending admin has one.
+    "mfa:enrol": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    "mfa:totp_add": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    "mfa:passkey_add": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    # POST only. End users have no app to remove (404); staff may not remove their last factor.
+    "mfa:totp_remove": {
+        "GET": each(LOGIN, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
+        "POST": each(LOGIN, MISSING, MISSING, OK, OK),
+    },
+    # A passkey of the owner: nobody else sees it.
+    "mfa:passkey_remove": {
+        "GET": each(LOGIN, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
+        "POST": each(LOGIN, OK, MISSING, MISSING, MISSING),
+    },
+    "mfa:recovery_codes": {
+        "GET": each(LOGIN, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
+        "POST": SIGNED_IN,
+    },
+    # Helpdesk may reset an end user's second factor (the owner is one), admins anyone's.
+    "mfa:reset": {"GET": STAFF, "POST": STAFF},
 }
 
 
@@ -150,8 +189,9 @@ def people() -> Iterator[dict[str, directory.DirectoryUser]]:
     made = {}
     roles = {OWNER: None, OTHER: None, DELEGATE: None, TOPIC: None, HELPDESK: settings.LDAP_HELPDESK_GROUP_DN}
     roles[ADMIN] = settings.LDAP_ADMIN_GROUP_DN
+    roles[PENDING] = settings.LDAP_ADMIN_GROUP_DN
     for visitor, group in roles.items():
-        uid = f"m{visitor[:3].strip()}{secrets.token_hex(3)}"
+        uid = f"m{visitor[:3].strip(' ,')}{secrets.token_hex(3)}"
         made[visitor] = directory.create_user(
             uid=uid, cn=f"Matrix {visitor}", sn=visitor, mail=f"{uid}@{settings.MAIL_DOMAIN}", password=DEMO_PASSWORD
         )
@@ -166,15 +206,18 @@ def _clients(people: dict[str, directory.DirectoryUser]) -> dict[str, Client]:
     clients = {ANON: Client()}
     for visitor, user in people.items():
         client = Client()
-        response = client.post("/accounts/sign-in/", {"username": user.uid, "password": DEMO_PASSWORD})
-        assert response.status_code == 302, f"{visitor} could not sign in"
+        if visitor == PENDING:
+            response = client.post("/accounts/sign-in/", {"username": user.uid, "password": DEMO_PASSWORD})
+            assert response["Location"] == reverse("mfa:verify"), f"{visitor} was not asked for a second factor"
+            if not services.has_second_factor(User.objects.get(username=user.uid)):
+                give_second_factor(user.uid)
+        else:
+            sign_in_client(client, user.uid)
         clients[visitor] = client
     return clients
 
 
 def _objects(people: dict[str, directory.DirectoryUser]) -> dict[str, object]:
-    from django.contrib.auth.models import User
-
     owner = User.objects.get(username=people[OWNER].uid)
     domain, _ = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})
     alias = Alias.objects.create(owner=owner, local_part=f"matrix{secrets.token_hex(3)}", domain=domain)
@@ -200,6 +243,12 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
             kwargs["pk"] = objects["alias"].pk
         elif parameter == "pk" and name.startswith("handover:"):
             kwargs["pk"] = objects["note"].pk
+        elif parameter == "pk" and name == "mfa:passkey_remove":
+            # Made only here: a passkey would make every other URL ask the owner for it.
+            owner = User.objects.get(username=objects["uid"])
+            kwargs["pk"] = Passkey.objects.create(
+                user=owner, name=f"key {secrets.token_hex(3)}", credential_id=secrets.token_urlsafe(16), public_key=b"k"
+            ).pk
         else:
             pytest.fail(f"{name}: say which object <{parameter}> points at in _arguments()")
     return kwargs
@@ -207,6 +256,8 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
 
 def _outcome(response) -> str:
     status = response.status_code
+    if status in (301, 302, 303) and response["Location"].startswith(reverse("mfa:verify")):
+        return SECOND_FACTOR
     if status in (301, 302, 303):
         return LOGIN if response["Location"].startswith(reverse("accounts:login")) else OK
     if status == 200:
