@@ -19,9 +19,8 @@ from django.utils import timezone
 
 from accounts import directory
 from accounts.models import SenderSuspension
-from aliases.models import Alias
-from aliases.publication import request_publication
 from audit.models import record_event
+from postfix.publication import request_publication
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,8 @@ def reject_action() -> str:
 
 
 def sender_access_entries(current_mail: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
-    """(address, access action) pairs for the hash: sender-access table: every address a
-    suspended user may send as (their mailbox and all their aliases, enabled or not).
+    """(address, access action) pairs for the sender_access table: every mailbox address of a
+    suspended user (their aliases are added by aliases/postfix_feature.py).
     `current_mail` (uid -> mailbox, as the directory has it now) adds the address a user's
     mailbox got after the suspension was recorded; the recorded one stays refused too."""
     active = SenderSuspension.objects.active()
@@ -70,8 +69,6 @@ def sender_access_entries(current_mail: Mapping[str, str] | None = None) -> list
     addresses = {suspension.mail.lower() for suspension in active if suspension.mail}
     if current_mail:
         addresses.update(current_mail[s.uid].lower() for s in active if current_mail.get(s.uid))
-    aliases = Alias.objects.filter(owner__username__in=active.values("uid")).select_related("domain")
-    addresses.update(alias.address.lower() for alias in aliases)
     return [(address, action) for address in sorted(addresses)]
 
 

@@ -8,9 +8,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.roles import admin_required
-from aliases import publication
-from aliases.models import MapGeneration, MapPublication
 from audit.models import record_event
+from postfix import publication
+from postfix.models import MapGeneration, MapPublication
 
 
 @admin_required

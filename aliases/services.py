@@ -20,8 +20,8 @@ from accounts import directory
 from accounts.suspension import is_suspended
 from aliases.addresses import is_reserved
 from aliases.models import Alias, AliasTombstone, Domain
-from aliases.publication import request_publication
 from audit.models import AuditEvent, record_event
+from postfix.publication import request_publication
 
 TAKEN = "{address} is not available. Choose another name."
 RANDOM_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud or typed from paper
@@ -127,7 +127,7 @@ def create_alias(
         except IntegrityError:
             raise AliasRefused(TAKEN.format(address=address)) from None
         record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
-        request_publication(f"alias created: {address}")
+        request_publication(f"alias created: {address}", keys=[address])
     return alias
 
 
@@ -147,7 +147,7 @@ def set_alias_enabled(request: HttpRequest, alias: Alias, enabled: bool) -> None
         alias.enabled = enabled
         alias.save(update_fields=["enabled", "updated_at"])
         record_event("alias.enable" if enabled else "alias.disable", request=request, target=alias.address)
-        request_publication(f"alias {'enabled' if enabled else 'disabled'}: {alias.address}")
+        request_publication(f"alias {'enabled' if enabled else 'disabled'}: {alias.address}", keys=[alias.address])
 
 
 def update_alias(
@@ -166,7 +166,7 @@ def update_alias(
         record_event("alias.update", request=request, target=alias.address, detail="changed " + ", ".join(changed))
         # The label changes no map; expiry and vacation replies do.
         if changed != ["label"]:
-            request_publication(f"alias changed: {alias.address}")
+            request_publication(f"alias changed: {alias.address}", keys=[alias.address])
 
 
 def delete_alias(request: HttpRequest, alias: Alias) -> None:
@@ -176,7 +176,7 @@ def delete_alias(request: HttpRequest, alias: Alias) -> None:
         AliasTombstone.objects.get_or_create(address=address, defaults={"former_owner_id": alias.owner_id})
         alias.delete()
         record_event("alias.delete", request=request, target=address)
-        request_publication(f"alias deleted: {address}")
+        request_publication(f"alias deleted: {address}", keys=[address])
 
 
 def save_domain(request: HttpRequest, domain: Domain, *, catchall_owner: tuple[str, str], created: bool) -> None:

@@ -1,54 +1,21 @@
-"""Celery tasks publishing this host's Postfix maps. They take no arguments: each run
-re-reads the database, so running twice, late or on several workers is harmless."""
-
-import logging
-from typing import Any
+"""The directory sync: a `mail` changed, removed or deleted by any LDAP tool reaches the
+Postfix tables without anyone signing in."""
 
 from celery import shared_task
-from celery.signals import celeryd_after_setup, worker_ready
-from django.conf import settings
 from django.contrib.auth.models import User
 
-from aliases import postfix_maps, publication
-
-logger = logging.getLogger(__name__)
-
-
-@shared_task(ignore_result=True)
-def publish_maps() -> str:
-    return publication.publish().status
-
-
-@shared_task(ignore_result=True)
-def reconcile_maps() -> str:
-    """Periodic: publishes what is pending (changes saved while the broker or the worker was
-    down, expiries, a failed attempt, a skipped reload) and now and then re-renders fully."""
-    return publication.publish(coalesce=False, full=True).status
+from aliases.postfix_feature import directory_mailboxes, mailboxes_fingerprint
+from postfix.publication import note_directory
 
 
 @shared_task(ignore_result=True)
 def sync_directory() -> str:
-    """Periodic (beat, every DIRECTORY_SYNC_SECONDS): a `mail` changed, removed or deleted by
-    any LDAP tool reaches the maps without anyone signing in. Only a change publishes."""
-    mailboxes = postfix_maps.directory_mailboxes()
-    if not publication.note_directory(postfix_maps.mailboxes_fingerprint(mailboxes)):
+    """Periodic (beat, every DIRECTORY_SYNC_SECONDS). Only a change publishes."""
+    mailboxes = directory_mailboxes()
+    if not note_directory(mailboxes_fingerprint(mailboxes)):
         return "unchanged"
     # The user rows are a cache of the directory: refresh the ones that differ.
     for pk, uid, email in User.objects.values_list("pk", "username", "email"):
         if uid in mailboxes and mailboxes[uid] != email:
             User.objects.filter(pk=pk).update(email=mailboxes[uid])
     return "requested"
-
-
-@celeryd_after_setup.connect
-def consume_host_queue(sender: str, instance: Any, **kwargs: Any) -> None:
-    # Each mail host's worker also consumes maps.<MAIL_HOST>, where publications are queued.
-    instance.app.amqp.queues.select_add(publication.queue_name(settings.MAIL_HOST))
-
-
-@worker_ready.connect
-def reconcile_on_start(sender: Any, **kwargs: Any) -> None:
-    try:
-        reconcile_maps.apply_async(queue=publication.queue_name(settings.MAIL_HOST), retry=False)
-    except Exception as exc:
-        logger.warning("reconcile at worker start not queued: %s", exc)

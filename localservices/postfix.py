@@ -4,6 +4,7 @@ It delivers mailboxes to Maildirs under <state>/mail/<domain>/<user>/ and relays
 other mail to the "outside world" server on OUTSIDE_SMTP_PORT.
 """
 
+import os
 import pwd
 import shutil
 from pathlib import Path
@@ -11,7 +12,13 @@ from pathlib import Path
 from localservices.process import ServiceError, read_pid, run, wait_for_port, wait_for_port_closed
 from localservices.slapd import Slapd
 from mailadmin import settings
-from outofoffice import handoff
+
+# The generator reads django.conf.settings (no database, no app registry needed).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailadmin.settings")
+
+from postfix import config  # noqa: E402
+from postfix.features import ConfigContext  # noqa: E402
+from postfix.postmap import SUFFIXES  # noqa: E402
 
 POSTFIX = "/usr/sbin/postfix"
 POSTMAP = "/usr/sbin/postmap"
@@ -56,11 +63,15 @@ class Postfix:
         self.mail_dir = root / "mail"
         self.log_file = self.state_dir / "maillog"
 
-    def _main_cf(self) -> str:
-        maps = self.map_dir
+    def _context(self) -> ConfigContext:
+        password = Slapd().password_file("postfix").read_text().strip()
+        # No SASL here (no Dovecot auth socket): the instance has no submission service.
+        return config.context(ldap_password=password, services=frozenset())
+
+    def _main_cf(self, ctx: ConfigContext) -> str:
+        """This instance's own lines, then exactly what `manage.py postfix_config` prints."""
         nobody = pwd.getpwnam("nobody")
-        vacation_handoff = "\n".join(handoff.main_cf_lines(settings.VACATION_ROUTING_DOMAIN))
-        return f"""\
+        own = f"""\
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
 data_directory = {self.data_dir}
@@ -83,23 +94,10 @@ smtp_tls_security_level = none
 biff = no
 append_dot_mydomain = no
 smtputf8_enable = no
-virtual_mailbox_domains = hash:{maps}/mailbox_domains
-virtual_alias_domains = hash:{maps}/alias_domains
-virtual_alias_maps = hash:{maps}/virtual
-virtual_mailbox_maps = hash:{maps}/mailboxes
 virtual_mailbox_base = {self.mail_dir}
 virtual_uid_maps = static:{nobody.pw_uid}
 virtual_gid_maps = static:{nobody.pw_gid}
-transport_maps = hash:{maps}/transport
-smtpd_delay_reject = no
-smtpd_sender_restrictions =
-    check_sender_access ldap:{self.config_dir}/sender_block.cf,
-    check_sender_access hash:{maps}/sender_access
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions =
-    check_recipient_access hash:{maps}/recipient_access,
-    permit_mynetworks,
-    reject_unauth_destination
 # Quick retries so the demo and the tests see recovery in seconds, not minutes.
 queue_run_delay = 2s
 minimal_backoff_time = 2s
@@ -109,29 +107,11 @@ smtpd_soft_error_limit = 1000
 smtpd_hard_error_limit = 1000
 smtpd_client_connection_count_limit = 0
 default_process_limit = 50
-{vacation_handoff}
 """
+        return own + "\n".join(config.main_cf(ctx)) + "\n"
 
-    def _master_cf(self) -> str:
-        # The vacation hand-off, exactly as `manage.py postfix_config` prints it.
-        copies = handoff.master_cf_lines(settings.VACATION_ROUTING_DOMAIN, settings.VACATION_HANDOFF_PORT)
-        return MASTER_CF.format(smtp_listen=f"127.0.0.1:{self.port}") + "\n".join(copies) + "\n"
-
-    def _sender_block_cf(self) -> str:
-        slapd = Slapd()
-        password = slapd.password_file("postfix").read_text().strip()
-        attr = settings.LDAP_SENDER_BLOCK_ATTR
-        return f"""\
-server_host = {settings.LDAP_URI}
-version = 3
-bind = yes
-bind_dn = {slapd.service_dn("postfix")}
-bind_pw = {password}
-search_base = {settings.LDAP_PEOPLE_DN}
-query_filter = (&(objectClass=mailAccount)(mail=%s)({attr}=TRUE))
-result_attribute = mail
-result_format = REJECT {settings.SUSPENSION_REJECT_TEXT.replace("%", "%%")}
-"""
+    def _master_cf(self, ctx: ConfigContext) -> str:
+        return MASTER_CF.format(smtp_listen=f"127.0.0.1:{self.port}") + "\n".join(config.master_cf(ctx)) + "\n"
 
     def configure(self) -> None:
         for d in (self.config_dir, self.queue_dir, self.data_dir, self.map_dir, self.mail_dir):
@@ -139,16 +119,18 @@ result_format = REJECT {settings.SUSPENSION_REJECT_TEXT.replace("%", "%%")}
         nobody = pwd.getpwnam("nobody")
         shutil.chown(self.mail_dir, nobody.pw_uid, nobody.pw_gid)
         shutil.chown(self.data_dir, "postfix", "postfix")
-        (self.config_dir / "main.cf").write_text(self._main_cf())
-        (self.config_dir / "master.cf").write_text(self._master_cf())
-        cf = self.config_dir / "sender_block.cf"
-        cf.write_text(self._sender_block_cf())
-        cf.chmod(0o600)
+        ctx = self._context()
+        (self.config_dir / "main.cf").write_text(self._main_cf(ctx))
+        (self.config_dir / "master.cf").write_text(self._master_cf(ctx))
+        for name, lines in config.cf_files(ctx).items():
+            cf = self.config_dir / name
+            cf.write_text("\n".join(lines) + "\n")
+            cf.chmod(0o600)
         for name in settings.POSTFIX_MAPS:
             source = self.map_dir / name
-            if not (self.map_dir / f"{name}.db").exists():
+            if not Path(f"{source}{SUFFIXES[settings.POSTFIX_MAP_TYPE]}").exists():
                 source.touch()
-                run([POSTMAP, "-c", str(self.config_dir), f"hash:{source}"])
+                run([POSTMAP, "-c", str(self.config_dir), f"{settings.POSTFIX_MAP_TYPE}:{source}"])
 
     @property
     def pidfile(self) -> Path:

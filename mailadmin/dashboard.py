@@ -16,10 +16,11 @@ from django.utils import timezone
 
 from accounts.models import SenderSuspension
 from accounts.roles import Role, role_of
-from aliases.models import Alias, MapGeneration, MapPublication
+from aliases.models import Alias
 from audit.models import AuditEvent
 from handover.models import HandoverNote, TopicDelegate
 from outofoffice.models import ReplyLog, VacationReply
+from postfix.models import MapGeneration, MapPublication
 
 RECENT = 5
 

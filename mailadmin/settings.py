@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "audit",
     "accounts",
     "aliases",
+    "postfix",
     "outofoffice",
     "handover",
     "mfa",
@@ -279,7 +280,21 @@ SMTP_PORT = env_int("SMTP_PORT", 2525)
 # The private Postfix relays all other mail (replies to outside senders, bounces) to this
 # loopback port, where the demo and the tests run a capturing "outside world" SMTP server.
 OUTSIDE_SMTP_PORT = env_int("OUTSIDE_SMTP_PORT", 2526)
-# The hash: tables mailadmin publishes, by name (files POSTFIX_MAP_DIR/<name> and <name>.db).
+# The table type: lmdb (changes applied in place, needs postfix-lmdb), cdb (rebuilt whole,
+# needs postfix-cdb) or hash (Berkeley DB, which some distributions no longer ship).
+POSTFIX_MAP_TYPE = env_str("POSTFIX_MAP_TYPE", "lmdb")
+if POSTFIX_MAP_TYPE not in ("lmdb", "cdb", "hash"):
+    raise ImproperlyConfigured("MAILADMIN_POSTFIX_MAP_TYPE must be lmdb, cdb or hash")
+# ldap: table files (sender block) ask for StartTLS: on for a production LDAP_URI ldap://.
+POSTFIX_LDAP_START_TLS = env_bool("POSTFIX_LDAP_START_TLS", False)
+# What feeds the postfix app (postfix/features.py): the features whose entries go into the
+# tables, those whose lines go into main.cf/master.cf, and where the directory's mailboxes
+# come from. Another feature appends its own dotted path in its own block.
+POSTFIX_MAP_FEATURES = ["aliases.postfix_feature.feature", "accounts.postfix_feature.feature",
+                        "outofoffice.postfix_feature.feature"]  # fmt: skip
+POSTFIX_CONFIG_FEATURES = ["accounts.sender_block.config", "outofoffice.handoff.config"]
+POSTFIX_DIRECTORY_MAILBOXES = "aliases.postfix_feature.directory_mailboxes"
+# The tables mailadmin publishes, by name (POSTFIX_MAP_DIR/<name> and its database file).
 POSTFIX_MAPS = (
     "virtual",
     "recipient_access",
@@ -300,10 +315,9 @@ MAP_HOSTS = env_list("MAP_HOSTS", [MAIL_HOST])
 # the first pending change (a burst of creations becomes a few publications).
 MAP_PUBLISH_QUIET_MS = env_int("MAP_PUBLISH_QUIET_MS", 150)
 MAP_PUBLISH_MAX_WAIT_MS = env_int("MAP_PUBLISH_MAX_WAIT_MS", 3000)
-# A map whose delta is at most this many lines is updated on a copy of the live .db
-# (postmap -i/-d) instead of being rebuilt; the copy is verified and renamed like a rebuild.
-MAP_INCREMENTAL_MAX_LINES = env_int("MAP_INCREMENTAL_MAX_LINES", 20000)
-MAP_VERIFY_SAMPLE = env_int("MAP_VERIFY_SAMPLE", 16)
+# Changes naming at most this many keys since the last publication are applied key by key
+# (lmdb: in place; hash: on a copy); more, or a change naming none, re-render every table.
+MAP_INCREMENTAL_MAX_KEYS = env_int("MAP_INCREMENTAL_MAX_KEYS", 2000)
 # Postfix is reloaded after a change at most once per this many seconds (a skipped reload is
 # done by the next reconcile; Postfix daemons also notice changed tables by themselves).
 POSTFIX_RELOAD_MIN_INTERVAL = env_int("POSTFIX_RELOAD_MIN_INTERVAL", 5)
@@ -314,7 +328,7 @@ MAP_FULL_RECONCILE_INTERVAL = env_int("MAP_FULL_RECONCILE_INTERVAL", 600)
 CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 2)
 for _host in MAP_HOSTS:
     CELERY_BEAT_SCHEDULE[f"reconcile-maps-{_host}"] = {
-        "task": "aliases.tasks.reconcile_maps",
+        "task": "postfix.tasks.reconcile_maps",
         "schedule": float(MAP_RECONCILE_INTERVAL),
         "options": {"queue": f"maps.{_host}", "expires": float(MAP_RECONCILE_INTERVAL)},
     }

@@ -16,11 +16,15 @@ So the copy takes two hops inside this Postfix:
    usual, drops silently when it expires or is refused, and never reports on.
 The first hop is Postfix talking to itself on loopback; it only fails if Postfix does.
 
-Plain functions of the settings' values, with no Django import: the private Postfix in
-localservices/ writes the same lines as `manage.py postfix_config` prints.
+Plain functions of the settings' values (no database): part of the configuration that
+postfix/config.py generates for `manage.py postfix_config`, the private Postfix and deploy/.
 """
 
 import re
+
+from django.conf import settings
+
+from postfix.features import ConfigContext, Restriction
 
 HANDOFF_TRANSPORT = "mailadmin-autoreply"
 HANDOFF_HOST = "127.0.0.1"
@@ -102,3 +106,28 @@ def transport_entries(routing_domain: str, handoff_port: int, responder: str) ->
         (handoff_domain(domain), f"{HANDOFF_TRANSPORT}:[{HANDOFF_HOST}]:{handoff_port}"),
         (domain, responder),
     ]
+
+
+class HandoffConfig:
+    """The vacation hand-off's part of the generated configuration (postfix/config.py)."""
+
+    def main_cf(self, ctx: ConfigContext) -> list[str]:
+        return main_cf_lines(settings.VACATION_ROUTING_DOMAIN)
+
+    def restrictions(self, ctx: ConfigContext) -> list[Restriction]:
+        return []
+
+    def master_cf(self, ctx: ConfigContext) -> list[str]:
+        responder = f"lmtp:inet:{settings.RESPONDER_HOST}:{settings.RESPONDER_PORT}"
+        entries = transport_entries(settings.VACATION_ROUTING_DOMAIN, settings.VACATION_HANDOFF_PORT, responder)
+        return [
+            "# mailadmin: vacation copies reach the responder in two hops (transport table entries):",
+            *(f"#   {domain}  {transport}" for domain, transport in entries),
+            *master_cf_lines(settings.VACATION_ROUTING_DOMAIN, settings.VACATION_HANDOFF_PORT),
+        ]
+
+    def cf_files(self, ctx: ConfigContext) -> dict[str, list[str]]:
+        return {}
+
+
+config = HandoffConfig()

@@ -7,8 +7,10 @@ the hand-off smtpd (outofoffice/handoff.py) turn it into a copy to the routing a
 map sends to the responder. "=" rather than "#": the map renderer refuses "#" in any token
 (a comment character in map sources), and a domain never contains "=", so the last "="
 splits it.
-The publication in aliases/ calls these two functions.
+outofoffice/postfix_feature.py hands these entries to the postfix app.
 """
+
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import Q
@@ -44,12 +46,12 @@ def mailbox_for(routing: str) -> str | None:
     return f"{mailbox_local}@{mailbox_domain}"
 
 
-def vacation_virtual_entries() -> list[tuple[str, str]]:
+def vacation_virtual_entries(now: datetime | None = None) -> list[tuple[str, str]]:
     """(mailbox address, extra virtual target) pairs for vacations switched on and not yet ended.
 
     Vacations that start later are included: the responder checks the window itself, so the
     first reply goes out exactly at the start and the last one before the end."""
-    now = timezone.now()
+    now = now or timezone.now()
     active = VacationReply.objects.filter(enabled=True).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
     return [(address, handoff_address(address)) for address in active.values_list("address", flat=True)]
 

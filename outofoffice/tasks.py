@@ -6,8 +6,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from aliases.publication import request_publication
 from outofoffice.models import ReplyLog, VacationReply
+from postfix.publication import request_publication
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,13 @@ def sweep_vacations() -> None:
     now = timezone.now()
     recently = now - timedelta(seconds=3 * settings.VACATION_SWEEP_INTERVAL)  # a missed beat is caught
     with transaction.atomic():
-        ended = VacationReply.objects.filter(enabled=True, ends_at__gt=recently, ends_at__lte=now).count()
+        ended = list(
+            VacationReply.objects.filter(enabled=True, ends_at__gt=recently, ends_at__lte=now).values_list(
+                "address", flat=True
+            )
+        )
         if ended:
-            request_publication(f"{ended} vacation(s) ended")
+            request_publication(f"{len(ended)} vacation(s) ended", keys=ended)
     pruned, _ = ReplyLog.objects.filter(sent_at__lt=now - REPLY_LOG_KEEP).delete()
     if ended or pruned:
-        log.info("vacation sweep: %s ended, %s old reply-log entries removed", ended, pruned)
+        log.info("vacation sweep: %s ended, %s old reply-log entries removed", len(ended), pruned)

@@ -5,9 +5,9 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from aliases.publication import request_publication
 from audit.models import record_event
 from outofoffice.models import VacationReply
+from postfix.publication import request_publication
 
 
 def summary(vacation: VacationReply) -> str:
@@ -25,7 +25,7 @@ def save_vacation(vacation: VacationReply, request: HttpRequest) -> None:
     vacation.updated_by = actor
     with transaction.atomic():
         vacation.save()
-        request_publication(f"vacation of {vacation.uid} changed")
+        request_publication(f"vacation of {vacation.uid} changed", keys=[vacation.address])
         record_event(
             "vacation.set" if vacation.enabled else "vacation.off",
             request=request,
@@ -39,7 +39,7 @@ def clear_vacation(vacation: VacationReply, request: HttpRequest) -> None:
     actor = request.user.get_username() if isinstance(request.user, User) else ""
     with transaction.atomic():
         VacationReply.objects.filter(pk=vacation.pk).delete()
-        request_publication(f"vacation of {vacation.uid} cleared")
+        request_publication(f"vacation of {vacation.uid} cleared", keys=[vacation.address])
         record_event(
             "vacation.clear", request=request, target=vacation.uid, detail=f"cleared by {actor} for {vacation.uid}"
         )

@@ -11,9 +11,10 @@ from django.utils import timezone
 
 from accounts import directory
 from accounts.models import SenderSuspension
-from aliases import publication
-from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
+from aliases.models import Alias, AliasTombstone, Domain
 from audit.models import AuditEvent
+from postfix import publication
+from postfix.models import MapGeneration
 
 pytestmark = pytest.mark.django_db
 

@@ -18,9 +18,9 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts import directory
 from accounts.directory import DirectoryUser
-from aliases import publication, tasks
+from aliases import tasks
 from aliases.models import Alias, Domain
-from aliases.postfix_maps import render_maps
+from postfix import publication
 from tests.test_postfix_e2e import delivered, send, wait_for_rcpt
 from tests.test_publication import lookup
 
@@ -142,8 +142,8 @@ def test_an_unsafe_mail_value_never_reaches_a_map_and_is_logged_with_its_entry(
         owner=owner, local_part="site", domain=Domain.objects.create(name="unsafe.example.org", is_alias_domain=True)
     )
 
-    with caplog.at_level(logging.WARNING, logger="aliases.postfix_maps"):
-        maps = render_maps().sources
+    with caplog.at_level(logging.WARNING, logger="aliases.postfix_feature"):
+        maps = {name: "".join(f"{line}\n" for line in lines) for name, lines in publication.render_tables().items()}
 
     local = mail.lower().rpartition("@")[0]
     for name, text in maps.items():

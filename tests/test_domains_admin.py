@@ -2,8 +2,9 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from aliases.models import Alias, Domain, MapGeneration
+from aliases.models import Alias, Domain
 from audit.models import AuditEvent
+from postfix.models import MapGeneration
 
 pytestmark = pytest.mark.django_db
 

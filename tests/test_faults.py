@@ -4,7 +4,6 @@ worker: test_postfix_e2e_faults.py; postmap failing for a whole publication:
 test_publication.py; slapd down while an admin suspends or reinstates: test_suspension.py.)"""
 
 import secrets
-import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,17 +15,18 @@ from django.utils import timezone
 
 from accounts import suspension, tasks
 from accounts.models import SenderSuspension
-from aliases import publication
-from aliases.models import Alias, Domain, MapGeneration, MapPublication
-from aliases.tasks import reconcile_maps
+from aliases.models import Alias, Domain
 from audit.models import AuditEvent
 from localservices.redis import Redis
 from localservices.slapd import Slapd
+from postfix import publication
+from postfix.models import MapGeneration, MapPublication
+from postfix.tasks import reconcile_maps
+from tests.test_publication import lookup as table_lookup
 
 
 def lookup(map_dir: Path, table: str, key: str) -> str:
-    argv = [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", key, f"hash:{map_dir / table}"]
-    return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+    return table_lookup(table, key, map_dir) or ""
 
 
 def route(map_dir: Path, address: str) -> str:

@@ -10,9 +10,10 @@ from django.contrib.auth.models import User
 from django.db import connections
 from django.test import RequestFactory
 
-from aliases.models import Alias, Domain, MapGeneration
+from aliases.models import Alias, Domain
 from aliases.services import AliasRefused, create_alias
 from audit.models import AuditEvent
+from postfix.models import MapGeneration
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RACERS = 8

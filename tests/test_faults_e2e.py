@@ -24,6 +24,7 @@ from django.conf import settings
 
 from localservices.postfix import Postfix
 from localservices.process import free_port, port_open
+from tests.test_publication import postmap_query
 
 pytestmark = pytest.mark.e2e
 
@@ -55,8 +56,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> bool:
 
 
 def lookup(map_dir: Path, table: str, key: str) -> subprocess.CompletedProcess[str]:
-    argv = [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", key, f"hash:{map_dir / table}"]
-    return subprocess.run(argv, capture_output=True, text=True)
+    return postmap_query(table, key, map_dir)
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -87,7 +87,8 @@ def host_and_domain(run_database: None) -> Iterator[tuple[str, str]]:
     yield host, domain
     # Leave the run's database as found: other end-to-end tests count publication states.
     in_app(
-        "from aliases.models import Alias, Domain, MapPublication\n"
+        "from aliases.models import Alias, Domain\n"
+        "from postfix.models import MapPublication\n"
         f"MapPublication.objects.filter(host='{host}').delete()\n"
         f"Alias.objects.filter(domain__name='{domain}').delete()\n"
         f"Domain.objects.filter(name='{domain}').delete()\n"
@@ -129,7 +130,7 @@ def test_a_worker_killed_mid_publication_leaves_whole_tables_and_its_restart_pub
     def change(local: str) -> None:
         in_app(
             "from django.contrib.auth.models import User\nfrom django.db import transaction\n"
-            "from aliases.models import Alias, Domain\nfrom aliases.publication import request_publication\n"
+            "from aliases.models import Alias, Domain\nfrom postfix.publication import request_publication\n"
             f"owner, _ = User.objects.get_or_create(username='faultowner2', defaults={{'email': '{OWNER_MAIL}'}})\n"
             f"domain, _ = Domain.objects.get_or_create(name='{domain}', defaults={{'is_alias_domain': True}})\n"
             "with transaction.atomic():\n"
@@ -143,7 +144,7 @@ def test_a_worker_killed_mid_publication_leaves_whole_tables_and_its_restart_pub
 
     def published_without_error() -> bool:
         out = in_app(
-            "from aliases.models import MapGeneration, MapPublication\n"
+            "from postfix.models import MapGeneration, MapPublication\n"
             f"state = MapPublication.objects.get(host='{host}')\n"
             "print(MapGeneration.objects.get(pk=1).requested == state.published_generation, "
             "repr(state.last_error))\n"
@@ -242,7 +243,7 @@ def vacationer(run_database: None, make_directory_user) -> Iterator[str]:
     user = make_directory_user()
     in_app(
         "from datetime import timedelta\nfrom django.utils import timezone\n"
-        "from outofoffice.models import VacationReply\nfrom aliases.publication import publish\n"
+        "from outofoffice.models import VacationReply\nfrom postfix.publication import publish\n"
         "now = timezone.now()\n"
         f"VacationReply.objects.create(uid='{user.uid}', address='{user.mail}', enabled=True,"
         " starts_at=now - timedelta(minutes=5), ends_at=now + timedelta(days=2),"

@@ -19,11 +19,12 @@ from django.utils import timezone
 
 from accounts import directory, suspension
 from accounts.models import SenderSuspension
-from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
+from aliases.models import Alias, AliasTombstone, Domain
 from audit.models import AuditEvent
 from handover.models import HandoverNote, TopicDelegate, WorkItem
 from mfa import services
 from outofoffice.models import ReplyLog, VacationReply
+from postfix.models import MapGeneration
 from tests.conftest import DEMO_PASSWORD
 
 pytestmark = pytest.mark.django_db

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tests.test_publication import lookup as table_lookup
+
 pytestmark = pytest.mark.e2e
 
 DOMAIN = "multihost.example.org"
@@ -40,7 +42,7 @@ CHANGE = """
 from django.contrib.auth.models import User
 from django.db import transaction
 from aliases.models import Alias, Domain
-from aliases.publication import request_publication
+from postfix.publication import request_publication
 owner = User.objects.get(email="{owner}")
 domain = Domain.objects.get(name="{domain}")
 with transaction.atomic():
@@ -63,8 +65,7 @@ def change(
 
 
 def lookup(map_dir: Path, table: str, key: str) -> str:
-    argv = [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", key, f"hash:{map_dir / table}"]
-    return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+    return table_lookup(table, key, map_dir) or ""
 
 
 def sources(map_dir: Path) -> dict[str, str]:
@@ -145,7 +146,8 @@ def hosts(tmp_path: Path, make_directory_user) -> Iterator[list[MailHost]]:
             host.stop()
         # Leave the run's database as found: other end-to-end tests count publication states.
         in_app(
-            "from aliases.models import Alias, Domain, MapPublication\n"
+            "from aliases.models import Alias, Domain\n"
+            "from postfix.models import MapPublication\n"
             f"MapPublication.objects.filter(host__in={names!r}).delete()\n"
             f"Alias.objects.filter(domain__name='{DOMAIN}').delete()\n"
         )
@@ -162,7 +164,7 @@ def converged(hosts: list[MailHost], present: dict[str, str], absent: tuple[str,
 
 def publication_states() -> dict[str, tuple[int, str]]:
     out = in_app(
-        "from aliases.models import MapGeneration, MapPublication\n"
+        "from postfix.models import MapGeneration, MapPublication\n"
         "print(MapGeneration.objects.get(pk=1).requested)\n"
         "for host, generation, error in MapPublication.objects.values_list('host', 'published_generation', "
         "'last_error'):\n"

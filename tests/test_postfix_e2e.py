@@ -18,8 +18,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.directory import DirectoryUser
-from aliases import publication
 from aliases.models import Alias, AliasTombstone, Domain
+from postfix import publication
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 

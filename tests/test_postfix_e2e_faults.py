@@ -34,7 +34,7 @@ def manage_shell(code: str) -> str:
 
 def live_target(address: str) -> str:
     """What the Postfix virtual table answers for an address ("" when it has no entry)."""
-    table = f"hash:{Path(settings.POSTFIX_MAP_DIR) / 'virtual'}"
+    table = f"{settings.POSTFIX_MAP_TYPE}:{Path(settings.POSTFIX_MAP_DIR) / 'virtual'}"
     argv = [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", address, table]
     return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
 
@@ -84,11 +84,11 @@ def test_alias_saved_while_redis_was_down_goes_live_once_redis_is_back(worker: P
         manage_shell(
             "from django.db import transaction\n"
             "from aliases.models import Alias, Domain\nfrom django.contrib.auth.models import User\n"
-            "from aliases.publication import request_publication\n"
+            "from postfix.publication import request_publication\n"
             "with transaction.atomic():\n"
             "    Alias.objects.create(owner=User.objects.get(username='faultowner'), local_part='whiledown',"
             " domain=Domain.objects.get(name='faults.example.org'))\n"
-            "    request_publication('test: created while redis was down')\n"
+            "    request_publication('test: created while redis was down', keys=['whiledown@faults.example.org'])\n"
         )
         assert live_target("whiledown@faults.example.org") == ""
     finally:
@@ -98,7 +98,7 @@ def test_alias_saved_while_redis_was_down_goes_live_once_redis_is_back(worker: P
     live = wait_until(lambda: live_target("whiledown@faults.example.org") == "faultowner@example.org", 60)
     assert live, worker.read_text()[-3000:]
     out = manage_shell(
-        "from aliases.models import MapGeneration, MapPublication\n"
+        "from postfix.models import MapGeneration, MapPublication\n"
         "states = MapPublication.objects.values_list('published_generation', 'last_error')\n"
         "print(MapGeneration.objects.get().requested, list(states))"
     )

@@ -89,7 +89,7 @@ def responder(transactional_db):
 @pytest.fixture
 def on_vacation(transactional_db, make_directory_user, outside):
     """A directory user with an active vacation reply, published into the Postfix maps."""
-    from aliases.publication import publish
+    from postfix.publication import publish
 
     user = make_directory_user(role="end user")
     now = timezone.now()

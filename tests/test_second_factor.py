@@ -14,10 +14,10 @@ from django.urls import reverse
 
 from accounts import assurance, directory
 from accounts.models import SenderSuspension
-from aliases import publication
 from audit.models import AuditEvent
 from mfa import pending, sealing, services, totp
 from mfa.models import Passkey, RecoveryCode, ResetNotice, TotpDevice
+from postfix import publication
 from tests.conftest import DEMO_PASSWORD, give_second_factor, sign_in_client
 from tests.test_authorization_matrix import DELEGATE, MATRIX, OTHER, OWNER, TOPIC, _arguments, _objects, url_patterns
 from tests.test_postfix_e2e import maildir

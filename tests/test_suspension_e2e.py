@@ -56,7 +56,7 @@ def test_a_suspended_mailbox_is_refused_at_mail_from_live_and_accepted_after_rei
 def test_a_suspended_users_alias_is_refused_through_the_published_sender_access_map(
     make_directory_user,
 ) -> None:
-    from aliases.publication import publish
+    from postfix.publication import publish
 
     target, bystander = make_directory_user(), make_directory_user()
     admin = _admin(make_directory_user)

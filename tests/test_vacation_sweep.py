@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from aliases.publication import requested_generation
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.routing import vacation_virtual_entries
 from outofoffice.tasks import sweep_vacations
+from postfix.publication import requested_generation
 
 pytestmark = pytest.mark.django_db
 

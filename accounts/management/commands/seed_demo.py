@@ -51,7 +51,7 @@ class Command(BaseCommand):
         # Aliases: the demo's mailbox domain and alias domain, if missing (checked like the admin form's).
         from aliases.addresses import normalize_domain
         from aliases.models import Domain
-        from aliases.publication import request_publication
+        from postfix.publication import request_publication
 
         for setting, is_alias_domain in ((settings.MAIL_DOMAIN, False), (settings.ALIAS_DOMAIN, True)):
             name = normalize_domain(setting)

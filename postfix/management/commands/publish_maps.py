@@ -3,12 +3,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from aliases import publication
-from aliases.postfix_maps import render_maps
+from postfix import publication
 
 
 class Command(BaseCommand):
-    help = "Publish this host's Postfix maps now (--dry-run: print the diff against the live maps)."
+    help = "Publish this host's Postfix tables now (--dry-run: print the diff against the live tables)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
@@ -28,22 +27,19 @@ class Command(BaseCommand):
         self.stdout.write(f"published generation {outcome.generation}; changed maps: {changed}{reload}")
 
     def _diff(self) -> None:
-        rendered = render_maps()
         differences = 0
-        for name, text in rendered.sources.items():
-            live = publication.live_source(name)
-            if live == text:
+        for name, lines in publication.render_tables().items():
+            live = publication.live_lines(name)
+            if live == lines:
                 continue
             differences += 1
-            diff = "".join(
-                difflib.unified_diff(
-                    (live or "").splitlines(keepends=True),
-                    text.splitlines(keepends=True),
-                    fromfile=f"{name} (live)" if live is not None else f"{name} (not published)",
-                    tofile=f"{name} (rendered)",
-                    n=0,
-                )
+            diff = difflib.unified_diff(
+                [f"{line}\n" for line in live or []],
+                [f"{line}\n" for line in lines],
+                fromfile=f"{name} (live)" if live is not None else f"{name} (not published)",
+                tofile=f"{name} (rendered)",
+                n=0,
             )
-            self.stdout.write(diff, ending="")
+            self.stdout.write("".join(diff), ending="")
         if not differences:
             self.stdout.write("the live maps are up to date")

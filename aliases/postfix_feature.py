@@ -1,0 +1,137 @@
+"""What aliases and domains put in the Postfix tables (the postfix app calls this; see
+postfix/features.py): alias and catch-all routes, refusals of switched-off and deleted
+addresses, the domains, the directory's mailboxes, and every alias of a suspended user."""
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
+
+from accounts import directory
+from accounts.models import SenderSuspension
+from accounts.suspension import reject_action
+from aliases import addresses
+from aliases.models import Alias, AliasTombstone, Domain
+from postfix.features import Entry, Snapshot
+
+logger = logging.getLogger(__name__)
+
+REJECT_DISABLED = "550 5.1.1 This address is disabled"
+REJECT_EXPIRED = "550 5.1.1 This address has expired"
+REJECT_DELETED = "550 5.1.1 This address has been deleted"
+
+
+def directory_mailboxes() -> dict[str, str]:
+    """uid -> mailbox address for every person in the directory (one paged search). A `mail`
+    value that is not a plain address (a slash, "..", whitespace, quotes, two @...) would turn
+    into a path or a different line in a table: such an entry is left out, so its owner's
+    aliases are refused as ownerless."""
+    found = {}
+    for entry in directory.mail_entries():
+        try:
+            mail = addresses.normalize_address(entry.mail)
+        except ValidationError:
+            logger.warning(
+                "directory entry %s (uid %r): unsafe mail %r left out of the maps", entry.dn, entry.uid, entry.mail[:80]
+            )
+            continue
+        if entry.uid:
+            found[entry.uid] = mail
+    return found
+
+
+def mailboxes_fingerprint(mailboxes: dict[str, str]) -> str:
+    """A digest of uid -> mailbox: equal digests, equal alias targets."""
+    text = "".join(f"{uid} {mail}\n" for uid, mail in sorted(mailboxes.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _aliases(keys: frozenset[str] | None) -> QuerySet[Alias]:
+    rows = Alias.objects.order_by()
+    if keys is None:
+        return rows
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for key in keys:
+        local, _, domain = key.rpartition("@")
+        wanted[domain].add(local)
+    match = Q(pk__in=[])
+    for domain, locals_ in wanted.items():
+        match |= Q(domain__name=domain, local_part__in=locals_)
+    return rows.filter(match)
+
+
+class AliasMaps:
+    def entries(self, snapshot: Snapshot) -> Iterator[Entry]:
+        now, mailboxes, keys = snapshot.now, snapshot.mailboxes, snapshot.keys
+        domains = list(
+            Domain.objects.values_list(
+                "pk", "name", "is_alias_domain", "catchall_destinations", "catchall_owner__username"
+            )
+        )
+        names = {pk: name for pk, name, _, _, _ in domains}
+        # Each owner's mailbox as the directory has it now (the user rows' email is a cache that
+        # only a sign-in refreshes); an owner without one gets "" and their aliases are refused.
+        owners = {pk: mailboxes.get(uid, "") for pk, uid in User.objects.values_list("pk", "username")}
+
+        # Refusals, checked before delivery: deleted wins over disabled over expired.
+        tombstones = AliasTombstone.objects.values_list("address", flat=True)
+        for address in tombstones if keys is None else tombstones.filter(address__in=keys):
+            yield Entry("recipient_access", address, REJECT_DELETED)
+        fields = ("local_part", "domain_id", "owner_id", "enabled", "expires_at")
+        for local, domain, owner, enabled, expires_at in _aliases(keys).values_list(*fields).iterator(10000):
+            address = f"{local}@{names[domain]}"
+            if not enabled:
+                yield Entry("recipient_access", address, REJECT_DISABLED)
+            elif expires_at is not None and expires_at <= now:
+                yield Entry("recipient_access", address, REJECT_EXPIRED)
+            elif owners.get(owner):
+                yield Entry("virtual", address, owners[owner])
+            else:
+                # An owner without a mailbox: refused with the disabled text, so the reply names
+                # no other address, it never reaches a catch-all, and nothing bounces later.
+                yield Entry("recipient_access", address, REJECT_DISABLED)
+
+        catchall_domains = set()
+        for _, name, _, destinations, owner_uid in domains:
+            targets = [d.strip().lower() for d in destinations.replace("\n", ",").split(",") if d.strip()]
+            if owner_uid and mailboxes.get(owner_uid):
+                targets.append(mailboxes[owner_uid])
+            if targets:
+                yield Entry("virtual", f"@{name}", ", ".join(targets), domain_wide=True)
+                catchall_domains.add(name)
+        alias_domains = {name for _, name, is_alias, _, _ in domains if is_alias}
+        mailbox_domains = {name for _, name, is_alias, _, _ in domains if not is_alias}
+        mailbox_domains.update(mailbox.rpartition("@")[2] for mailbox in mailboxes.values())
+        mailbox_domains -= alias_domains  # a domain listed as both is refused by Postfix
+        for mailbox in mailboxes.values():
+            local, _, domain = mailbox.rpartition("@")
+            # virtual_alias_maps tries user@domain before @domain: a real mailbox in a
+            # catch-all domain maps to itself so the catch-all never swallows it.
+            if domain in catchall_domains:
+                yield Entry("virtual", mailbox, mailbox)
+            if domain in mailbox_domains:
+                yield Entry("mailboxes", mailbox, f"{domain}/{local}/")
+        yield from (Entry("mailbox_domains", name, "OK") for name in sorted(mailbox_domains))
+        yield from (Entry("alias_domains", name, "OK") for name in sorted(alias_domains))
+
+        # A suspended user may send as none of their aliases, enabled or not.
+        suspended = SenderSuspension.objects.active().values("uid")
+        action = reject_action()
+        for local, domain in Alias.objects.filter(owner__username__in=suspended).values_list("local_part", "domain_id"):
+            yield Entry("sender_access", f"{local}@{names[domain]}", action)
+
+    def due_keys(self, since: datetime, now: datetime) -> set[str]:
+        expired = Alias.objects.filter(enabled=True, expires_at__gt=since, expires_at__lte=now)
+        return {f"{local}@{domain}" for local, domain in expired.values_list("local_part", "domain__name")}
+
+    def next_due(self, now: datetime) -> datetime | None:
+        upcoming = Alias.objects.filter(enabled=True, expires_at__gt=now).order_by("expires_at")
+        return upcoming.values_list("expires_at", flat=True).first()
+
+
+feature = AliasMaps()

@@ -1,0 +1,145 @@
+"""The postmap boundary: the only module that runs postmap or postfix.
+
+A Table is a name in this host's map directory and the configured type (lmdb, cdb, hash).
+build() makes a database under a temporary name from lines; install() renames it into place;
+put() and delete() change a live lmdb: table in place (one transaction per key: a reader sees
+each key old or new, never a missing or half-written one); query() and dump() read back.
+Every failure is a PostmapError.
+"""
+
+import os
+import secrets
+import shlex
+import subprocess
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+COMMAND_TIMEOUT = 120  # seconds; postmap of a million lines takes a few
+SUFFIXES = {"lmdb": ".lmdb", "cdb": ".cdb", "hash": ".db"}
+
+
+class PostmapError(Exception):
+    """A postmap or postfix command failed; nothing live was changed by the failing step."""
+
+
+@dataclass(frozen=True)
+class Table:
+    path: Path  # the source file; Postfix opens TYPE:path
+    type: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.type}:{self.path}"
+
+    @property
+    def database(self) -> Path:
+        return Path(f"{self.path}{SUFFIXES[self.type]}")
+
+    def exists(self) -> bool:
+        return self.database.exists()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a table answers for some keys: found key -> value; the others are missing."""
+
+    found: dict[str, str]
+    missing: frozenset[str]
+
+
+def live(name: str) -> Table:
+    return Table(Path(settings.POSTFIX_MAP_DIR) / name, settings.POSTFIX_MAP_TYPE)
+
+
+def temporary(name: str) -> Table:
+    """A fresh temporary name beside the live table (a rename is atomic within one file system)."""
+    return Table(Path(settings.POSTFIX_MAP_DIR) / f".{name}.{secrets.token_hex(4)}.tmp", settings.POSTFIX_MAP_TYPE)
+
+
+def _run(argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PostmapError(f"{argv[0]}: {exc}") from exc
+
+
+def _postmap(*args: str, stdin: str = "", allowed: Collection[int] = (0,)) -> str:
+    argv = [*shlex.split(settings.POSTMAP_COMMAND), "-c", str(settings.POSTFIX_CONFIG_DIR), *args]
+    result = _run(argv, stdin)
+    # postmap reports a bad line, a duplicate or a failed update as a warning, and goes on.
+    if result.returncode not in allowed or "warning:" in result.stderr:
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise PostmapError(f"postmap {' '.join(args[:2])} failed: {message[-1] if message else result.returncode}")
+    return result.stdout
+
+
+def build(table: Table, lines: list[str]) -> None:
+    """Write the source and build its database (both under the table's, temporary, name)."""
+    try:
+        table.path.write_text("".join(f"{line}\n" for line in lines))
+    except OSError as exc:
+        raise PostmapError(f"writing {table.path.name}: {exc.strerror or exc}") from exc
+    _postmap(table.spec)
+
+
+def install(built: Table, name: str) -> None:
+    """Rename a built table into place: the database first, so the source is never newer. A
+    table made by copy() has no source: the live one, no longer describing it, goes."""
+    target = live(name)
+    try:
+        os.replace(built.database, target.database)
+        if built.path.exists():
+            os.replace(built.path, target.path)
+        else:
+            target.path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise PostmapError(f"putting {name} in place: {exc.strerror or exc}") from exc
+
+
+def copy(table: Table, into: Table) -> None:
+    """A copy of a table's database, to update and rename (hash: has no safe in-place update)."""
+    try:
+        with open(table.database, "rb") as source, open(into.database, "wb") as target:
+            os.sendfile(target.fileno(), source.fileno(), 0, os.fstat(source.fileno()).st_size)
+    except OSError as exc:
+        raise PostmapError(f"copying {table.path.name}: {exc.strerror or exc}") from exc
+
+
+def put(table: Table, entries: Mapping[str, str]) -> None:
+    if entries:
+        table.path.unlink(missing_ok=True)  # the source no longer describes the table
+        _postmap("-i", "-r", table.spec, stdin="".join(f"{key} {value}\n" for key, value in entries.items()))
+
+
+def delete(table: Table, keys: Collection[str]) -> None:
+    if keys:
+        table.path.unlink(missing_ok=True)
+        # Exit 1: some key was not there, which is what we want anyway.
+        _postmap("-d", "-", table.spec, stdin="".join(f"{key}\n" for key in keys), allowed=(0, 1))
+
+
+def query(table: Table, keys: Collection[str]) -> Lookup:
+    if not keys:
+        return Lookup({}, frozenset())
+    output = _postmap("-q", "-", table.spec, stdin="".join(f"{key}\n" for key in keys), allowed=(0, 1))
+    found = dict(line.split("\t", 1) for line in output.splitlines() if "\t" in line)
+    return Lookup(found, frozenset(keys) - found.keys())
+
+
+def dump(table: Table) -> dict[str, str]:
+    output = _postmap("-s", table.spec)
+    return dict(line.split("\t", 1) for line in output.splitlines() if "\t" in line)
+
+
+def remove(table: Table) -> None:
+    for path in (table.path, table.database, table.path.with_name(f"__db.{table.path.name}.db")):
+        path.unlink(missing_ok=True)
+
+
+def reload_postfix() -> None:
+    result = _run(shlex.split(settings.POSTFIX_RELOAD_COMMAND))
+    if result.returncode != 0:
+        raise PostmapError(f"postfix reload failed: {(result.stderr or result.stdout).strip()[:300]}")

@@ -1,0 +1,182 @@
+"""The postfix app: the one key-safety rule over every table, the generator behind the private
+Postfix, and publication with every table type (lmdb, cdb, hash), torn reads included."""
+
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from accounts.directory import DirectoryUser
+from aliases.models import Alias, Domain
+from postfix import config, publication
+from postfix.features import Entry
+from postfix.postmap import SUFFIXES
+from postfix.render import render
+from tests.test_publication import lookup, person
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE_KEYS = [
+    "evil\nkey@example.org",
+    "two words@example.org",
+    "@example.org",
+    "nolocal@",
+    "a@b@example.org",
+    "bell\x07@example.org",
+    "tab\t@example.org",
+    "sep\u2028@example.org",
+    "hash#tag@example.org",
+    "comma,x@example.org",
+    "",
+    "x" * 400,
+]
+HOSTILE_VALUES = ["line\nbreak", "nul\x00", "", " leading", "trailing ", "esc\x1b[31m", "sep\u2028x"]
+
+
+@pytest.mark.parametrize("table", settings.POSTFIX_MAPS)
+def test_no_hostile_key_or_value_reaches_any_table(table: str) -> None:
+    entries = [Entry(table, key, "OK") for key in HOSTILE_KEYS]
+    entries += [Entry(table, f"value{n}@example.org", value) for n, value in enumerate(HOSTILE_VALUES)]
+    entries.append(Entry(table, "fine@example.org", "fine@example.org"))
+
+    lines = render(entries, settings.POSTFIX_MAPS)[table]
+
+    assert lines == ["fine@example.org fine@example.org"]
+
+
+def test_only_a_catch_all_entry_may_name_a_whole_domain() -> None:
+    entries = [
+        Entry("virtual", "@example.org", "catch@example.org", domain_wide=True),
+        Entry("virtual", "@example.org", "sneaky@example.org"),
+        Entry("recipient_access", "@example.org", "550 refused"),
+        Entry("virtual", "x@example.org", "y@example.org", domain_wide=True),
+    ]
+
+    tables = render(entries, settings.POSTFIX_MAPS)
+
+    assert tables["virtual"] == ["@example.org catch@example.org"]
+    assert tables["recipient_access"] == []
+
+
+def test_virtual_joins_targets_and_other_tables_keep_the_first_value() -> None:
+    entries = [
+        Entry("virtual", "Box@Example.org", "box@example.org"),
+        Entry("virtual", "box@example.org", "box@example.org, copy@handoff.example"),
+        Entry("recipient_access", "gone@example.org", "550 deleted"),
+        Entry("recipient_access", "gone@example.org", "550 disabled"),
+    ]
+
+    tables = render(entries, settings.POSTFIX_MAPS)
+
+    assert tables["virtual"] == ["box@example.org box@example.org, copy@handoff.example"]
+    assert tables["recipient_access"] == ["gone@example.org 550 deleted"]
+
+
+def test_the_private_postfix_runs_the_generated_configuration() -> None:
+    ctx = config.context(services=frozenset())
+    main_cf = (Path(settings.POSTFIX_CONFIG_DIR) / "main.cf").read_text()
+    master_cf = (Path(settings.POSTFIX_CONFIG_DIR) / "master.cf").read_text()
+
+    assert main_cf.endswith("\n".join(config.main_cf(ctx)) + "\n")
+    assert master_cf.endswith("\n".join(config.master_cf(ctx)) + "\n")
+    for name in config.cf_files(ctx):
+        assert (Path(settings.POSTFIX_CONFIG_DIR) / name).exists()
+
+
+def test_a_policy_item_from_another_feature_lands_in_its_list_by_position() -> None:
+    ctx = config.context()
+    items = [
+        *config.BASE_RESTRICTIONS,
+        config.Restriction("smtpd_recipient_restrictions", "check_policy_service inet:127.0.0.1:1", 80),
+        config.Restriction("smtpd_recipient_restrictions", f"check_recipient_access {ctx.table('x')}", 10),
+    ]
+
+    lines = config.restriction_lines(items)
+
+    assert lines[0] == "smtpd_recipient_restrictions ="
+    assert (
+        lines[1].startswith("    check_recipient_access") and lines[-1] == "    check_policy_service inet:127.0.0.1:1"
+    )
+
+
+@pytest.fixture(params=["lmdb", "cdb", "hash"])
+def typed_map_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    directory = tmp_path / "maps"
+    directory.mkdir()
+    with override_settings(
+        POSTFIX_MAP_DIR=directory, POSTFIX_RELOAD_COMMAND="/bin/true", POSTFIX_MAP_TYPE=request.param
+    ):
+        yield directory
+
+
+@pytest.fixture
+def owner(make_directory_user: Callable[..., DirectoryUser]) -> User:
+    return person(make_directory_user, "tara")
+
+
+def _toggle(alias: Alias, enabled: bool) -> None:
+    Alias.objects.filter(pk=alias.pk).update(enabled=enabled)
+    publication.request_publication("test", keys=[alias.address])
+
+
+def test_every_table_type_publishes_keyed_changes_in_the_right_order(typed_map_dir: Path, owner: User) -> None:
+    domain = Domain.objects.create(name="typed.example.org", catchall_destinations="catch@example.org")
+    alias = Alias.objects.create(owner=owner, local_part="shop", domain=domain)
+    assert publication.publish(force=True, coalesce=False).status == "published"
+    assert (typed_map_dir / f"virtual{SUFFIXES[settings.POSTFIX_MAP_TYPE]}").exists()
+    assert lookup("virtual", "shop@typed.example.org") == "tara@example.org"
+
+    _toggle(alias, False)
+    assert publication.publish(coalesce=False).status == "published"
+
+    assert lookup("virtual", "shop@typed.example.org") is None
+    assert lookup("recipient_access", "shop@typed.example.org") == "550 5.1.1 This address is disabled"
+    assert lookup("virtual", "@typed.example.org") == "catch@example.org"  # the catch-all it must not reach
+    assert publication.live_lines("virtual") == publication.render_tables()["virtual"]
+
+
+def test_readers_never_see_a_missing_or_wrong_answer_during_a_hundred_publications(
+    typed_map_dir: Path, owner: User
+) -> None:
+    domain = Domain.objects.create(name="probe.example.org", is_alias_domain=True)
+    steady = Alias.objects.create(owner=owner, local_part="steady", domain=domain)
+    flipping = Alias.objects.create(owner=owner, local_part="flipping", domain=domain)
+    publication.publish(force=True, coalesce=False)
+    table_type = settings.POSTFIX_MAP_TYPE
+    argv = [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", "-"]
+    keys = f"{steady.address}\n{flipping.address}\n"
+    wrong: list[str] = []
+    reads = 0
+    done = threading.Event()
+
+    def probe() -> None:
+        nonlocal reads
+        while not done.is_set():
+            answer = subprocess.run(
+                [*argv, f"{table_type}:{typed_map_dir / 'virtual'}"], input=keys, capture_output=True, text=True
+            )
+            found = dict(line.split("\t", 1) for line in answer.stdout.splitlines())
+            if found.get(steady.address) != "tara@example.org" or found.get(flipping.address) not in (
+                None,
+                "tara@example.org",
+            ):
+                wrong.append(answer.stdout + answer.stderr)
+            reads += 1
+
+    reader = threading.Thread(target=probe)
+    reader.start()
+    try:
+        for n in range(100):
+            _toggle(flipping, n % 2 == 1)
+            assert publication.publish(coalesce=False).status == "published"
+    finally:
+        done.set()
+        reader.join()
+
+    assert reads > 20 and not wrong, wrong[:3]
+    assert lookup("virtual", flipping.address) == "tara@example.org"
