@@ -180,3 +180,40 @@ def test_readers_never_see_a_missing_or_wrong_answer_during_a_hundred_publicatio
 
     assert reads > 20 and not wrong, wrong[:3]
     assert lookup("virtual", flipping.address) == "tara@example.org"
+
+
+def _configuration_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_deploy_files_are_what_the_generator_prints_for_their_example_settings() -> None:
+    example = {
+        "LDAP_URI": "ldap://ldap.example.org:389",
+        "LDAP_BASE_DN": "dc=example,dc=org",
+        "LDAP_PEOPLE_DN": "ou=people,dc=example,dc=org",
+        "LDAP_SENDER_BLOCK_ATTR": "mailSenderBlocked",
+        "POSTFIX_LDAP_START_TLS": True,
+        "SUSPENSION_REJECT_TEXT": "Sending is suspended for this account; contact abuse@example.org",
+        "VACATION_ROUTING_DOMAIN": "autoreply.mailadmin.invalid",
+        "VACATION_HANDOFF_PORT": 10027,
+        "RESPONDER_HOST": "127.0.0.1",
+        "RESPONDER_PORT": 10026,
+    }
+    deploy = Path(settings.BASE_DIR) / "deploy" / "postfix"
+    with override_settings(**example):
+        ctx = config.context(
+            map_dir=Path("/var/lib/mailadmin/maps"),
+            config_dir=Path("/etc/postfix"),
+            map_type="lmdb",
+            ldap_password="CHANGE-ME",
+        )
+        main_cf, master_cf, files = config.main_cf(ctx), config.master_cf(ctx), config.cf_files(ctx)
+
+    main_parts = ("main.cf.tables", "main.cf.sender-block", "main.cf.out-of-office")
+    master_parts = ("master.cf.submission", "master.cf.out-of-office")
+    kept_main = [line for name in main_parts for line in _configuration_lines((deploy / name).read_text())]
+    kept_master = [line for name in master_parts for line in _configuration_lines((deploy / name).read_text())]
+    assert sorted(kept_main) == sorted(_configuration_lines("\n".join(main_cf)))
+    assert sorted(kept_master) == sorted(_configuration_lines("\n".join(master_cf)))
+    for name, lines in files.items():
+        assert _configuration_lines((deploy / name).read_text()) == lines, name
