@@ -104,7 +104,7 @@ def create_alias(owner_id: int, domain: Domain, local: str) -> None:
 def latencies(domain: Domain, owner_id: int, email: str, size: int, changes: int) -> list[float]:
     found = []
     for n in range(changes):
-        local = f"live{size}x{n}x{changes}"
+        local = f"live{size}{settings.POSTFIX_MAP_TYPE}x{n}x{changes}"
         started = time.perf_counter()
         create_alias(owner_id, domain, local)
         while postmap_query(f"{local}@{domain.name}") != email:
@@ -130,11 +130,11 @@ def burst(domain: Domain, owner_id: int, size: int, count: int) -> tuple[int, fl
     before = MapPublication.objects.get(host="bench").publications
     started = time.perf_counter()
     for n in range(count):
-        create_alias(owner_id, domain, f"burst{size}x{n}")
+        create_alias(owner_id, domain, f"burst{size}{settings.POSTFIX_MAP_TYPE}x{n}")
     created = time.perf_counter() - started
     settle()
     time.sleep(1)  # a late wake-up would show here
-    keys = "".join(f"burst{size}x{n}@{domain.name}\n" for n in range(count))
+    keys = "".join(f"burst{size}{settings.POSTFIX_MAP_TYPE}x{n}@{domain.name}\n" for n in range(count))
     table = f"{settings.POSTFIX_MAP_TYPE}:{MAP_DIR / 'virtual'}"
     argv = [settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), "-q", "-", table]
     found = subprocess.run(argv, input=keys, capture_output=True, text=True).stdout.count("\n")

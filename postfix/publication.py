@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 # Tables that refuse: their additions go live first and their removals last.
 REFUSALS = ("recipient_access", "sender_access")
+# Tables keyed by domain names, never by an address.
+DOMAIN_TABLES = ("mailbox_domains", "alias_domains", "transport")
 VERIFY_SAMPLE = 16
 
 
@@ -264,7 +266,10 @@ def _publish_keys(snapshot: features.Snapshot, counts: dict[str, int]) -> list[s
     assert snapshot.keys is not None
     rendered = render_tables(snapshot)
     changes: dict[str, tuple[dict[str, str], set[str]]] = {}
+    addresses_only = all("@" in key for key in snapshot.keys)
     for name in settings.POSTFIX_MAPS:
+        if addresses_only and name in DOMAIN_TABLES and not rendered[name]:
+            continue  # keyed by domain: holds none of these keys (one postmap run less)
         new = _table(rendered[name])
         old = postmap.query(postmap.live(name), snapshot.keys).found
         puts = {key: value for key, value in new.items() if old.get(key) != value}
