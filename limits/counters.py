@@ -137,9 +137,9 @@ class Counters:
         totals: dict[str, list[int]] = {}
         for index, what in enumerate((RECIPIENTS, MESSAGES)):
             keys = [self._key("top", what, kind, b) for b in buckets]
-            ranked: list[tuple[bytes, float]] = self._redis.zunion(keys, withscores=True, aggregate="SUM")  # type: ignore[assignment]
-            for member, score in ranked:
+            union: list[tuple[bytes, float]] = self._redis.zunion(keys, withscores=True, aggregate="SUM")  # type: ignore[assignment]
+            for member, score in union:
                 login = member.decode()
                 totals.setdefault(login, [0, 0])[index] = int(score)
-        ranked = sorted(totals.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))[:limit]
-        return [Sender(login, recipients, messages) for login, (recipients, messages) in ranked]
+        heaviest = sorted(totals.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))[:limit]
+        return [Sender(login, recipients, messages) for login, (recipients, messages) in heaviest]
