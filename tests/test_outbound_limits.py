@@ -261,3 +261,10 @@ def test_the_suspension_notice_arrives_through_postfix_with_the_null_sender(
     assert "Subject: Sending mail from your account is suspended" in mail
     assert "Return-Path: <>" in mail and "Spam run" in mail
     assert Notice.objects.get(to_address=person.mail).sent_at is not None
+
+
+def test_the_admin_overview_marks_automatic_suspensions(sign_in, make_directory_user) -> None:
+    person = make_directory_user()
+    suspension.suspend(person.uid, "automatic: 901 recipients in 1 hour (hard limit 900)", None, actor=None)
+    page = sign_in("admin").get(reverse("home")).content.decode()
+    assert person.uid in page and ">automatic</span>" in page and reverse("limits:senders") in page
