@@ -250,7 +250,10 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
         elif parameter == "pk" and name.startswith("handover:"):
             kwargs["pk"] = objects["note"].pk
         elif parameter == "pk" and name.startswith("limits:"):
-            kwargs["pk"] = SendingLimit.objects.create(scope="person", name=objects["uid"], recipients_per_hour=9).pk
+            limit, _ = SendingLimit.objects.get_or_create(
+                scope="person", name=objects["uid"], defaults={"recipients_per_hour": 9}
+            )
+            kwargs["pk"] = limit.pk
         elif parameter == "pk" and name == "mfa:passkey_remove":
             # Made only here: a passkey would make every other URL ask the owner for it.
             owner = User.objects.get(username=objects["uid"])
