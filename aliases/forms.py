@@ -1,4 +1,5 @@
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -429,3 +430,47 @@ class DomainForm(forms.Form):
         domain.is_alias_domain = self.cleaned_data["is_alias_domain"]
         domain.catchall_destinations = self.cleaned_data["catchall_destinations"]
         return domain
+
+
+def read_secret_file(path_text: str) -> str:
+    """A one-line secret from a file (service passwords). The error never quotes the content."""
+    _refuse_control_characters(path_text)
+    path = Path(path_text)
+    if not path.is_absolute():
+        raise ValidationError("Give an absolute path.")
+    try:
+        content = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        raise ValidationError(f"Cannot read {path_text}.") from None
+    secret = content.removesuffix("\n")
+    if not secret or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in secret):
+        raise ValidationError(f"{path_text} must hold one line without spaces or control characters.")
+    return secret
+
+
+class PostfixApplyForm(forms.Form):
+    """manage.py postfix_apply: where the host's Postfix configuration is, and the bind password."""
+
+    config_dir = forms.CharField(max_length=4096)
+    ldap_password_file = forms.CharField(max_length=4096, required=False)
+    submission = forms.BooleanField(required=False)
+
+    def clean_config_dir(self) -> Path:
+        value = self.cleaned_data["config_dir"]
+        _refuse_control_characters(value)
+        path = Path(value)
+        if not path.is_absolute():
+            raise ValidationError("Give an absolute path.")
+        missing = [name for name in ("main.cf", "master.cf") if not (path / name).is_file()]
+        if missing:
+            raise ValidationError(f"{value} has no {' or '.join(missing)}: is Postfix installed there?")
+        return path.resolve()
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        path = cleaned.get("ldap_password_file") or ""
+        try:
+            cleaned["ldap_password"] = read_secret_file(path) if path else ""
+        except ValidationError as error:
+            self.add_error("ldap_password_file", error)
+        return cleaned
