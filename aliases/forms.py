@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from accounts import directory
-from accounts.forms import UNAVAILABLE
+from accounts.forms import UNAVAILABLE, read_secret_file
 from aliases.addresses import (
     MAX_LOCAL_PART,
     normalize_address,
@@ -430,22 +430,6 @@ class DomainForm(forms.Form):
         domain.is_alias_domain = self.cleaned_data["is_alias_domain"]
         domain.catchall_destinations = self.cleaned_data["catchall_destinations"]
         return domain
-
-
-def read_secret_file(path_text: str) -> str:
-    """A one-line secret from a file (service passwords). The error never quotes the content."""
-    _refuse_control_characters(path_text)
-    path = Path(path_text)
-    if not path.is_absolute():
-        raise ValidationError("Give an absolute path.")
-    try:
-        content = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        raise ValidationError(f"Cannot read {path_text}.") from None
-    secret = content.removesuffix("\n")
-    if not secret or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in secret):
-        raise ValidationError(f"{path_text} must hold one line without spaces or control characters.")
-    return secret
 
 
 class PostfixApplyForm(forms.Form):

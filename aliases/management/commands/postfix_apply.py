@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.forms import errors_text
 from aliases.forms import PostfixApplyForm
 from aliases.management.commands import postfix_config
 from aliases.postfix_merge import (
@@ -100,9 +101,7 @@ class Command(BaseCommand):
             }
         )
         if not form.is_valid():
-            raise CommandError(
-                "; ".join(f"{name}: {' '.join(str(e) for e in errors)}" for name, errors in form.errors.items())
-            )
+            raise CommandError(errors_text(form))
         config_dir: Path = form.cleaned_data["config_dir"]
         password: str = form.cleaned_data["ldap_password"]
         main_path, master_path = config_dir / "main.cf", config_dir / "master.cf"
