@@ -56,10 +56,13 @@ def stock_debian(config_dir: Path) -> Path:
     main_cf = (DEBIAN / "main.cf.debian").read_text() + (DEBIAN / "main.cf.tls").read_text()
     (config_dir / "main.cf").write_text(main_cf)
     shutil.copy(DEBIAN / "master.cf.dist", config_dir / "master.cf")
-    (config_dir / "queue").mkdir()
-    (config_dir / "data").mkdir()
-    shutil.chown(config_dir / "data", "postfix", "postfix")
-    own_dirs = [f"queue_directory={config_dir / 'queue'}", f"data_directory={config_dir / 'data'}"]
+    # Beside the configuration directory, not in it: postfix-script checks that everything
+    # under the configuration directory belongs to root.
+    queue, data = config_dir.parent / "queue", config_dir.parent / "data"
+    queue.mkdir()
+    data.mkdir()
+    shutil.chown(data, "postfix", "postfix")
+    own_dirs = [f"queue_directory={queue}", f"data_directory={data}"]
     result = postconf(config_dir, "-e", *DEBIAN_POSTINST, *own_dirs)
     assert result.returncode == 0 and not result.stderr, result.stderr
     return config_dir
