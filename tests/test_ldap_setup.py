@@ -15,8 +15,11 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from accounts import directory, ldap_setup
+from audit.models import AuditEvent
 from localservices.process import free_port, stop_pid, wait_for_port, wait_for_port_closed
 from tests.test_hostile_input_forms import NASTY
+
+pytestmark = pytest.mark.django_db
 
 SCHEMAS = ["core", "cosine", "inetorgperson", "nis"]
 MANAGER_DN = f"cn=admin,{settings.LDAP_BASE_DN}"
@@ -135,6 +138,9 @@ def test_setup_adds_the_accounts_and_groups_and_each_account_binds_with_its_file
     helpdesk = directory.member_dns(manager(existing), settings.LDAP_HELPDESK_GROUP_DN)
     assert helpdesk == {settings.LDAP_SERVICE_DN.lower()}
     assert "placeholder member" in output
+    events = AuditEvent.objects.filter(action="ldap.setup")
+    assert {event.target for event in events} == set(all_dns()) - {settings.LDAP_PEOPLE_DN}
+    assert not any(secret.strip() in event.detail for secret, _ in files.values() for event in events)
 
 
 def test_a_second_run_changes_nothing(existing: ExistingDirectory, tmp_path: Path) -> None:
@@ -147,6 +153,7 @@ def test_a_second_run_changes_nothing(existing: ExistingDirectory, tmp_path: Pat
     assert "nothing to change" in output
     assert "added" not in output and "set the password" not in output
     assert password_files(folder) == before
+    assert AuditEvent.objects.filter(action="ldap.setup").count() == 7
 
 
 def test_dry_run_prints_the_ldif_with_the_placeholder_explained_and_changes_nothing(
@@ -157,6 +164,7 @@ def test_dry_run_prints_the_ldif_with_the_placeholder_explained_and_changes_noth
 
     assert directory.existing_dns(manager(existing), all_dns()) == {settings.LDAP_PEOPLE_DN}
     assert not folder.exists()
+    assert not AuditEvent.objects.exists()
     services = ldap_setup.services_dn()
     assert f"dn: {services}\nchangetype: add\nobjectClass: organizationalUnit\nou: services\n" in output
     assert f"dn: cn=postfix,{services}\nchangetype: add\n" in output

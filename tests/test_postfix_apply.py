@@ -24,7 +24,10 @@ from aliases.postfix_merge import (
     merged_list,
     parse_main_cf,
 )
+from audit.models import AuditEvent
 from tests.test_hostile_input_forms import NASTY
+
+pytestmark = pytest.mark.django_db
 
 DEBIAN = Path("/usr/share/postfix")
 PASSWORD = "s3cret-Postfix-bind-pw"
@@ -136,6 +139,9 @@ def test_applied_to_stock_debian_postfix_check_and_postconf_warn_about_nothing(h
     assert not (host / "sasl_sender_block.cf").exists() and not (host / "sender_login_maps.cf").exists()
     assert PASSWORD not in output
     assert "postconf -c" in output and "no warnings" in output
+    event = AuditEvent.objects.get(action="postfix.apply")
+    assert event.target == str(host) and "master.cf: add service mailadmin-autoreply/unix" in event.detail
+    assert "sender_block.cf: written" in event.detail and PASSWORD not in event.detail
 
 
 def test_applying_twice_changes_nothing_the_second_time(host: Path, password_file: Path) -> None:
@@ -146,6 +152,7 @@ def test_applying_twice_changes_nothing_the_second_time(host: Path, password_fil
 
     assert "nothing to change" in output
     assert snapshot(host) == before
+    assert AuditEvent.objects.filter(action="postfix.apply").count() == 1
 
 
 def test_submission_brings_its_service_parameters_and_tables_and_no_warning(host: Path, password_file: Path) -> None:
@@ -174,6 +181,7 @@ def test_dry_run_shows_the_changes_with_the_password_masked_and_writes_nothing(h
     assert f"would write {host}/sender_block.cf (mode 0640 root:postfix):" in output
     assert "bind_pw = ********" in output
     assert PASSWORD not in output
+    assert not AuditEvent.objects.exists()
 
 
 def test_the_host_restrictions_and_tables_are_kept_and_ours_go_before_anything_that_accepts(

@@ -15,6 +15,7 @@ changes nothing. docs/deploy.md explains each step.
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import directory, ldap_setup
 from accounts.forms import LdapSetupForm, errors_text, read_secret_file
+from audit.models import AuditLogUnavailable, record_event, require_audit_log
+
+
+def _done(say: Callable[[str], None], dn: str, what: str) -> None:
+    """Say what changed in the directory and record it in the audit log (no secret in either)."""
+    say(what)
+    record_event("ldap.setup", target=dn[:255], detail=what)
 
 
 def _write_secret(path: Path, secret: str) -> None:
@@ -51,6 +59,11 @@ class Command(BaseCommand):
         if not form.is_valid():
             raise CommandError(errors_text(form))
         data = form.cleaned_data
+        if not options["dry_run"]:
+            try:
+                require_audit_log()
+            except AuditLogUnavailable as exc:
+                raise CommandError(str(exc)) from None
         try:
             ldap_setup.checked_settings()
             rules = ldap_setup.access_rules(data["acl_format"], data["acl_database"])
@@ -83,7 +96,7 @@ class Command(BaseCommand):
                 say(ldap_setup.ldif_add(entry))
             else:
                 directory.add_entry(manager, entry)
-                say(f"added {entry.dn}")
+                _done(say, entry.dn, f"added {entry.dn}")
         for account in accounts:
             done += self._account(manager, account, account.dn in existing, password_dir, dry_run)
         for group_dn in groups:
@@ -97,7 +110,7 @@ class Command(BaseCommand):
                     say(ldap_setup.ldif_add(entry, tuple(ldap_setup.PLACEHOLDER_NOTE.splitlines())))
                 else:
                     directory.add_entry(manager, entry)
-                    say(f"added {group_dn} (placeholder member {settings.LDAP_SERVICE_DN})")
+                    _done(say, group_dn, f"added {group_dn} (placeholder member {settings.LDAP_SERVICE_DN})")
             elif group_dn == settings.LDAP_ADMIN_GROUP_DN and admin:
                 if admin_dn.lower() not in directory.member_dns(manager, group_dn):
                     done += 1
@@ -105,7 +118,7 @@ class Command(BaseCommand):
                         say(ldap_setup.ldif_add_member(group_dn, admin_dn))
                     else:
                         directory.add_member(manager, group_dn, admin_dn)
-                        say(f"added {admin_dn} to {group_dn}")
+                        _done(say, group_dn, f"added {admin_dn} to {group_dn}")
         return done
 
     def _account(
@@ -132,7 +145,7 @@ class Command(BaseCommand):
                 )
             else:
                 directory.set_entry_password(manager, account.dn, password)
-                self.stdout.write(f"set the password of {account.dn} to the one in {path}")
+                _done(self.stdout.write, account.dn, f"set the password of {account.dn} to the one in {path}")
             return 1
         source = f"the password in {path}" if known else f"a new password, to be written to {path} (mode 0600)"
         if dry_run:
@@ -143,7 +156,7 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(24)
             _write_secret(path, password)
         directory.add_entry(manager, ldap_setup.account_entry(account, directory.ssha(password)))
-        self.stdout.write(f"added {account.dn} with {source.replace('to be written', 'written')}")
+        _done(self.stdout.write, account.dn, f"added {account.dn} with {source.replace('to be written', 'written')}")
         return 1
 
     def _access_rules(self, rules: str, out: Path | None, kind: str, dry_run: bool) -> None:
@@ -158,6 +171,7 @@ class Command(BaseCommand):
             return
         if out.exists() and out.read_text() == rules:
             return
+        out.parent.mkdir(parents=True, exist_ok=True)
         temporary = out.with_name(f".{out.name}.tmp")
         temporary.write_text(rules)
         temporary.chmod(0o644)

@@ -31,6 +31,7 @@ from aliases.postfix_merge import (
     merge,
     referenced_ldap_tables,
 )
+from audit.models import AuditLogUnavailable, record_event, require_audit_log
 
 POSTCONF = "/usr/sbin/postconf"
 LDAP_TABLE_MODE = 0o640
@@ -102,6 +103,11 @@ class Command(BaseCommand):
         )
         if not form.is_valid():
             raise CommandError(errors_text(form))
+        if not options["dry_run"]:
+            try:
+                require_audit_log()
+            except AuditLogUnavailable as exc:
+                raise CommandError(str(exc)) from None
         config_dir: Path = form.cleaned_data["config_dir"]
         password: str = form.cleaned_data["ldap_password"]
         main_path, master_path = config_dir / "main.cf", config_dir / "master.cf"
@@ -137,11 +143,14 @@ class Command(BaseCommand):
                 _write_atomically(path, new, info.st_mode & 0o7777, info.st_uid, info.st_gid)
         for path, text in table_texts.items():
             _write_atomically(path, text, LDAP_TABLE_MODE, 0, gid)
-        for change in changes:
-            self.stdout.write(str(change))
-        for path in table_texts:
-            self.stdout.write(f"{path.name}: written (mode 0640 root:postfix)")
-        if not changes and not table_texts:
+        done = [str(change) for change in changes] + [
+            f"{path.name}: written (mode 0640 root:postfix)" for path in table_texts
+        ]
+        for line in done:
+            self.stdout.write(line)
+        if done:
+            record_event("postfix.apply", target=str(config_dir)[:255], detail="\n".join(done))
+        else:
             self.stdout.write("nothing to change")
         self._check(config_dir)
 
