@@ -38,7 +38,8 @@ _ARGUMENT_TAKING = re.compile(
     r"^(check_\w+|reject_rbl_client|reject_rhsbl_\w+|permit_dnswl_client|permit_rhswl_client|sleep)$"
 )
 _REFUSING = re.compile(r"^(reject_\w+|defer_\w+|warn_if_reject)$")
-_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+# Parameter names; per-transport ones carry the master.cf service name, hyphens included.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 class MergeError(ValueError):

@@ -277,6 +277,10 @@ def test_a_parameter_is_set_where_postfix_reads_it_and_appended_only_when_new() 
     again, none = merge_main_cf(text, {"b": "new", "c": "3", "d": "4"})
     assert (again, none) == (text, [])
     assert main_cf_parameters(text) == {"a": "1", "b": "new", "c": "3", "d": "4"}
+    per_transport = "mailman-x_destination_recipient_limit = 1\n"
+    assert merge_main_cf(per_transport, {})[0] == per_transport
+    with pytest.raises(MergeError):
+        merge_main_cf("this is not a parameter\n", {})
 
 
 def test_master_cf_keeps_standard_services_sets_options_on_a_shared_one_and_replaces_our_own() -> None:
