@@ -137,12 +137,13 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self._show(main_path, new_main, master_path, new_master, changes, table_texts)
             return
+        # The tables first: main.cf never names one that is not there yet.
+        for path, text in table_texts.items():
+            _write_atomically(path, text, LDAP_TABLE_MODE, 0, gid)
         for path, new in ((main_path, new_main), (master_path, new_master)):
             if new != path.read_text():
                 info = path.stat()
                 _write_atomically(path, new, info.st_mode & 0o7777, info.st_uid, info.st_gid)
-        for path, text in table_texts.items():
-            _write_atomically(path, text, LDAP_TABLE_MODE, 0, gid)
         done = [str(change) for change in changes] + [
             f"{path.name}: written (mode 0640 root:postfix)" for path in table_texts
         ]
