@@ -52,6 +52,26 @@ class ExistingDirectory:
         subprocess.run(["/usr/sbin/slapd", "-f", str(self.root / "slapd.conf"), "-h", f"{self.uri}/"], check=True)
         wait_for_port(self.port, "slapd")
 
+    def start_with_cn_config(self) -> str:
+        """Restart as Debian runs slapd: configured through cn=config, which root changes over
+        ldapi:// with SASL EXTERNAL. Returns the ldapi URI."""
+        socket = self.root / "ldapi"
+        uri = "ldapi://" + str(socket).replace("/", "%2F")
+        config_database = (
+            "database config\n"
+            'access to * by dn.exact="gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth" manage by * none\n'
+        )
+        conf = self.conf().replace("database mdb", config_database + "database mdb", 1)
+        (self.root / "slapd.conf").write_text(conf)
+        (self.root / "slapd.d").mkdir()
+        subprocess.run(
+            ["/usr/sbin/slaptest", "-Q", "-f", str(self.root / "slapd.conf"), "-F", str(self.root / "slapd.d")],
+            check=True,
+        )
+        subprocess.run(["/usr/sbin/slapd", "-F", str(self.root / "slapd.d"), "-h", f"{self.uri}/ {uri}/"], check=True)
+        wait_for_port(self.port, "slapd")
+        return uri
+
     def stop(self) -> None:
         stop_pid(self.root / "slapd.pid")
         wait_for_port_closed(self.port)
@@ -207,6 +227,27 @@ def test_the_written_access_rules_give_each_account_its_rights_in_slapd(
     existing.rules = rules
     existing.start()
 
+    assert_each_account_has_its_rights(existing, folder)
+
+
+def test_the_access_rules_for_cn_config_load_with_ldapmodify_and_give_each_account_its_rights(
+    existing: ExistingDirectory, tmp_path: Path
+) -> None:
+    folder = tmp_path / "secrets"
+    rules = tmp_path / "acl.ldif"
+    setup(existing, folder, "--acl-out", str(rules), "--acl-database", "olcDatabase={1}mdb,cn=config")
+    existing.stop()
+    ldapi = existing.start_with_cn_config()
+
+    loaded = subprocess.run(
+        ["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", ldapi, "-f", str(rules)], capture_output=True, text=True
+    )
+
+    assert loaded.returncode == 0, loaded.stderr
+    assert_each_account_has_its_rights(existing, folder)
+
+
+def assert_each_account_has_its_rights(existing: ExistingDirectory, folder: Path) -> None:
     def read(account: str, attribute: str) -> list[str]:
         dn = f"cn={account},{ldap_setup.services_dn()}"
         password = (folder / f"ldap-{account}-password").read_text().strip()
