@@ -311,6 +311,10 @@ def test_master_cf_keeps_standard_services_sets_options_on_a_shared_one_and_repl
         "replace service mailadmin-autoreply/unix",
     ]
     assert merge_master_cf(text, wanted) == (text, [])
+    # A host without lmtp gets the generated one.
+    without_lmtp, added = merge_master_cf("smtp inet n - y - - smtpd\n", wanted[:1])
+    assert without_lmtp.splitlines()[-1].split() == "lmtp unix - - n - - lmtp".split()
+    assert [change.text for change in added] == ["add service lmtp/unix"]
 
 
 def test_own_parameters_that_nothing_uses_are_left_out() -> None:
