@@ -337,6 +337,18 @@ def merge_master_cf(text: str, wanted: list[Service]) -> tuple[str, list[Change]
 
 # --- the generated configuration -------------------------------------------------------------
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def checked_lines(lines: Iterable[str]) -> list[str]:
+    """Generated lines, refused if a setting put a line break or other control character into
+    one: it would start a parameter or service of its own in the host's files."""
+    out = list(lines)
+    for line in out:
+        if _CONTROL.search(line):
+            raise MergeError(f"a setting puts a control character into the Postfix configuration: {line[:80]!r}")
+    return out
+
 
 def desired_from_generated(main_cf: str, master_cf: str, services: Iterable[str]) -> Desired:
     """The generator's main.cf and master.cf text reduced to what this host asked for: the

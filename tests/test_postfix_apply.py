@@ -213,6 +213,21 @@ def test_the_host_restrictions_and_tables_are_kept_and_ours_go_before_anything_t
     assert text.count("smtpd_delay_reject") == 1 and text.count("virtual_alias_maps") == 1
 
 
+@pytest.mark.parametrize("setting", ["POSTFIX_MAP_DIR", "LDAP_URI", "SUSPENSION_REJECT_TEXT"])
+def test_a_setting_with_a_line_break_is_refused_before_anything_is_written(
+    host: Path,
+    password_file: Path,
+    settings,
+    setting: str,  # noqa: ANN001
+) -> None:
+    value = "/x\nsmtpd_recipient_restrictions = permit"
+    setattr(settings, setting, Path(value) if setting == "POSTFIX_MAP_DIR" else value)
+    before = snapshot(host)
+    with pytest.raises(CommandError, match="control character"):
+        apply(host, "--ldap-password-file", str(password_file))
+    assert snapshot(host) == before
+
+
 def test_without_the_password_file_nothing_is_written(host: Path) -> None:
     before = snapshot(host)
     with pytest.raises(CommandError, match="ldap-password-file"):

@@ -25,6 +25,7 @@ from aliases.management.commands import postfix_config
 from aliases.postfix_merge import (
     Desired,
     MergeError,
+    checked_lines,
     desired_from_generated,
     ldap_table_text,
     masked,
@@ -43,11 +44,11 @@ def generated_configuration(config_dir: Path) -> tuple[str, str, dict[str, list[
 
     Today the generator is `manage.py postfix_config`'s sections; when the postfix/ app's
     generator lands, this function is the only place to re-point."""
-    main_cf = "\n".join(line for section in postfix_config.MAIN_CF_SECTIONS for line in section())
-    master_cf = "\n".join(line for section in postfix_config.MASTER_CF_SECTIONS for line in section())
+    main_cf = "\n".join(checked_lines(line for section in postfix_config.MAIN_CF_SECTIONS for line in section()))
+    master_cf = "\n".join(checked_lines(line for section in postfix_config.MASTER_CF_SECTIONS for line in section()))
     files: dict[str, list[str]] = {}
     chunk: list[str] = []
-    for line in [*(line for section in postfix_config.EXTRA_FILES for line in section()), ""]:
+    for line in [*checked_lines(line for section in postfix_config.EXTRA_FILES for line in section()), ""]:
         if line.strip():
             chunk.append(line)
             continue
@@ -111,8 +112,8 @@ class Command(BaseCommand):
         config_dir: Path = form.cleaned_data["config_dir"]
         password: str = form.cleaned_data["ldap_password"]
         main_path, master_path = config_dir / "main.cf", config_dir / "master.cf"
-        main_cf, master_cf, tables = generated_configuration(config_dir)
         try:
+            main_cf, master_cf, tables = generated_configuration(config_dir)
             desired: Desired = desired_from_generated(
                 main_cf, master_cf, ["submission"] if form.cleaned_data["submission"] else []
             )
