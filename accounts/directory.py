@@ -4,9 +4,11 @@ Every function opens a connection, does its work and closes it; ldap3 errors bec
 DirectoryUnavailable (slapd down or unreachable) or DirectoryError (refused).
 """
 
+import base64
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,13 +82,15 @@ def _to_user(entry: ldap3.Entry) -> DirectoryUser:
 
 
 @contextmanager
-def connection() -> Iterator[ldap3.Connection]:
+def connection(bind_dn: str | None = None, password: str | None = None) -> Iterator[ldap3.Connection]:
+    """A connection bound as the app's service account, or as bind_dn (the setup command binds
+    as the directory's manager)."""
     server = ldap3.Server(settings.LDAP_URI, connect_timeout=settings.LDAP_TIMEOUT, get_info=ldap3.NONE)
     try:
         conn = ldap3.Connection(
             server,
-            user=settings.LDAP_SERVICE_DN,
-            password=settings.LDAP_SERVICE_PASSWORD,
+            user=settings.LDAP_SERVICE_DN if bind_dn is None else bind_dn,
+            password=settings.LDAP_SERVICE_PASSWORD if password is None else password,
             receive_timeout=settings.LDAP_TIMEOUT,
             raise_exceptions=True,
             auto_bind=ldap3.AUTO_BIND_NO_TLS,
@@ -94,7 +98,8 @@ def connection() -> Iterator[ldap3.Connection]:
     except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
         raise DirectoryUnavailable(f"the directory is unreachable ({settings.LDAP_URI})") from exc
     except LDAPException as exc:
-        raise DirectoryError(f"the directory refused the service account: {exc}") from exc
+        who = "the service account" if bind_dn is None else bind_dn
+        raise DirectoryError(f"the directory refused {who}: {exc}") from exc
     try:
         yield conn
     except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
@@ -399,3 +404,78 @@ def session_facts(uid: str) -> SessionFacts | None:
     raw = b"\0".join(sorted(v if isinstance(v, bytes) else str(v).encode() for v in values))
     digest = hmac.new(settings.SECRET_KEY.encode(), raw, hashlib.sha256).hexdigest()
     return SessionFacts(has_password=bool(values), password_digest=digest, groups=groups)
+
+
+# --- Setting up an existing directory (manage.py ldap_setup), bound as its manager -------------
+
+
+@dataclass(frozen=True)
+class Manager:
+    """Whoever may add entries under the base DN (slapd's rootdn or an admin account)."""
+
+    dn: str
+    password: str
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    dn: str
+    attributes: dict[str, list[str]]
+
+
+def ssha(password: str) -> str:
+    """slapd's salted SHA-1 userPassword format, checked by slapd itself on a simple bind."""
+    salt = secrets.token_bytes(8)
+    digest = hashlib.sha1(password.encode() + salt).digest()  # noqa: S324 -- the {SSHA} scheme
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def existing_dns(manager: Manager, dns: list[str]) -> set[str]:
+    """Which of these entries exist (compared case-insensitively; returned as given)."""
+    found = set()
+    with connection(manager.dn, manager.password) as conn:
+        for dn in dns:
+            try:
+                conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"])
+            except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+                continue
+            if conn.entries:
+                found.add(dn)
+    return found
+
+
+def add_entry(manager: Manager, entry: NewEntry) -> None:
+    with connection(manager.dn, manager.password) as conn:
+        classes = entry.attributes["objectClass"]
+        conn.add(entry.dn, classes, {k: v for k, v in entry.attributes.items() if k != "objectClass"})
+
+
+def member_dns(manager: Manager, group_dn: str) -> set[str]:
+    with connection(manager.dn, manager.password) as conn:
+        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
+        members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
+    return {str(dn).lower() for dn in members}
+
+
+def add_member(manager: Manager, group_dn: str, member_dn: str) -> None:
+    with connection(manager.dn, manager.password) as conn:
+        try:
+            conn.modify(group_dn, {"member": [(ldap3.MODIFY_ADD, [member_dn])]})
+        except ldap3.core.exceptions.LDAPAttributeOrValueExistsResult:
+            pass
+
+
+def set_entry_password(manager: Manager, dn: str, password: str) -> None:
+    with connection(manager.dn, manager.password) as conn:
+        conn.modify(dn, {"userPassword": [(ldap3.MODIFY_REPLACE, [ssha(password)])]})
+
+
+def can_bind(dn: str, password: str) -> bool:
+    """Whether dn binds with password (a service account's password file is still right)."""
+    try:
+        with connection(dn, password):
+            return True
+    except DirectoryUnavailable:
+        raise
+    except DirectoryError:
+        return False

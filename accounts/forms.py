@@ -1,5 +1,6 @@
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -9,7 +10,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts import directory, throttle
+from accounts import directory, ldap_setup, throttle
 from accounts.backends import MAX_PASSWORD_LENGTH
 from accounts.cram_md5 import verify_cram_md5
 from accounts.directory import DirectoryUnavailable, password_hash
@@ -21,6 +22,27 @@ UNAVAILABLE = "The directory is not answering right now. Nothing was changed; pl
 def _reject_control_characters(value: str) -> None:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise forms.ValidationError("Control characters are not allowed.")
+
+
+def read_secret_file(path_text: str) -> str:
+    """A one-line secret from a file (service passwords). The error never quotes the content."""
+    _reject_control_characters(path_text)
+    path = Path(path_text)
+    if not path.is_absolute():
+        raise forms.ValidationError("Give an absolute path.")
+    try:
+        content = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        raise forms.ValidationError(f"Cannot read {path_text}.") from None
+    secret = content.removesuffix("\n")
+    if not secret or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in secret):
+        raise forms.ValidationError(f"{path_text} must hold one line without spaces or control characters.")
+    return secret
+
+
+def errors_text(form: forms.Form) -> str:
+    """A form's errors on one line, for management commands."""
+    return "; ".join(f"{name}: {' '.join(str(e) for e in errors)}" for name, errors in form.errors.items())
 
 
 class SignInForm(forms.Form):
@@ -274,3 +296,51 @@ class SuspendForm(forms.Form):
         if until is not None and until <= timezone.now():
             raise forms.ValidationError("The end must be in the future.")
         return until
+
+
+class LdapSetupForm(forms.Form):
+    """manage.py ldap_setup: who binds to set the directory up, where service passwords live."""
+
+    bind_dn = forms.CharField(max_length=1000)
+    bind_password_file = forms.CharField(max_length=4096)
+    password_dir = forms.CharField(max_length=4096)
+    admin = forms.CharField(max_length=64, required=False, strip=False)
+    acl_format = forms.ChoiceField(choices=[("ldif", "cn=config LDIF"), ("conf", "slapd.conf")])
+    acl_database = forms.CharField(max_length=1000)
+    acl_out = forms.CharField(max_length=4096, required=False)
+
+    def clean_bind_dn(self) -> str:
+        try:
+            return ldap_setup.checked_dn(self.cleaned_data["bind_dn"], "the bind DN")
+        except ldap_setup.SetupError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean_acl_database(self) -> str:
+        try:
+            return ldap_setup.checked_dn(self.cleaned_data["acl_database"], "the database DN")
+        except ldap_setup.SetupError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean_bind_password_file(self) -> str:
+        return read_secret_file(self.cleaned_data["bind_password_file"])
+
+    def _absolute_path(self, name: str) -> Path | None:
+        value = self.cleaned_data[name]
+        if not value:
+            return None
+        _reject_control_characters(value)
+        if not Path(value).is_absolute():
+            raise forms.ValidationError("Give an absolute path.")
+        return Path(value)
+
+    def clean_password_dir(self) -> Path | None:
+        return self._absolute_path("password_dir")
+
+    def clean_acl_out(self) -> Path | None:
+        return self._absolute_path("acl_out")
+
+    def clean_admin(self) -> str:
+        uid = self.cleaned_data["admin"]
+        if uid and not directory.UID_PATTERN.fullmatch(uid):
+            raise forms.ValidationError("Not a user name: a lower-case letter, then letters, digits, '.', '_' or '-'.")
+        return uid
