@@ -110,3 +110,38 @@ def test_delivered_refused_bounced_and_deferred_mail_each_appear_with_status_and
             check=False,
         )
         follower.close()
+
+
+def test_postfix_logrotate_in_the_middle_of_a_burst_loses_and_doubles_nothing(
+    make_directory_user: Callable[..., DirectoryUser],
+) -> None:
+    # `postfix logrotate` renames the live file, has postlogd reopen, and gzips the old one.
+    tag = secrets.token_hex(3)
+    person = make_directory_user(uid=f"burst{tag}")
+    publish()
+    follower = Follower(host=f"burst-{tag}")
+    mine = Delivery.objects.filter(host=f"burst-{tag}", recipient=person.mail, status="sent")
+    try:
+        with smtplib.SMTP("127.0.0.1", settings.SMTP_PORT, timeout=10) as smtp:
+            for n in range(80):
+                smtp.sendmail(f"burst{n}@outside.example", [person.mail], f"Subject: {n}\r\n\r\nhi\r\n".encode())
+                if n % 10 == 0:
+                    follower.step()
+                if n == 40:
+                    subprocess.run(
+                        ["/usr/sbin/postfix", "-c", str(settings.POSTFIX_CONFIG_DIR), "logrotate"], check=True
+                    )
+        deadline = time.monotonic() + DEADLINE
+        while mine.count() < 80 and time.monotonic() < deadline:
+            follower.step()
+            time.sleep(0.2)
+        for _ in range(5):  # anything still to come would be a double
+            follower.step()
+            time.sleep(0.1)
+    finally:
+        follower.close()
+
+    senders = list(mine.values_list("sender", flat=True))
+    assert sorted(senders) == sorted(f"burst{n}@outside.example" for n in range(80))
+    assert len(set(mine.values_list("queue_id", flat=True))) == 80
+    assert list(settings.MAILLOG_FILE.parent.glob(f"{settings.MAILLOG_FILE.name}.*")), "the log was not rotated"
