@@ -6,10 +6,14 @@ import os
 import random
 import secrets
 import shutil
+import subprocess
 from collections import Counter
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.core.management import call_command
 
 from benchmarks.trail import message_lines
 from trail import services
@@ -198,3 +202,33 @@ def test_records_past_the_retention_are_deleted(log, settings) -> None:
     assert services.delete_expired() == 10
     assert Delivery.objects.filter(host=host).count() == total - 10
     assert services.delete_expired() == 0  # idempotent
+
+
+def test_follow_maillog_once_reads_the_configured_log(log, settings) -> None:
+    path, writer, host = log
+    writer.messages(range(0, 20))
+    settings.MAILLOG_FILE = path
+    settings.MAIL_HOST = host
+    out = StringIO()
+    call_command("follow_maillog", "--once", stdout=out)
+    call_command("follow_maillog", "--once", stdout=out)  # a second run finds nothing new
+
+    assert stored(host) == expected(writer)
+    records = sum(expected(writer).values())
+    assert out.getvalue().splitlines() == [
+        f"{len(writer.written)} lines read, {records} records stored",
+        "0 lines read, 0 records stored",
+    ]
+
+
+def test_postfix_writes_the_log_the_follower_reads_as_the_generated_configuration_says() -> None:
+    out = StringIO()
+    call_command("postfix_config", "--part", "main.cf", stdout=out)
+    assert f"maillog_file = {settings.MAILLOG_FILE}" in out.getvalue().splitlines()
+    live = subprocess.run(
+        ["/usr/sbin/postconf", "-c", str(settings.POSTFIX_CONFIG_DIR), "-h", "maillog_file"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert live.stdout.strip() == str(settings.MAILLOG_FILE)
