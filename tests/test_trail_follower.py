@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import DatabaseError
 
 from benchmarks.trail import message_lines
 from trail import services
@@ -232,3 +233,27 @@ def test_postfix_writes_the_log_the_follower_reads_as_the_generated_configuratio
         check=True,
     )
     assert live.stdout.strip() == str(settings.MAILLOG_FILE)
+
+
+def test_the_long_running_loop_starts_again_from_the_saved_position_after_a_database_error(
+    tmp_path, settings, monkeypatch, transactional_db
+) -> None:
+    path, host = tmp_path / "maillog", f"host-{secrets.token_hex(4)}"
+    writer = Writer(path)
+    writer.messages(range(0, 3000))  # several chunks
+    settings.MAILLOG_FILE, settings.MAIL_HOST = path, host
+    saves = []
+    real_save = services._save
+
+    def flaky_save(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            raise DatabaseError("server closed the connection unexpectedly")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_save", flaky_save)
+    want = expected(writer)
+    services.follow(stop=lambda: stored(host) == want, poll_seconds=0.01)
+    writer.close()
+
+    assert stored(host) == want and len(saves) > 3

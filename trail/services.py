@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -119,18 +119,22 @@ class Follower:
 
 
 def follow(stop: Callable[[], bool], poll_seconds: float) -> None:
-    """Long-running: follow the log until `stop()`; a database error restarts from what was saved."""
+    """Long-running: follow the log until `stop()`. When the database or the file system fails,
+    start again from what was saved (the records of a failed chunk were not stored either)."""
     while not stop():
-        follower = Follower()
+        follower = None
         try:
+            follower = Follower()
             while not stop():
                 if not follower.step():
                     time.sleep(poll_seconds)
-        except Exception as exc:  # the database went away, say: resume from the saved position
+        except (DatabaseError, InterfaceError, OSError) as exc:
             logger.error("maillog: following stopped (%s); resuming from the saved position", exc)
-            time.sleep(poll_seconds * 4)
+            connection.close()  # the next query opens a fresh connection
+            time.sleep(max(poll_seconds, 1.0))
         finally:
-            follower.close()
+            if follower is not None:
+                follower.close()
 
 
 def delete_expired(now: datetime | None = None) -> int:
