@@ -51,11 +51,11 @@ class Writer:
         self.file.close()
 
 
-FIELDS = ("queue_id", "recipient", "status", "sender", "client", "reply")
+FIELDS = ("queue_id", "recipient", "original_recipient", "status", "sender", "client", "relay", "dsn", "delay", "reply")
 
 
 def key(record: object) -> tuple[str, ...]:
-    return tuple(str(getattr(record, name)) for name in FIELDS)
+    return (str(record.logged_at.timestamp()), *(str(getattr(record, name)) for name in FIELDS))
 
 
 def expected(writer: Writer) -> Counter:
@@ -64,6 +64,11 @@ def expected(writer: Writer) -> Counter:
 
 def stored(host: str) -> Counter:
     return Counter(key(record) for record in Delivery.objects.filter(host=host))
+
+
+@pytest.fixture(autouse=True)
+def log_in_utc(settings) -> None:
+    settings.MAILLOG_TIME_ZONE = "UTC"  # as the expected records are parsed
 
 
 @pytest.fixture
