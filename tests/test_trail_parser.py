@@ -219,3 +219,19 @@ def test_hostile_log_content_is_cut_and_kept_as_text() -> None:
     )
     assert len(record.reply) <= 1000 and len(record.sender) <= 320
     assert record.recipient == "<script>@x"  # kept as text; pages escape it
+
+
+def test_a_malformed_timestamp_or_number_skips_the_line_and_not_the_rest() -> None:
+    records = parse("""
+Feb 30 09:00:00 mail postfix/smtp[1]: 1A2B3C4D5E: to=<a@y.example>, relay=none, delay=1, delays=0/0/0/1, dsn=4.4.1, status=deferred (down)
+Foo  7 09:00:00 mail postfix/smtp[1]: 1A2B3C4D5E: to=<b@y.example>, relay=none, delay=1, delays=0/0/0/1, dsn=4.4.1, status=deferred (down)
+Dec  7 09:00:00 mail postfix/smtp[1]: 1A2B3C4D5E: to=<c@y.example>, relay=none, delay=1.2.3, delays=0/0/0/1, dsn=4.4.1, status=deferred (down)
+Dec  7 09:00:00 mail postfix/smtp[1]: 1A2B3C4D5E: to=<d@y.example>, relay=none, delay=1, delays=0/0/0/1, dsn=4.4.1, status=deferred (down)
+""")
+    assert [r.recipient for r in records] == ["d@y.example"]
+
+
+def test_29_february_read_in_the_following_year() -> None:
+    line = "Feb 29 10:00:00 mail postfix/smtp[1]: 1A2B3C4D5E: to=<x@y.example>, relay=none, delay=1, delays=0/0/0/1, dsn=4.4.1, status=deferred (down)"
+    [record] = Parser().parse([line], now=datetime(2029, 1, 2, tzinfo=UTC))
+    assert record.logged_at == datetime(2028, 2, 29, 10, tzinfo=UTC)

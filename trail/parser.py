@@ -110,21 +110,28 @@ class Parser:
             header = match(line)
             if header is None or header["daemon"] in _SKIPPED_DAEMONS:
                 continue
-            rest = line[header.end() :].rstrip("\r\n")
-            queue_id = header["queue"]
-            if rest.startswith("to=<"):
-                self._delivery(queue_id, rest, header["time"], records)
-            elif rest.startswith("from=<"):
-                self._sender(queue_id, rest, header["time"], records)
-            elif rest.startswith("client="):
-                self._facts(queue_id).client = _cut(rest[7:].split(", ", 1)[0], MAX_FIELD)
-            elif rest.startswith(("reject: ", "milter-reject: ")):
-                self._reject(queue_id, rest, header["time"], records)
-            elif rest == "removed":
-                self.open.pop(queue_id, None)
-            elif rest.startswith("uid=") and header["daemon"] == "pickup":
-                self._facts(queue_id).client = "local"
+            try:
+                self._line(header, line[header.end() :].rstrip("\r\n"), records)
+            except (ValueError, KeyError):
+                # A timestamp or number no Postfix wrote ("Feb 30", "delay=1.2.3"): skipped, or
+                # the follower would stop at this line for ever.
+                continue
         return records
+
+    def _line(self, header: re.Match[str], rest: str, records: list[Record]) -> None:
+        queue_id = header["queue"]
+        if rest.startswith("to=<"):
+            self._delivery(queue_id, rest, header["time"], records)
+        elif rest.startswith("from=<"):
+            self._sender(queue_id, rest, header["time"], records)
+        elif rest.startswith("client="):
+            self._facts(queue_id).client = _cut(rest[7:].split(", ", 1)[0], MAX_FIELD)
+        elif rest.startswith(("reject: ", "milter-reject: ")):
+            self._reject(queue_id, rest, header["time"], records)
+        elif rest == "removed":
+            self.open.pop(queue_id, None)
+        elif rest.startswith("uid=") and header["daemon"] == "pickup":
+            self._facts(queue_id).client = "local"
 
     def _facts(self, queue_id: str) -> _Open:
         facts = self.open.get(queue_id)
@@ -143,7 +150,10 @@ class Parser:
             month, day, clock = stamp[:3], int(stamp[4:6]), stamp[7:]
             hour, minute, second = int(clock[:2]), int(clock[3:5]), int(clock[6:8])
             now = self._now.astimezone(self.zone)
-            when = datetime(now.year, _MONTHS[month], day, hour, minute, second, tzinfo=self.zone)
+            try:
+                when = datetime(now.year, _MONTHS[month], day, hour, minute, second, tzinfo=self.zone)
+            except ValueError:  # 29 February, read in the year after
+                when = datetime(now.year - 1, _MONTHS[month], day, hour, minute, second, tzinfo=self.zone)
             if when > now + timedelta(days=1):  # December's lines read in January
                 when = when.replace(year=now.year - 1)
         self._stamp, self._stamp_time = stamp, when

@@ -68,7 +68,7 @@ _COLUMNS = (
 
 def _insert(host: str, records: list[Record]) -> None:
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(Delivery._meta.get_field(name).column) for name in _COLUMNS)
+    columns = ", ".join(quote(name) for name in _COLUMNS)  # each field's column is its name
     placeholders = ", ".join(["%s"] * len(_COLUMNS))
     adapt = connection.ops.adapt_datetimefield_value
     rows = [
