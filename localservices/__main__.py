@@ -144,6 +144,7 @@ def run_demo() -> int:
                 str(settings.STATE_DIR / "celerybeat-schedule"),
             ],
             "responder": [python, "manage.py", "run_responder"],
+            "trail": [python, "manage.py", "follow_maillog"],
             "outside": [python, "-m", "localservices.outside"],
         }
         for argv in commands.values():

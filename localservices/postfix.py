@@ -12,6 +12,7 @@ from localservices.process import ServiceError, read_pid, run, wait_for_port, wa
 from localservices.slapd import Slapd
 from mailadmin import settings
 from outofoffice import handoff
+from trail import postlog
 
 POSTFIX = "/usr/sbin/postfix"
 POSTMAP = "/usr/sbin/postmap"
@@ -54,20 +55,20 @@ class Postfix:
         self.data_dir = self.state_dir / "data"
         self.map_dir = settings.POSTFIX_MAP_DIR
         self.mail_dir = root / "mail"
-        self.log_file = self.state_dir / "maillog"
+        self.log_file = settings.MAILLOG_FILE  # the delivery trail follows it
 
     def _main_cf(self) -> str:
         maps = self.map_dir
         nobody = pwd.getpwnam("nobody")
         vacation_handoff = "\n".join(handoff.main_cf_lines(settings.VACATION_ROUTING_DOMAIN))
+        maillog = "\n".join(postlog.main_cf_lines(self.log_file, written_by_postfix=True))
         return f"""\
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
 data_directory = {self.data_dir}
 mail_owner = postfix
 setgid_group = postdrop
-maillog_file_prefixes = {self.state_dir}
-maillog_file = {self.log_file}
+{maillog}
 myhostname = mail.{settings.MAIL_DOMAIN}
 mydomain = {settings.MAIL_DOMAIN}
 myorigin = $mydomain

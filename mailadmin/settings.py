@@ -472,3 +472,28 @@ AUTH_LDAP_USER_SEARCH = LDAPSearch(LDAP_PEOPLE_DN, 1, "(&(objectClass=mailAccoun
 AUTH_LDAP_GROUP_SEARCH = LDAPSearch(LDAP_GROUPS_DN, 1, "(objectClass=groupOfNames)")
 AUTH_LDAP_GROUP_TYPE = GroupOfNamesType()
 AUTH_LDAP_MIRROR_GROUPS = True
+
+# --- Delivery trail (trail/, docs/delivery-trail.md) ----------------------------------------
+# The Postfix log `manage.py follow_maillog` reads: Postfix's own (maillog_file, written by
+# postlogd; the generated main.cf sets it when MAILLOG_POSTLOG is on) or syslog's mail.log.
+MAILLOG_FILE = Path(env_str("MAILLOG_FILE", str(STATE_DIR / "postfix" / "maillog")))
+MAILLOG_POSTLOG = env_bool("MAILLOG_POSTLOG", True)
+# The zone of the log's timestamps (the mail host's local time); empty: this machine's zone.
+MAILLOG_TIME_ZONE = env_str("MAILLOG_TIME_ZONE", "")
+import zoneinfo  # noqa: E402
+
+if MAILLOG_TIME_ZONE:
+    try:
+        zoneinfo.ZoneInfo(MAILLOG_TIME_ZONE)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ImproperlyConfigured(f"MAILADMIN_MAILLOG_TIME_ZONE: unknown time zone {MAILLOG_TIME_ZONE!r}") from None
+# How often the follower looks for new lines (ms), and how long after a rename-rotation it
+# keeps reading the old file while the new one stays empty (seconds).
+MAILLOG_POLL_MS = env_int("MAILLOG_POLL_MS", 500)
+MAILLOG_ROTATION_GRACE = env_int("MAILLOG_ROTATION_GRACE", 5)
+# Records older than this many days are deleted (hourly).
+TRAIL_RETENTION_DAYS = env_int("TRAIL_RETENTION_DAYS", 30)
+if TRAIL_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("MAILADMIN_TRAIL_RETENTION_DAYS must be at least 1")
+CELERY_BEAT_SCHEDULE["trail-retention"] = {"task": "trail.tasks.delete_expired_records", "schedule": 3600.0}
+INSTALLED_APPS.append("trail")

@@ -28,6 +28,7 @@ from limits.models import SendingLimit
 from mfa import services
 from mfa.models import Passkey
 from tests.conftest import DEMO_PASSWORD, give_second_factor, sign_in_client
+from trail.models import Delivery
 
 pytestmark = pytest.mark.django_db
 
@@ -154,6 +155,13 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "limits:edit": {"GET": ADMINS, "POST": ADMINS},
     "limits:delete": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
     "limits:senders": {"GET": ADMINS, "POST": ADMINS},
+    # Delivery trail: everyone signed in searches (end users see their own addresses' mail only,
+    # tests/test_trail_views.py); a record of the owner's mail is theirs and staff's, 404 to others.
+    "trail:search": {"GET": SIGNED_IN, "POST": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED)},
+    "trail:detail": {
+        "GET": each(LOGIN, OK, MISSING, OK, OK),
+        "POST": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
+    },
 }
 
 
@@ -232,7 +240,7 @@ def _objects(people: dict[str, directory.DirectoryUser]) -> dict[str, object]:
         author=owner, starts_at=now, ends_at=now + timedelta(days=7), primary_delegate_uid=people[DELEGATE].uid
     )
     TopicDelegate.objects.create(note=note, topic="Invoices", delegate_uid=people[TOPIC].uid)
-    return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid}
+    return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid, "mail": people[OWNER].mail}
 
 
 def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> dict[str, object]:
@@ -254,6 +262,10 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
                 scope="person", name=objects["uid"], defaults={"recipients_per_hour": 9}
             )
             kwargs["pk"] = limit.pk
+        elif parameter == "pk" and name == "trail:detail":
+            kwargs["pk"] = Delivery.objects.create(
+                logged_at=timezone.now(), host="matrix", recipient=objects["mail"], status="sent"
+            ).pk
         elif parameter == "pk" and name == "mfa:passkey_remove":
             # Made only here: a passkey would make every other URL ask the owner for it.
             owner = User.objects.get(username=objects["uid"])

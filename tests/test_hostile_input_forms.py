@@ -420,6 +420,24 @@ CASES = [
         lambda w: {"code": _fresh_recovery_code(w.admin)},
         ("code",),
     ),
+    Case(
+        "delivery trail, own mail",
+        lambda w: w.owner,
+        lambda w: "/trail/",
+        lambda w: {"q": w.owner.directory_user.mail, "status": "", "since": "", "until": ""},  # type: ignore[attr-defined]
+        ("q", "status", "since", "until", "page"),
+        method="GET",
+        stateless=True,
+    ),
+    Case(
+        "delivery trail, staff search",
+        lambda w: w.helpdesk,
+        lambda w: "/trail/",
+        lambda w: {"q": "someone@remote.example", "status": "bounced", "since": "2026-01-01T00:00", "until": ""},
+        ("q", "status", "since", "until", "page"),
+        method="GET",
+        stateless=True,
+    ),
     # No real passkey answer here (tests/browser/test_second_factor.py makes real ones): what
     # matters is that hostile names and answers get an error, never a 500 or a row.
     Case(
@@ -477,6 +495,7 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "limits:edit",  # the same SendingLimitForm as "sending limit"
         "limits:delete",
         "limits:senders",
+        "trail:detail",  # no fields
     }
     covered_paths = {
         "accounts:password",
@@ -494,6 +513,7 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "mfa:verify",
         "mfa:passkey_add",
         "limits:list",
+        "trail:search",
     }
     assert set(ALL_URLS) - without_fields - covered_paths == set()
 

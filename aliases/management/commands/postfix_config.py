@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from accounts import sender_block
 from outofoffice import handoff
 from outofoffice.routing import vacation_transport_entries
+from trail import postlog
 
 
 def _map(name: str) -> str:
@@ -50,6 +51,7 @@ def responder_master_lines() -> list[str]:
 
 
 MAIN_CF_SECTIONS: list[Callable[[], list[str]]] = [alias_maps_lines, responder_main_lines, sender_block.main_cf_lines]
+MAIN_CF_SECTIONS.append(postlog.main_cf_section)  # the delivery trail (trail/)
 MASTER_CF_SECTIONS: list[Callable[[], list[str]]] = [responder_master_lines, sender_block.master_cf_lines]
 EXTRA_FILES: list[Callable[[], list[str]]] = [sender_block.extra_files]
 
