@@ -34,7 +34,7 @@ class Outcome:
     """What a decision means for the counts (policy/tally.py)."""
 
     alias_id: int | None
-    owner_id: int
+    owner_id: int | None  # None: a recipient we do not track, refused by an organisation-wide block
     sender: str  # lower-case; "" for the null sender
     sender_domain: str
     block_id: int | None = None  # set when refused
@@ -76,17 +76,21 @@ def decide(
     if attributes.get("request") != "smtpd_access_policy" or attributes.get("protocol_state") != "RCPT":
         return Decision(DUNNO)
     recipient = snapshot.recipients.get(attributes.get("recipient", "").lower())
-    if recipient is None:
-        return Decision(DUNNO)
     sender = attributes.get("sender", "").lower()
     sender_domain = sender.rpartition("@")[2] if "@" in sender else ""
     keys = block_keys(sender)
-    block = _first_block(
-        keys,
-        snapshot.organisation,
-        snapshot.accounts.get(recipient.owner_id),
-        snapshot.aliases.get(recipient.alias_id) if recipient.alias_id is not None else None,
-    )
+    # Organisation-wide blocks hold for every recipient, also people who never signed in here.
+    block = _first_block(keys, snapshot.organisation)
+    if recipient is None:
+        if block is None:
+            return Decision(DUNNO)
+        return Decision(f"550 5.7.1 {snapshot.reject_text}", Outcome(None, None, sender, sender_domain, block))
+    if block is None:
+        block = _first_block(
+            keys,
+            snapshot.accounts.get(recipient.owner_id),
+            snapshot.aliases.get(recipient.alias_id) if recipient.alias_id is not None else None,
+        )
     outcome = Outcome(recipient.alias_id, recipient.owner_id, sender, sender_domain, block_id=block)
     if block is not None:
         return Decision(f"550 5.7.1 {snapshot.reject_text}", outcome)

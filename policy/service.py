@@ -32,6 +32,7 @@ log = logging.getLogger("policy")
 
 FULL_REFRESH_SECONDS = 300.0
 DIRECTORY_RETRY_SECONDS = 10.0
+MISSING_OWNER_RETRY_SECONDS = 60.0
 # A batch refused by the database for its content (not for being down) is retried this often, then dropped.
 INTEGRITY_RETRIES = 3
 
@@ -54,7 +55,8 @@ class PolicyService:
         self._mailboxes: dict[str, Recipient] = {}
         self._generations: tuple[int | None, int | None] = (None, None)
         self._next_full = 0.0
-        self._next_directory = 0.0
+        self._next_directory = 0.0  # no earlier directory read for a missing mailbox owner
+        self._missing_owners: set[int] = set()  # owners of account-wide blocks without a mailbox at the last read
         self._reload_flags = False
         self._integrity_failures = 0
         self._refresher = ThreadPoolExecutor(1, thread_name_prefix="policy-refresh")
@@ -88,29 +90,39 @@ class PolicyService:
         now = time.monotonic()
         full = now >= self._next_full
         aliases_at, blocks_at = snapshot.generations()
-        changes: dict[str, Any] = {}
-        if full or aliases_at != self._generations[0]:
-            self._aliases = snapshot.alias_recipients()
-            if full or now >= self._next_directory:
-                self._refresh_mailboxes(now)
-            changes["recipients"] = {**self._mailboxes, **self._aliases}
         if full or blocks_at != self._generations[1] or self._reload_flags:
+            # Blocks first and on their own: they take effect before any slower read below.
             self._reload_flags = False
             organisation, accounts, aliases = snapshot.blocks()
-            changes.update(organisation=organisation, accounts=accounts, aliases=aliases, flagged=snapshot.flagged())
-        if changes:
-            self.snapshot = replace(self.snapshot, **changes)
+            self.snapshot = replace(
+                self.snapshot, organisation=organisation, accounts=accounts, aliases=aliases, flagged=snapshot.flagged()
+            )
+        recipients_changed = False
+        if full or aliases_at != self._generations[0]:
+            self._aliases = snapshot.alias_recipients()
+            recipients_changed = True
+        # Mailbox addresses matter for account-wide blocks: read the directory when an owner of
+        # one is not known yet (a new block), and every FULL_REFRESH_SECONDS.
+        missing = set(self.snapshot.accounts) - {recipient.owner_id for recipient in self._mailboxes.values()}
+        if full or (missing and (missing != self._missing_owners or now >= self._next_directory)):
+            recipients_changed = self._refresh_mailboxes(now) or recipients_changed
+            self._missing_owners = set(self.snapshot.accounts) - {r.owner_id for r in self._mailboxes.values()}
+        if recipients_changed:
+            self.snapshot = replace(self.snapshot, recipients={**self._mailboxes, **self._aliases})
         self._generations = (aliases_at, blocks_at)
         if full:
             self._next_full = now + FULL_REFRESH_SECONDS
 
-    def _refresh_mailboxes(self, now: float) -> None:
+    def _refresh_mailboxes(self, now: float) -> bool:
         try:
             self._mailboxes = snapshot.mailbox_recipients()
-            self._next_directory = now + FULL_REFRESH_SECONDS
         except directory.DirectoryError as exc:
             self._next_directory = now + DIRECTORY_RETRY_SECONDS
             log.warning("policy refresh: directory error %s; mailbox addresses as last read", type(exc).__name__)
+            return False
+        # An owner without a mailbox in the directory is looked for again only after a while.
+        self._next_directory = now + MISSING_OWNER_RETRY_SECONDS
+        return True
 
     # --- flush (its own thread and database connection) ------------------------------------
 
@@ -166,7 +178,7 @@ class PolicyService:
         log.info("policy service listening on %s:%s", host, port)
         if started is not None:
             started.set()
-        workers = [
+        self._workers = [  # referenced: the loop keeps only weak references to tasks
             asyncio.create_task(self._every(settings.POLICY_REFRESH_SECONDS, self._refresh_async)),
             asyncio.create_task(self._every(settings.ACTIVITY_FLUSH_SECONDS, self.flush)),
         ]
@@ -174,9 +186,12 @@ class PolicyService:
             async with server:
                 await server.serve_forever()
         finally:
-            for worker in workers:
-                worker.cancel()
             server.close()
+            # Postfix keeps its connections open: end them with the periodic work.
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             await self.flush()  # what was counted since the last flush
             self._refresher.shutdown(wait=False)
             self._writer.shutdown(wait=True)

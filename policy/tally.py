@@ -46,7 +46,7 @@ class Batch:
             mails, _ = self.stopped.get(outcome.block_id, (0, now))
             self.stopped[outcome.block_id] = (mails + 1, now)
         if outcome.alias_id is None:
-            return  # a mailbox: only its blocks are counted
+            return  # a mailbox or an untracked address: only its blocks are counted
         daily = self.daily.setdefault((outcome.alias_id, now.date()), DailyCount(now))
         daily.refused += refused
         daily.accepted += not refused

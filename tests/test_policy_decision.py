@@ -64,8 +64,14 @@ def test_an_organisation_block_covers_everyone_and_subdomains_but_not_lookalikes
     assert run(rcpt("x@notspam.example", "bob@example.org")).action == DUNNO
 
 
+def test_an_organisation_block_holds_for_addresses_the_snapshot_does_not_know() -> None:
+    decision = run(rcpt("x@spam.example", "never-signed-in@example.org"))
+    assert decision.action.startswith("550 5.7.1")
+    assert decision.outcome is not None and decision.outcome.block_id == 1 and decision.outcome.alias_id is None
+
+
 def test_addresses_that_are_not_ours_and_other_protocol_states_are_dunno_and_not_counted() -> None:
-    assert run(rcpt("x@spam.example", "someone@elsewhere.example")).outcome is None
+    assert run(rcpt("friend@fine.example", "someone@elsewhere.example")).outcome is None
     data = run(rcpt("x@spam.example", "bob@example.org", protocol_state="DATA"))
     assert data.action == DUNNO and data.outcome is None
     assert run({"request": "junk", "recipient": "bob@example.org"}).action == DUNNO
