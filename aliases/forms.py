@@ -7,10 +7,12 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db.models.expressions import OrderBy
 from django.utils import timezone
 
 from accounts import directory
 from accounts.forms import UNAVAILABLE, read_secret_file
+from aliases.activity_columns import ACTIVITY_SORTS
 from aliases.addresses import (
     MAX_LOCAL_PART,
     normalize_address,
@@ -275,12 +277,14 @@ class AliasEditForm(forms.Form):
 
 
 class AliasSearchForm(forms.Form):
-    SORTS = {
+    SORTS: dict[str, tuple[OrderBy | str, ...]] = {
         "new": ("-created_at", "-id"),
         "old": ("created_at", "id"),
         "address": ("local_part", "domain__name", "id"),
         "site": ("site", "local_part", "id"),
         "note": ("label", "local_part", "id"),
+        # Alias activity (aliases/activity_columns.py).
+        **{value: ordering for value, _, ordering in ACTIVITY_SORTS},
     }
     q = forms.CharField(label="Search", max_length=100, required=False, validators=[_refuse_control_characters])
     sort = forms.ChoiceField(
@@ -292,6 +296,7 @@ class AliasSearchForm(forms.Form):
             ("address", "address"),
             ("site", "site"),
             ("note", "note"),
+            *((value, label) for value, label, _ in ACTIVITY_SORTS),
         ],
     )
 
@@ -304,7 +309,7 @@ class AliasSearchForm(forms.Form):
         return str(self.cleaned_data.get("sort") or "new") if self.is_valid() else "new"
 
     @property
-    def ordering(self) -> tuple[str, ...]:
+    def ordering(self) -> tuple[OrderBy | str, ...]:
         return self.SORTS[self.sort_key]
 
     @property

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from accounts import directory
 from accounts.roles import Role, admin_required, role_of
+from aliases.activity_columns import with_activity
 from aliases.forms import (
     AliasCreateForm,
     AliasEditForm,
@@ -49,7 +50,7 @@ def _user(request: HttpRequest) -> User:
 @login_required
 def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
-    aliases = Alias.objects.filter(owner_id=request.user.pk).select_related("domain")
+    aliases = with_activity(Alias.objects.filter(owner_id=request.user.pk).select_related("domain"))
     if search.query:
         q = search.query
         aliases = aliases.filter(Q(local_part__icontains=q) | Q(site__icontains=q) | Q(label__icontains=q))

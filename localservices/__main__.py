@@ -23,6 +23,7 @@ PORT_VARIABLES = (
     "RESPONDER_PORT",
     "VACATION_HANDOFF_PORT",
     "WEB_PORT",
+    "POLICY_PORT",
 )
 
 
@@ -145,6 +146,7 @@ def run_demo() -> int:
             ],
             "responder": [python, "manage.py", "run_responder"],
             "trail": [python, "manage.py", "follow_maillog"],
+            "policy": [python, "manage.py", "run_policy"],
             "outside": [python, "-m", "localservices.outside"],
         }
         for argv in commands.values():

@@ -13,6 +13,7 @@ from localservices.slapd import Slapd
 from mailadmin import settings
 from outofoffice import handoff
 from trail import postlog
+from policy import postfix as policy_postfix
 
 POSTFIX = "/usr/sbin/postfix"
 POSTMAP = "/usr/sbin/postmap"
@@ -62,6 +63,9 @@ class Postfix:
         nobody = pwd.getpwnam("nobody")
         vacation_handoff = "\n".join(handoff.main_cf_lines(settings.VACATION_ROUTING_DOMAIN))
         maillog = "\n".join(postlog.main_cf_lines(self.log_file, written_by_postfix=True))
+        # The policy service, exactly as `manage.py postfix_config` prints it.
+        policy_check = "\n".join(policy_postfix.recipient_restrictions(settings.POLICY_HOST, settings.POLICY_PORT))
+        policy_main = "\n".join(policy_postfix.main_cf_lines(settings.POLICY_TIMEOUT, settings.POLICY_DEFAULT_ACTION))
         return f"""\
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
@@ -99,6 +103,7 @@ smtpd_sender_restrictions =
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions =
     check_recipient_access hash:{maps}/recipient_access,
+{policy_check}
     permit_mynetworks,
     reject_unauth_destination
 # Quick retries so the demo and the tests see recovery in seconds, not minutes.
@@ -111,6 +116,7 @@ smtpd_hard_error_limit = 1000
 smtpd_client_connection_count_limit = 0
 default_process_limit = 50
 {vacation_handoff}
+{policy_main}
 """
 
     def _master_cf(self) -> str:

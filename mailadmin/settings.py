@@ -85,6 +85,9 @@ INSTALLED_APPS = [
     "mfa",
     "notices",
     "limits",
+    # Alias activity, sender blocks, leak alerts; the Postfix policy service (docs/policy.md).
+    "activity",
+    "policy",
 ]
 
 MIDDLEWARE = [
@@ -451,6 +454,62 @@ for _network in LIMIT_LOCAL_NETWORKS:
 # Where every mail host counts: one Redis shared by all of them (a database number of its own).
 LIMIT_COUNTER_URL = env_str("LIMIT_COUNTER_URL", REDIS_URL)
 CELERY_BEAT_SCHEDULE["notices"] = {"task": "notices.tasks.send_pending_notices", "schedule": 60.0}
+
+# --- Alias activity, sender blocks and the policy service (activity/, policy/, docs/policy.md) ---
+# The policy service (manage.py run_policy) answers Postfix at RCPT on this loopback address.
+POLICY_HOST = env_str("POLICY_HOST", "127.0.0.1")
+POLICY_PORT = env_int("POLICY_PORT", 10040)
+# Postfix waits this long (seconds) for an answer, then takes POLICY_DEFAULT_ACTION: DUNNO lets
+# mail through while the service is down or slow (fail-open); "451 4.3.5 ..." defers it instead
+# (fail-closed: senders retry later, blocks always hold).
+POLICY_TIMEOUT = env_int("POLICY_TIMEOUT", 5)
+POLICY_DEFAULT_ACTION = env_str("POLICY_DEFAULT_ACTION", "DUNNO").strip()
+if POLICY_DEFAULT_ACTION != "DUNNO" and not (
+    POLICY_DEFAULT_ACTION[:1] in ("4", "5") and POLICY_DEFAULT_ACTION.isascii() and POLICY_DEFAULT_ACTION.isprintable()
+):
+    raise ImproperlyConfigured('MAILADMIN_POLICY_DEFAULT_ACTION must be DUNNO or a reply such as "451 4.3.5 Try again"')
+# The text after "550 5.7.1" for a blocked sender: neutral, the same for every kind of block.
+POLICY_REJECT_TEXT = env_str("POLICY_REJECT_TEXT", "Delivery to this recipient is not permitted").strip()
+if not (0 < len(POLICY_REJECT_TEXT) <= 200 and POLICY_REJECT_TEXT.isascii() and POLICY_REJECT_TEXT.isprintable()):
+    raise ImproperlyConfigured("MAILADMIN_POLICY_REJECT_TEXT must be one printable ASCII line of 1-200 characters")
+# How often (seconds) the service looks for changed blocks and aliases (two one-row reads); a
+# block saved on the web takes effect within this time, whether or not Celery or Redis run.
+POLICY_REFRESH_SECONDS = float(env_str("POLICY_REFRESH_SECONDS", "0.5"))
+# Counts are kept in memory and written every ACTIVITY_FLUSH_SECONDS: a crash loses at most
+# that many seconds of counts (never a block: blocks are rows written by the web app).
+ACTIVITY_FLUSH_SECONDS = env_int("ACTIVITY_FLUSH_SECONDS", 5)
+# Daily counts, sender domains and dismissed leak flags older than this are deleted (daily task).
+ACTIVITY_RETENTION_DAYS = env_int("ACTIVITY_RETENTION_DAYS", 90)
+if ACTIVITY_RETENTION_DAYS < 31:
+    raise ImproperlyConfigured("MAILADMIN_ACTIVITY_RETENTION_DAYS must be at least 31 (the list shows 30 days)")
+CELERY_BEAT_SCHEDULE["activity-retention"] = {"task": "activity.tasks.prune_activity", "schedule": 3600.0}
+# Leak alerts: a sender whose registrable domain (Public Suffix List) differs from the alias's
+# site is "unrelated", unless it is one of these mail services that send for many sites.
+LEAK_RELATED_DOMAINS = env_list(
+    "LEAK_RELATED_DOMAINS",
+    [
+        "amazonses.com",
+        "sendgrid.net",
+        "mailgun.org",
+        "mailchimpapp.net",
+        "mcsv.net",
+        "mcdlv.net",
+        "rsgsv.net",
+        "list-manage.com",
+        "mandrillapp.com",
+        "sparkpostmail.com",
+        "postmarkapp.com",
+        "sendinblue.com",
+        "brevo.com",
+        "customeriomail.com",
+        "mailjet.com",
+        "exacttarget.com",
+        "salesforce.com",
+        "zendesk.com",
+        "hubspotemail.net",
+        "klaviyomail.com",
+    ],
+)
 
 # Web server port used by the demo runner.
 WEB_PORT = env_int("WEB_PORT", 8000)

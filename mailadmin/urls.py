@@ -13,4 +13,5 @@ urlpatterns = [
     path("second-factor/", include("mfa.urls")),
     path("limits/", include("limits.urls")),
     path("trail/", include("trail.urls")),
+    path("activity/", include("activity.urls")),
 ]

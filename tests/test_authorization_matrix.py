@@ -22,6 +22,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts import directory
+from activity.models import LeakFlag, SenderBlock
 from aliases.models import Alias, Domain
 from handover.models import HandoverNote, TopicDelegate
 from limits.models import SendingLimit
@@ -161,6 +162,16 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "trail:detail": {
         "GET": each(LOGIN, OK, MISSING, OK, OK),
         "POST": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
+    # Alias activity and sender blocks: a person's own blocks and flags; organisation-wide ones for admins.
+    "activity:blocks": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    "activity:alias_block": {"GET": OWN_ALIAS, "POST": OWN_ALIAS},
+    "activity:unblock": {"GET": OWN_ALIAS, "POST": OWN_ALIAS},
+    "activity:leak_dismiss": {"GET": OWN_ALIAS, "POST": OWN_ALIAS},
+    "activity:leak_block": {"GET": OWN_ALIAS, "POST": OWN_ALIAS},
+    "activity:organisation": {"GET": ADMINS, "POST": ADMINS},
+    "activity:organisation_unblock": {
+        "GET": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
+        "POST": ADMINS,
     },
 }
 
@@ -253,6 +264,8 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
             kwargs["kind"] = "custom"
         elif parameter == "pk" and name.startswith("aliases:domain"):
             kwargs["pk"] = objects["domain"].pk
+        elif parameter == "pk" and name.startswith("activity:"):
+            kwargs["pk"] = _activity_object(name, objects["alias"]).pk  # type: ignore[arg-type]
         elif parameter == "pk" and name.startswith("aliases:"):
             kwargs["pk"] = objects["alias"].pk
         elif parameter == "pk" and name.startswith("handover:"):
@@ -275,6 +288,21 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
         else:
             pytest.fail(f"{name}: say which object <{parameter}> points at in _arguments()")
     return kwargs
+
+
+def _activity_object(name: str, alias: Alias) -> Alias | SenderBlock | LeakFlag:
+    """The OWNER's alias, block or leak flag (an organisation-wide block for its admin URL)."""
+    if name == "activity:alias_block":
+        return alias
+    if name == "activity:organisation_unblock":
+        return SenderBlock.objects.create(scope="organisation", sender=f"o{secrets.token_hex(3)}.example")
+    if name == "activity:unblock":
+        return SenderBlock.objects.create(scope="alias", owner=alias.owner, alias=alias, sender="x@pest.example")
+    if name.startswith("activity:leak_"):
+        return LeakFlag.objects.create(
+            alias=alias, registrable_domain="pest.example", sender_domain="mx.pest.example", flagged_at=timezone.now()
+        )
+    pytest.fail(f"{name}: say which object <pk> points at in _activity_object()")
 
 
 def _outcome(response) -> str:
@@ -315,3 +343,23 @@ def test_an_alias_of_another_user_stays_untouched_by_every_refused_visitor(peopl
         clients[visitor].post(reverse("aliases:detail", kwargs={"pk": alias.pk}), {"label": "mine now"})
     alias.refresh_from_db()
     assert alias.enabled and alias.label == ""
+
+
+def test_nobody_blocks_on_or_unblocks_from_another_persons_alias(people) -> None:
+    clients = _clients(people)
+    alias = _objects(people)["alias"]
+    block = SenderBlock.objects.create(scope="alias", owner=alias.owner, alias=alias, sender="x@pest.example")
+    flag = LeakFlag.objects.create(
+        alias=alias, registrable_domain="pest.example", sender_domain="pest.example", flagged_at=timezone.now()
+    )
+    for visitor in (OTHER, DELEGATE, TOPIC, HELPDESK, ADMIN):
+        client = clients[visitor]
+        data = {"sender": "friend@example.net", "kind": "sender", "scope": "alias"}
+        assert client.post(reverse("activity:alias_block", kwargs={"pk": alias.pk}), data).status_code == 404
+        assert client.post(reverse("activity:unblock", kwargs={"pk": block.pk}), {}).status_code == 404
+        assert client.post(reverse("activity:leak_dismiss", kwargs={"pk": flag.pk}), {}).status_code == 404
+        assert client.post(reverse("activity:leak_block", kwargs={"pk": flag.pk}), {}).status_code == 404
+        assert "x@pest.example" not in clients[visitor].get(reverse("activity:blocks")).content.decode()
+    assert list(SenderBlock.objects.filter(alias=alias).values_list("sender", flat=True)) == ["x@pest.example"]
+    flag.refresh_from_db()
+    assert flag.dismissed_at is None

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from accounts import directory, suspension
 from accounts.models import SenderSuspension
+from activity.models import BlockGeneration, LeakFlag, SenderBlock
 from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
 from audit.models import AuditEvent
 from handover.models import HandoverNote, TopicDelegate, WorkItem
@@ -121,6 +122,7 @@ class World:
         for model in (Alias, AliasTombstone, Domain, VacationReply, ReplyLog, HandoverNote, TopicDelegate, WorkItem):
             parts.append(repr(list(model.objects.order_by("pk").values())))
         for model in (SenderSuspension, AuditEvent, MapGeneration, SendingLimit):
+        for model in (SenderSuspension, AuditEvent, MapGeneration, SenderBlock, BlockGeneration, LeakFlag):
             parts.append(repr(list(model.objects.order_by("pk").values())))
         if ldap:
             for uid in (self.target.uid, self.owner.directory_user.uid):  # type: ignore[attr-defined]
@@ -448,6 +450,31 @@ CASES = [
         ("name", "credential"),
         stateless=True,
     ),
+    # Alias activity: block a sender for one alias or all of one's addresses; admins for everyone.
+    Case(
+        "alias block",
+        lambda w: w.owner,
+        lambda w: f"/activity/aliases/{w.alias.pk}/block/",
+        lambda w: {"sender": f"pest{_unique()}@nuisance.example", "kind": "sender", "scope": "alias"},
+        ("sender", "kind", "scope"),
+        single_line=("sender",),
+    ),
+    Case(
+        "account block",
+        lambda w: w.owner,
+        lambda w: "/activity/blocks/",
+        lambda w: {"sender": f"d{_unique()}.example", "kind": "domain", "scope": "account"},
+        ("sender", "kind", "scope"),
+        single_line=("sender",),
+    ),
+    Case(
+        "organisation block",
+        lambda w: w.admin,
+        lambda w: "/activity/organisation/",
+        lambda w: {"sender": f"spam{_unique()}@junk.example", "kind": "sender", "scope": "organisation"},
+        ("sender", "kind", "scope"),
+        single_line=("sender",),
+    ),
 ]
 
 
@@ -496,6 +523,10 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "limits:delete",
         "limits:senders",
         "trail:detail",  # no fields
+        "activity:unblock",
+        "activity:leak_dismiss",
+        "activity:leak_block",
+        "activity:organisation_unblock",
     }
     covered_paths = {
         "accounts:password",
@@ -514,6 +545,9 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "mfa:passkey_add",
         "limits:list",
         "trail:search",
+        "activity:alias_block",
+        "activity:blocks",
+        "activity:organisation",
     }
     assert set(ALL_URLS) - without_fields - covered_paths == set()
 
