@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "outofoffice",
     "handover",
     "mfa",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -90,6 +91,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Production hardening: Content-Security-Policy and Permissions-Policy on every response.
     "mailadmin.security.security_headers",
+    # CORS on the extension calls of the alias API only (api/cors.py); before anything that could answer first.
+    "api.cors.extension_cors",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -448,3 +451,12 @@ AUTH_LDAP_USER_SEARCH = LDAPSearch(LDAP_PEOPLE_DN, 1, "(&(objectClass=mailAccoun
 AUTH_LDAP_GROUP_SEARCH = LDAPSearch(LDAP_GROUPS_DN, 1, "(objectClass=groupOfNames)")
 AUTH_LDAP_GROUP_TYPE = GroupOfNamesType()
 AUTH_LDAP_MIRROR_GROUPS = True
+
+# --- Alias API and personal tokens (api/, docs/api.md) ---------------------------------------
+# Requests per token per window; past it the API answers 429 with Retry-After. Counted in the
+# token's database row (api/services.py says why not Redis).
+API_RATE_LIMIT = env_int("API_RATE_LIMIT", 120)
+API_RATE_WINDOW = env_int("API_RATE_WINDOW", 60)
+# Origins besides the browser extensions' that may call the extension endpoints cross-origin
+# (comma-separated, e.g. https://vault.example.org for a self-hosted Bitwarden web vault).
+API_CORS_ORIGINS = env_list("API_CORS_ORIGINS", [])
