@@ -24,6 +24,7 @@ from aliases.models import Alias, Domain
 from aliases.services import AliasRefused, create_alias, creation_refusal, update_alias, usable_domains
 from aliases.views import CREATE_FORMS
 
+MAX_SITE = 255  # as SiteAliasForm's site field
 # Form field -> the name the API uses for it.
 API_NAMES = {"label": "note", "__all__": "non_field"}
 
@@ -147,13 +148,20 @@ def suggest(owner: User, hostname: str) -> Suggestion:
     if domain is None:
         raise Refused("There is no alias domain yet. Ask the mail administrators to add one.")
     try:
-        site = site_name(hostname[:255])
+        site = site_of(hostname)
         if not site.strip():
             raise ValidationError("Enter the site's address or name.")
         local_part = proposal_for(site, domain, form.person_guarded(domain))
     except ValidationError as exc:
         raise Refused(exc.messages[0], {"hostname": exc.messages}, 503 if exc.code == "unavailable" else 400) from None
     return Suggestion(hostname=site, local_part=local_part, domain=domain.name)
+
+
+def site_of(hostname: str) -> str:
+    """A host name from a query string, as the site field of the web form takes it."""
+    if len(hostname) > MAX_SITE:
+        raise ValidationError(f"The site may be at most {MAX_SITE} characters long.", code="length")
+    return site_name(hostname)
 
 
 def default_domain(owner: User) -> Domain | None:

@@ -118,7 +118,7 @@ def options(request: HttpRequest, hostname: str = "") -> dict[str, Any]:
     site, and the domains ("suffixes") it may go on."""
     owner = token_of(request).owner
     try:
-        site = site_name(hostname[:255]) if hostname else ""
+        site = alias_calls.site_of(hostname) if hostname else ""
     except ValidationError as exc:
         raise alias_calls.Refused(exc.messages[0], {"hostname": exc.messages}) from None
     suffixes = [

@@ -11,11 +11,10 @@ MAX_TOKEN_DAYS = 3660
 
 
 def _single_line_text(value: str) -> str:
-    text = " ".join(value.split())
-    # No control, format (bidi overrides, zero-width) or line-separator characters.
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
-        raise ValidationError("Use letters, digits, spaces and punctuation only.", code="control")
-    return text
+    # No control (line breaks included), format (bidi overrides, zero-width) or line-separator characters.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+        raise ValidationError("Use letters, digits, spaces and punctuation only, on one line.", code="control")
+    return value.strip()
 
 
 class TokenCreateForm(forms.Form):
