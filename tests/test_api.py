@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.test import Client, RequestFactory
+from django.test import Client, RequestFactory, override_settings
 from django.utils import timezone
 
-from accounts import directory
-from aliases.models import AliasTombstone, Domain
+from accounts import directory, suspension
+from aliases.forms import CustomAliasForm
+from aliases.models import Alias, AliasTombstone, Domain
 from api import services
 from api.models import ApiToken
 from audit.models import AuditEvent
@@ -72,3 +73,161 @@ def test_a_token_makes_lists_reads_changes_and_deletes_its_owners_aliases(person
     assert AliasTombstone.objects.filter(address=alias["address"]).exists()
     actions = list(AuditEvent.objects.filter(actor_name=owner.username).values_list("action", flat=True))
     assert {"alias.create", "alias.update", "alias.disable", "alias.delete", "api_token.create"} <= set(actions)
+
+
+def test_another_persons_alias_is_not_found_and_stays_untouched(person) -> None:
+    owner, stranger = person(), person("admin")
+    made = call("POST", "/api/mailadmin/aliases", make_token(owner), {"kind": "random"}).json()
+    theirs = make_token(stranger)
+    path = f"/api/mailadmin/aliases/{made['id']}"
+    for method, suffix, body in (
+        ("GET", "", None),
+        ("PATCH", "", {"note": "mine now"}),
+        ("POST", "/disable", None),
+        ("DELETE", "", None),
+    ):
+        response = call(method, path + suffix, theirs, body)
+        assert response.status_code == 404 and response.json() == {"error": "No such alias."}
+    alias = Alias.objects.get(pk=made["id"])
+    assert alias.enabled and alias.label == "" and alias.owner == owner
+
+
+def test_a_refused_value_gets_the_forms_own_message_and_changes_nothing(person) -> None:
+    owner = person()
+    form = CustomAliasForm(owner, {"local_part": "postmaster", "domain": ""})
+    assert not form.is_valid()
+    response = call("POST", "/api/mailadmin/aliases", make_token(owner), {"kind": "custom", "local_part": "postmaster"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": form.errors["local_part"][0],
+        "fields": {"local_part": form.errors["local_part"]},
+    }
+    assert not Alias.objects.filter(owner=owner).exists()
+
+
+def test_a_read_only_token_reads_and_is_refused_every_change(person, domain: Domain) -> None:
+    owner = person()
+    alias = Alias.objects.create(
+        owner=owner, local_part="readme", domain=Domain.objects.get(name=settings.ALIAS_DOMAIN)
+    )
+    raw = make_token(owner, ApiToken.Scope.READ)
+    assert call("GET", f"/api/mailadmin/aliases/{alias.pk}", raw).status_code == 200
+    for method, path, body in (
+        ("POST", "/api/mailadmin/aliases", {"kind": "random"}),
+        ("PATCH", f"/api/mailadmin/aliases/{alias.pk}", {"note": "x"}),
+        ("POST", f"/api/mailadmin/aliases/{alias.pk}/disable", None),
+        ("DELETE", f"/api/mailadmin/aliases/{alias.pk}", None),
+    ):
+        response = call(method, path, raw, body)
+        assert response.status_code == 403 and "only read" in response.json()["error"]
+    alias.refresh_from_db()
+    assert alias.enabled and Alias.objects.filter(owner=owner).count() == 1
+
+
+def test_a_suspended_or_disabled_persons_tokens_stop_at_the_next_request(person) -> None:
+    owner, admin = person(), person("admin")
+    raw = make_token(owner)
+    assert call("GET", "/api/mailadmin/token", raw).status_code == 200
+    suspension.suspend(owner.username, "Phishing from this account", None, admin)
+    refused = call("POST", "/api/alias/random/new?hostname=shop.example.com", None, {}, HTTP_AUTHENTICATION=raw)
+    assert refused.status_code == 403 and "suspended" in refused.json()["error"]
+    assert not Alias.objects.filter(owner=owner).exists()
+    suspension.reinstate(owner.username, admin)
+    assert call("GET", "/api/mailadmin/token", raw).status_code == 200
+    directory.remove_password(owner.username)  # "disable account", or any LDAP tool
+    refused = call("GET", "/api/mailadmin/aliases", raw)
+    assert refused.status_code == 401 and refused.json() == {"error": "The account of this API token is disabled."}
+
+
+def test_a_revoked_or_expired_token_opens_nothing(person) -> None:
+    owner = person()
+    raw = make_token(owner, expires_at=timezone.now() + timedelta(days=1))
+    token = ApiToken.objects.get(owner=owner)
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert call("GET", "/api/mailadmin/token", raw).json() == {"error": "This API token has expired."}
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=None)
+    request = RequestFactory().post("/")
+    request.user = owner
+    services.revoke_token(request, token)
+    response = call("GET", "/api/mailadmin/token", raw)
+    assert response.status_code == 401 and response.json() == {"error": "This API token was revoked."}
+    event = AuditEvent.objects.get(action="api_token.revoke")
+    assert event.target == owner.username and raw not in event.detail and token.display_prefix in event.detail
+
+
+def test_a_web_session_is_never_accepted_on_the_api(sign_in, domain: Domain) -> None:
+    client = sign_in()
+    owner = User.objects.get(username=client.directory_user.uid)
+    Alias.objects.create(owner=owner, local_part="session", domain=domain)
+    listed = client.get("/api/mailadmin/aliases")
+    made = client.post("/api/mailadmin/aliases", json.dumps({"kind": "random"}), "application/json")
+    assert listed.status_code == made.status_code == 401
+    assert Alias.objects.filter(owner=owner).count() == 1
+
+
+@override_settings(API_RATE_LIMIT=3, API_RATE_WINDOW=60)
+def test_each_token_has_its_own_rate_limit(person) -> None:
+    owner = person()
+    first, second = make_token(owner), make_token(owner)
+    statuses = [call("GET", "/api/mailadmin/token", first).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = call("GET", "/api/mailadmin/aliases", first)
+    assert limited.status_code == 429 and 1 <= int(limited["Retry-After"]) <= 61 and limited.json()["error"]
+    assert call("GET", "/api/mailadmin/token", second).status_code == 200
+    ApiToken.objects.filter(digest=services.digest_of(first)).update(
+        window_started_at=timezone.now() - timedelta(seconds=61)
+    )
+    assert call("GET", "/api/mailadmin/token", first).status_code == 200  # a new window
+
+
+def test_use_from_a_new_address_is_audited_once_per_address(person) -> None:
+    owner = person()
+    raw = make_token(owner)
+    for address in ("192.0.2.10", "192.0.2.10", "198.51.100.7", "192.0.2.10"):
+        assert call("GET", "/api/mailadmin/token", raw, REMOTE_ADDR=address).status_code == 200
+    events = AuditEvent.objects.filter(action="api_token.new_address").order_by("pk")
+    assert [event.client_address for event in events] == ["192.0.2.10", "198.51.100.7"]
+    assert all(event.actor_name == owner.username for event in events)
+
+
+def test_the_suggestion_and_the_domains_are_what_the_web_page_offers(person) -> None:
+    owner = person()
+    raw = make_token(owner, ApiToken.Scope.READ)
+    suggestion = call("GET", "/api/mailadmin/suggestion?hostname=https://www.twitter.com/signup", raw).json()
+    assert suggestion == {
+        "hostname": "twitter.com",
+        "local_part": "twittercom",
+        "domain": settings.ALIAS_DOMAIN,
+        "address": f"twittercom@{settings.ALIAS_DOMAIN}",
+    }
+    domains = call("GET", "/api/mailadmin/domains", raw).json()
+    assert {"name": settings.ALIAS_DOMAIN, "alias_domain": True, "personal_catchall": False, "default": True} in domains
+
+
+def test_cors_answers_browser_extensions_on_the_creation_calls_only(person) -> None:
+    preflight = {"HTTP_ORIGIN": "chrome-extension://nngceckbapebfimnlniiiahkandclblb"}
+    preflight["HTTP_ACCESS_CONTROL_REQUEST_METHOD"] = "POST"
+    answer = Client().options("/api/alias/random/new?hostname=shop.example.com", **preflight)
+    assert answer.status_code == 204 and answer["Access-Control-Allow-Origin"] == preflight["HTTP_ORIGIN"]
+    assert "Authentication" in answer["Access-Control-Allow-Headers"]
+    assert "Access-Control-Allow-Credentials" not in answer
+    firefox = "moz-extension://0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+    addy = Client().post("/api/v1/aliases", "{}", "application/json", HTTP_ORIGIN=firefox)
+    assert addy.status_code == 401 and addy["Access-Control-Allow-Origin"] == firefox
+    for path, origin in (
+        ("/api/mailadmin/aliases", preflight["HTTP_ORIGIN"]),  # our own API: no browser calls it
+        ("/tokens/", preflight["HTTP_ORIGIN"]),
+        ("/api/alias/random/new", "https://evil.example"),
+        ("/api/alias/random/new", "chrome-extension://aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    ):
+        response = Client().options(path, HTTP_ORIGIN=origin, HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST")
+        assert "Access-Control-Allow-Origin" not in response, path
+
+
+def test_the_openapi_description_lists_every_call() -> None:
+    schema = Client().get("/api/mailadmin/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/api/mailadmin/aliases", "/api/mailadmin/aliases/{alias_id}", "/api/mailadmin/suggestion"} <= set(
+        schema["paths"]
+    )
+    assert set(schema["paths"]["/api/mailadmin/aliases/{alias_id}"]) == {"get", "patch", "delete"}
