@@ -42,6 +42,8 @@ def refusal(exc: Exception) -> tuple[str, int, dict[str, list[str]], dict[str, s
         return str(exc), 429, {}, {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, directory.DirectoryUnavailable):
         return UNAVAILABLE, 503, {}, {}
+    if isinstance(exc, services.RateLimiterDown):
+        return str(exc), 503, {}, {"Retry-After": "30"}
     if isinstance(exc, Refused):
         return exc.message, exc.status, exc.fields, {}
     if isinstance(exc, ValidationError):
@@ -61,6 +63,7 @@ HANDLED = (
     services.TokenRefused,
     services.ScopeRefused,
     services.RateLimited,
+    services.RateLimiterDown,
     directory.DirectoryUnavailable,
     Refused,
     ValidationError,

@@ -30,9 +30,6 @@ class ApiToken(models.Model):
     )
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_from = models.GenericIPAddressField(null=True, blank=True)
-    # The rate limit (api/services.py): requests counted in the current fixed window.
-    window_started_at = models.DateTimeField(null=True, blank=True)
-    window_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -453,10 +453,11 @@ AUTH_LDAP_GROUP_TYPE = GroupOfNamesType()
 AUTH_LDAP_MIRROR_GROUPS = True
 
 # --- Alias API and personal tokens (api/, docs/api.md) ---------------------------------------
-# Requests per token per window; past it the API answers 429 with Retry-After. Counted in the
-# token's database row (api/services.py says why not Redis).
+# Requests per token per window; past it the API answers 429 with Retry-After. Counted in Redis
+# (REDIS_URL); when Redis does not answer within COUNTER_TIMEOUT seconds the API answers 503.
 API_RATE_LIMIT = env_int("API_RATE_LIMIT", 120)
 API_RATE_WINDOW = env_int("API_RATE_WINDOW", 60)
+COUNTER_TIMEOUT = float(env_int("COUNTER_TIMEOUT_MS", 500)) / 1000
 # Origins besides the browser extensions' that may call the extension endpoints cross-origin
 # (comma-separated, e.g. https://vault.example.org for a self-hosted Bitwarden web vault).
 API_CORS_ORIGINS = env_list("API_CORS_ORIGINS", [])
