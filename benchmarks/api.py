@@ -24,7 +24,6 @@ import os
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -43,8 +42,8 @@ from accounts import directory  # noqa: E402
 from aliases.models import Domain  # noqa: E402
 from api.models import ApiToken  # noqa: E402
 from api.services import TOKEN_PREFIX, digest_of  # noqa: E402
-from benchmarks.pages import cpu_seconds, production_env, worker_pids  # noqa: E402
-from localservices.process import read_pid, wait_for_port  # noqa: E402
+from benchmarks.pages import cpu_seconds, production_env, start_gunicorn, worker_pids  # noqa: E402
+from localservices.process import read_pid  # noqa: E402
 from localservices.slapd import Slapd  # noqa: E402
 
 TARGETS = {1: 50.0, 20: 150.0}  # create-alias p95, ms, by client count
@@ -142,18 +141,9 @@ def main() -> None:
         MAILADMIN_ALIAS_LIMIT_PER_USER="1000000",
     )
     port = settings.WEB_PORT
-    gunicorn = subprocess.Popen(
-        [
-            sys.executable, "-m", "gunicorn", "mailadmin.wsgi", "--workers", str(args.workers),
-            "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-        ],
-        cwd=settings.BASE_DIR,
-        env=env,
-        start_new_session=True,
-    )  # fmt: skip
+    gunicorn = start_gunicorn(args.workers, env)
     failed = False
     try:
-        wait_for_port(port, "gunicorn", timeout=60)
         print(f"gunicorn: {args.workers} sync workers on 127.0.0.1:{port}; {args.rounds} rounds per client")
         run(port, tokens[: min(4, len(tokens))], 3, "warm")  # every worker has imported and connected
         slapd = read_pid(Slapd().pidfile)
