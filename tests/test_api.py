@@ -244,3 +244,12 @@ def test_the_openapi_description_lists_every_call() -> None:
         schema["paths"]
     )
     assert set(schema["paths"]["/api/mailadmin/aliases/{alias_id}"]) == {"get", "patch", "delete"}
+
+
+def test_a_body_that_is_not_json_or_not_utf8_gets_a_plain_error(person) -> None:
+    owner = person()
+    raw = make_token(owner)
+    for body in (b"{not json", b'{"kind": "random", "note": "\xff\xfe"}', b"[]", b'"text"'):
+        response = Client().post("/api/mailadmin/aliases", body, "application/json", **bearer(raw))
+        assert response.status_code == 400 and response.json()["error"], body
+    assert not Alias.objects.filter(owner=owner).exists()
