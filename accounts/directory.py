@@ -379,6 +379,8 @@ class SessionFacts:
     password_digest: str
     # The DNs of the groups under LDAP_GROUPS_DN that list the person as a member.
     groups: frozenset[str]
+    # The sender-block flag (LDAP_SENDER_BLOCK_ATTR): set for a suspended sender.
+    sender_blocked: bool = False
 
 
 def session_facts(uid: str) -> SessionFacts | None:
@@ -388,12 +390,19 @@ def session_facts(uid: str) -> SessionFacts | None:
     dn = user_dn(uid)
     with connection() as conn:
         try:
-            conn.search(dn, "(objectClass=mailAccount)", ldap3.BASE, attributes=["userPassword"])
+            conn.search(
+                dn,
+                "(objectClass=mailAccount)",
+                ldap3.BASE,
+                attributes=["userPassword", settings.LDAP_SENDER_BLOCK_ATTR],
+            )
         except ldap3.core.exceptions.LDAPNoSuchObjectResult:
             return None
         if not conn.entries:
             return None
-        values = conn.entries[0].entry_attributes_as_dict.get("userPassword", [])
+        found = conn.entries[0].entry_attributes_as_dict
+        values = found.get("userPassword", [])
+        blocked = _is_true(found.get(settings.LDAP_SENDER_BLOCK_ATTR))
         conn.search(
             settings.LDAP_GROUPS_DN,
             f"(&(objectClass=groupOfNames)(member={escape_filter_chars(dn)}))",
@@ -403,7 +412,7 @@ def session_facts(uid: str) -> SessionFacts | None:
         groups = frozenset(str(entry.entry_dn).lower() for entry in conn.entries)
     raw = b"\0".join(sorted(v if isinstance(v, bytes) else str(v).encode() for v in values))
     digest = hmac.new(settings.SECRET_KEY.encode(), raw, hashlib.sha256).hexdigest()
-    return SessionFacts(has_password=bool(values), password_digest=digest, groups=groups)
+    return SessionFacts(has_password=bool(values), password_digest=digest, groups=groups, sender_blocked=blocked)
 
 
 # --- Setting up an existing directory (manage.py ldap_setup), bound as its manager -------------

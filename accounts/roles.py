@@ -35,6 +35,7 @@ class Action(StrEnum):
     SUSPEND = "suspend"
     REINSTATE = "reinstate"
     RESET_SECOND_FACTOR = "reset second factor"  # remove their TOTP, passkeys and recovery codes
+    REVOKE_API_TOKEN = "revoke API token"  # stop one of their personal API tokens (api/)
 
 
 # What each staff role may do to someone else (helpdesk only to end users, see refusal()).

@@ -211,6 +211,21 @@ def report(samples: dict[str, list[float]], elapsed: float) -> None:
     print(f"\n{total} requests in {elapsed:.1f} s: {total / elapsed:.0f} requests per second")
 
 
+def start_gunicorn(workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """gunicorn with this many sync workers on WEB_PORT, answering (its own process group)."""
+    gunicorn = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "mailadmin.wsgi", "--workers", str(workers),
+            "--bind", f"127.0.0.1:{settings.WEB_PORT}", "--log-level", "warning",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    wait_for_port(settings.WEB_PORT, "gunicorn", timeout=60)
+    return gunicorn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
@@ -228,17 +243,8 @@ def main() -> None:
     collectstatic = [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"]
     subprocess.run(collectstatic, cwd=settings.BASE_DIR, env=env, check=True)
     port = settings.WEB_PORT
-    gunicorn = subprocess.Popen(
-        [
-            sys.executable, "-m", "gunicorn", "mailadmin.wsgi", "--workers", str(args.workers),
-            "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-        ],
-        cwd=settings.BASE_DIR,
-        env=env,
-        start_new_session=True,
-    )  # fmt: skip
+    gunicorn = start_gunicorn(args.workers, env)
     try:
-        wait_for_port(port, "gunicorn", timeout=60)
         base = f"http://127.0.0.1:{port}"
         print(
             f"gunicorn: {args.workers} workers on {base}; {args.clients} clients x {args.rounds} rounds, "

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     # Alias activity, sender blocks, leak alerts; the Postfix policy service (docs/policy.md).
     "activity",
     "policy",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -96,6 +97,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Production hardening: Content-Security-Policy and Permissions-Policy on every response.
     "mailadmin.security.security_headers",
+    # CORS on the extension calls of the alias API only (api/cors.py); before anything that could answer first.
+    "api.cors.extension_cors",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -556,3 +559,12 @@ if TRAIL_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("MAILADMIN_TRAIL_RETENTION_DAYS must be at least 1")
 CELERY_BEAT_SCHEDULE["trail-retention"] = {"task": "trail.tasks.delete_expired_records", "schedule": 3600.0}
 INSTALLED_APPS.append("trail")
+# --- Alias API and personal tokens (api/, docs/api.md) ---------------------------------------
+# Requests per token per window; past it the API answers 429 with Retry-After. Counted in Redis
+# (REDIS_URL); when Redis does not answer within COUNTER_TIMEOUT seconds the API answers 503.
+API_RATE_LIMIT = env_int("API_RATE_LIMIT", 120)
+API_RATE_WINDOW = env_int("API_RATE_WINDOW", 60)
+COUNTER_TIMEOUT = float(env_int("COUNTER_TIMEOUT_MS", 500)) / 1000
+# Origins besides the browser extensions' that may call the extension endpoints cross-origin
+# (comma-separated, e.g. https://vault.example.org for a self-hosted Bitwarden web vault).
+API_CORS_ORIGINS = env_list("API_CORS_ORIGINS", [])

@@ -10,6 +10,7 @@ delegate for one topic of that note; HELPDESK; ADMIN (both with a second factor,
 PENDING, an admin who gave the right password but not yet the second factor.
 """
 
+import json
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,6 +25,8 @@ from django.utils import timezone
 from accounts import directory
 from activity.models import LeakFlag, SenderBlock
 from aliases.models import Alias, Domain
+from api.models import ApiToken
+from api.services import digest_of
 from handover.models import HandoverNote, TopicDelegate
 from limits.models import SendingLimit
 from mfa import services
@@ -81,6 +84,14 @@ OWN_ALIAS = each(LOGIN, OK, MISSING, MISSING, MISSING)
 OWN_ALIAS_GET_OF_POST_ONLY = each(LOGIN, NOT_ALLOWED, MISSING, MISSING, MISSING)
 # A handover note: its author, the delegates it names, and admins; helpdesk has no access.
 HANDOVER_NOTE = each(LOGIN, OK, MISSING, MISSING, OK, delegate=OK)
+# The alias API takes a token and nothing else: a web session (any role, pending or not) is
+# not signed in there. Who gets what with which token: API_MATRIX below.
+UNAUTHENTICATED = "401"
+TOKEN_ONLY = each(*[UNAUTHENTICATED] * 5, pending=UNAUTHENTICATED)
+API_GET_OF_POST_ONLY = each(*[NOT_ALLOWED] * 5, pending=NOT_ALLOWED)
+API_ROOT = each(*[MISSING] * 5, pending=MISSING)
+# A personal token belongs to its owner; admins manage everyone's, helpdesk nobody's.
+OWN_TOKEN = each(LOGIN, OK, MISSING, MISSING, MISSING)
 
 MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "home": {"GET": SIGNED_IN, "POST": SIGNED_IN},
@@ -173,6 +184,32 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
         "GET": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
         "POST": ADMINS,
     },
+    # The alias API (api/): the OpenAPI description is public; everything else needs a token.
+    "api:openapi-json": {"GET": PUBLIC, "POST": PUBLIC},
+    "api:api-root": {"GET": API_ROOT, "POST": API_ROOT},
+    "api:token": {"GET": TOKEN_ONLY, "POST": API_GET_OF_POST_ONLY},
+    "api:aliases": {"GET": TOKEN_ONLY, "POST": TOKEN_ONLY},
+    "api:alias_create": {"GET": TOKEN_ONLY, "POST": TOKEN_ONLY},
+    "api:alias": {"GET": TOKEN_ONLY, "POST": API_GET_OF_POST_ONLY},
+    "api:alias_update": {"GET": TOKEN_ONLY, "POST": API_GET_OF_POST_ONLY},
+    "api:alias_delete": {"GET": TOKEN_ONLY, "POST": API_GET_OF_POST_ONLY},
+    "api:alias_enable": {"GET": API_GET_OF_POST_ONLY, "POST": TOKEN_ONLY},
+    "api:alias_disable": {"GET": API_GET_OF_POST_ONLY, "POST": TOKEN_ONLY},
+    "api:suggestion": {"GET": TOKEN_ONLY, "POST": API_GET_OF_POST_ONLY},
+    "api:domains": {"GET": TOKEN_ONLY, "POST": API_GET_OF_POST_ONLY},
+    "simplelogin:api-root": {"GET": API_ROOT, "POST": API_ROOT},
+    "simplelogin:random_new": {"GET": API_GET_OF_POST_ONLY, "POST": TOKEN_ONLY},
+    "simplelogin:random_new_v3": {"GET": API_GET_OF_POST_ONLY, "POST": TOKEN_ONLY},
+    "simplelogin:options": {"GET": TOKEN_ONLY, "POST": API_GET_OF_POST_ONLY},
+    "addy:api-root": {"GET": API_ROOT, "POST": API_ROOT},
+    "addy:create": {"GET": API_GET_OF_POST_ONLY, "POST": TOKEN_ONLY},
+    "tokens:list": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    "tokens:revoke": {"GET": OWN_TOKEN, "POST": OWN_TOKEN},
+    "tokens:all": {"GET": ADMINS, "POST": ADMINS},
+    # Admins revoke anyone's token (the owner is an end user; tests/test_api_pages.py: a
+    # helpdesk member is refused even on an end user's).
+    "tokens:staff_revoke": {"GET": ADMINS, "POST": ADMINS},
+    "tokens:help": {"GET": SIGNED_IN, "POST": SIGNED_IN},
 }
 
 
@@ -252,6 +289,8 @@ def _objects(people: dict[str, directory.DirectoryUser]) -> dict[str, object]:
     )
     TopicDelegate.objects.create(note=note, topic="Invoices", delegate_uid=people[TOPIC].uid)
     return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid, "mail": people[OWNER].mail}
+    token = ApiToken.objects.create(owner=owner, name="matrix", digest=secrets.token_hex(32), display_prefix="mat_x")
+    return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid, "token": token}
 
 
 def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> dict[str, object]:
@@ -279,6 +318,10 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
             kwargs["pk"] = Delivery.objects.create(
                 logged_at=timezone.now(), host="matrix", recipient=objects["mail"], status="sent"
             ).pk
+        elif parameter == "pk" and name.startswith("tokens:"):
+            kwargs["pk"] = objects["token"].pk
+        elif parameter == "alias_id":
+            kwargs["alias_id"] = objects["alias"].pk
         elif parameter == "pk" and name == "mfa:passkey_remove":
             # Made only here: a passkey would make every other URL ask the owner for it.
             owner = User.objects.get(username=objects["uid"])
@@ -313,7 +356,7 @@ def _outcome(response) -> str:
         return LOGIN if response["Location"].startswith(reverse("accounts:login")) else OK
     if status == 200:
         return OK
-    if status in (403, 404, 405):
+    if status in (401, 403, 404, 405):
         return str(status)
     return f"unexpected {status}"
 
@@ -363,3 +406,123 @@ def test_nobody_blocks_on_or_unblocks_from_another_persons_alias(people) -> None
     assert list(SenderBlock.objects.filter(alias=alias).values_list("sender", flat=True)) == ["x@pest.example"]
     flag.refresh_from_db()
     assert flag.dismissed_at is None
+# --- the alias API: who gets what with which token ---------------------------------------------
+
+NO_TOKEN, REVOKED, EXPIRED, READ_ONLY = "no token", "revoked token", "expired token", "read-only token"
+OTHERS_TOKEN, SUSPENDED, DISABLED = "another person's token", "suspended person's token", "disabled person's token"
+# The owner's token with the manage scope goes last: a DELETE removes the alias.
+TOKEN_VISITORS = (NO_TOKEN, REVOKED, EXPIRED, READ_ONLY, OTHERS_TOKEN, SUSPENDED, DISABLED, OWNER)
+
+
+def with_token(read_only: str, others: str) -> dict[str, str]:
+    return {
+        NO_TOKEN: UNAUTHENTICATED,
+        REVOKED: UNAUTHENTICATED,
+        EXPIRED: UNAUTHENTICATED,
+        DISABLED: UNAUTHENTICATED,
+        SUSPENDED: DENIED,
+        READ_ONLY: read_only,
+        OTHERS_TOKEN: others,
+        OWNER: OK,
+    }
+
+
+API_READS = with_token(OK, OK)  # each token sees its own owner's things
+API_WRITES = with_token(DENIED, OK)  # a new alias of the token's owner
+API_OWN_ALIAS_READ = with_token(OK, MISSING)
+API_OWN_ALIAS_WRITE = with_token(DENIED, MISSING)
+
+# URL name -> (method, JSON body, who gets what). Every API URL but the root and the public
+# OpenAPI description is here (test_every_api_url_is_in_the_token_matrix).
+API_MATRIX: dict[str, tuple[str, dict[str, object] | None, dict[str, str]]] = {
+    "api:token": ("GET", None, API_READS),
+    "api:aliases": ("GET", None, API_READS),
+    "api:alias_create": ("POST", {"kind": "random"}, API_WRITES),
+    "api:alias": ("GET", None, API_OWN_ALIAS_READ),
+    "api:alias_update": ("PATCH", {"note": "changed"}, API_OWN_ALIAS_WRITE),
+    "api:alias_enable": ("POST", None, API_OWN_ALIAS_WRITE),
+    "api:alias_disable": ("POST", None, API_OWN_ALIAS_WRITE),
+    "api:alias_delete": ("DELETE", None, API_OWN_ALIAS_WRITE),
+    "api:suggestion": ("GET", None, API_READS),
+    "api:domains": ("GET", None, API_READS),
+    "simplelogin:random_new": ("POST", {"note": "Generated by a test."}, API_WRITES),
+    "simplelogin:random_new_v3": ("POST", {}, API_WRITES),
+    "simplelogin:options": ("GET", None, API_READS),
+    "addy:create": ("POST", {"domain": settings.ALIAS_DOMAIN, "description": "x"}, API_WRITES),
+}
+
+
+def test_every_api_url_is_in_the_token_matrix() -> None:
+    api_urls = {name for name in ALL_URLS if name.split(":")[0] in ("api", "simplelogin", "addy")}
+    assert api_urls - set(API_MATRIX) == {"api:openapi-json", "api:api-root", "simplelogin:api-root", "addy:api-root"}
+
+
+@pytest.fixture(scope="module")
+def token_people() -> Iterator[dict[str, directory.DirectoryUser]]:
+    made = {}
+    for visitor in (OWNER, OTHERS_TOKEN, SUSPENDED, DISABLED):
+        uid = f"t{visitor[:3].strip(' ,')}{secrets.token_hex(3)}"
+        made[visitor] = directory.create_user(
+            uid=uid, cn=f"Token {visitor}", sn=visitor, mail=f"{uid}@{settings.MAIL_DOMAIN}", password=DEMO_PASSWORD
+        )
+    directory.set_sender_blocked(made[SUSPENDED].uid, True)  # suspended as Postfix sees it, by any tool
+    directory.remove_password(made[DISABLED].uid)  # what "disable account" does
+    yield made
+    for user in made.values():
+        directory.delete_user(user.uid)
+
+
+def _tokens(people: dict[str, directory.DirectoryUser]) -> dict[str, str | None]:
+    def token(uid: str, scope: str = ApiToken.Scope.MANAGE, **fields: object) -> str:
+        owner, _ = User.objects.get_or_create(username=uid, defaults={"email": f"{uid}@{settings.MAIL_DOMAIN}"})
+        raw = "mat_" + secrets.token_urlsafe(32)
+        ApiToken.objects.create(
+            owner=owner, name=scope, scope=scope, digest=digest_of(raw), display_prefix=raw[:10], **fields
+        )
+        return raw
+
+    owner = people[OWNER].uid
+    now = timezone.now()
+    return {
+        NO_TOKEN: None,
+        REVOKED: token(owner, revoked_at=now),
+        EXPIRED: token(owner, expires_at=now - timedelta(seconds=1)),
+        READ_ONLY: token(owner, ApiToken.Scope.READ),
+        OTHERS_TOKEN: token(people[OTHERS_TOKEN].uid),
+        SUSPENDED: token(people[SUSPENDED].uid),
+        DISABLED: token(people[DISABLED].uid),
+        OWNER: token(owner),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(API_MATRIX))
+def test_each_token_gets_what_the_api_matrix_says(name, token_people) -> None:
+    method, body, expected = API_MATRIX[name]
+    tokens = _tokens(token_people)
+    owner = User.objects.get(username=token_people[OWNER].uid)
+    domain, _ = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})
+    alias = Alias.objects.create(owner=owner, local_part=f"apimatrix{secrets.token_hex(3)}", domain=domain)
+    pattern = dict(url_patterns())[name]
+    kwargs = {"alias_id": alias.pk} if "alias_id" in pattern.pattern.converters else {}
+    url = reverse(name, kwargs=kwargs) + (
+        "?hostname=shop.example.com" if name.endswith(("suggestion", "options")) else ""
+    )
+    seen = {}
+    for visitor in TOKEN_VISITORS:
+        raw = tokens[visitor]
+        headers = {}
+        if raw is not None:
+            headers = (
+                {"HTTP_AUTHENTICATION": raw}
+                if name.startswith("simplelogin:")
+                else {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+            )
+        data = json.dumps(body) if body is not None else None
+        response = getattr(Client(), method.lower())(url, data=data, content_type="application/json", **headers)
+        seen[visitor] = OK if response.status_code in (200, 201) else _outcome(response)
+        if response.status_code >= 400:
+            assert response["Content-Type"] == "application/json" and response.json(), (visitor, response.content)
+    assert seen == {visitor: expected[visitor] for visitor in TOKEN_VISITORS}, url
+    if name == "api:alias_update":  # the owner's call, the last one, and only theirs went through
+        alias.refresh_from_db()
+        assert alias.label == "changed"
