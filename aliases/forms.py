@@ -21,6 +21,7 @@ from aliases.addresses import (
 )
 from aliases.models import Alias, Domain
 from aliases.services import address_in_use, creation_refusal, free_local_parts, random_local_part, usable_domains
+from mailadmin import dates
 
 MAX_CATCHALL_DESTINATIONS = 20
 
@@ -71,10 +72,9 @@ class AliasCreateForm(forms.Form):
         validators=[_refuse_control_characters],
         help_text="For you, to recognise the address later.",
     )
-    expires_on = forms.DateField(
+    expires_on = dates.DateField(
         label="Stops working on (optional)",
         required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
         help_text="From this day on, mail to the address is refused.",
     )
 
@@ -238,10 +238,9 @@ def proposal_for(site: str, domain: Domain, person: str | None = None) -> str:
 
 class AliasEditForm(forms.Form):
     label = forms.CharField(label="Note", max_length=100, required=False, validators=[_refuse_control_characters])
-    expires_on = forms.DateField(
+    expires_on = dates.DateField(
         label="Stops working on",
         required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
         help_text="Leave empty to keep the address. From this day on, mail to it is refused.",
     )
     vacation_replies = forms.BooleanField(

@@ -22,6 +22,7 @@ from aliases.addresses import is_reserved
 from aliases.models import Alias, AliasTombstone, Domain
 from aliases.publication import request_publication
 from audit.models import AuditEvent, record_event
+from mailadmin.dates import format_datetime
 
 TAKEN = "{address} is not available. Choose another name."
 RANDOM_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud or typed from paper
@@ -136,7 +137,7 @@ def _describe(alias: Alias) -> str:
     if alias.site:
         parts.append(f"site {alias.site}")
     if alias.expires_at:
-        parts.append(f"expires {alias.expires_at:%Y-%m-%d %H:%M %Z}")
+        parts.append(f"expires {format_datetime(alias.expires_at, zone=True)}")
     return ", ".join(parts)
 
 
