@@ -235,6 +235,12 @@ class SiteAliasForm(AliasCreateForm):
         self.chosen_local_part = proposal
 
 
+class QuickSiteForm(forms.Form):
+    """The site field alone, as the alias list offers it (posted to SiteAliasForm's page)."""
+
+    site = SiteAliasForm.base_fields["site"]
+
+
 def proposal_for(site: str, domain: Domain, person: str | None = None) -> str:
     """The first free name made from the site: twittercom, then twittercom2, twittercom3, ..."""
     base = propose_local_part(site)
@@ -378,7 +384,10 @@ class AliasSearchForm(forms.Form):
         return aliases.order_by(*self.ordering)
 
     def sort_link(self, key: str) -> tuple[str, str]:
-        """(the sort parameter a column heading links to, its aria-sort value)."""
+        """(the sort parameter a column heading links to, its aria-sort value); ("", "") for a
+        column that does not sort (key "")."""
+        if not key:
+            return "", ""
         current = self.sort_key
         if current == key:
             return f"-{key}", "ascending"
@@ -389,8 +398,14 @@ class AliasSearchForm(forms.Form):
     @property
     def page_query(self) -> str:
         """The search as a query string prefix for page links ("q=...&sort=...&")."""
-        params = {"q": self.query, "state": self.state_key, "sort": self.sort_key}
-        return urlencode({k: v for k, v in params.items() if v}) + "&"
+        return self.link()[1:] + "&"
+
+    def link(self, **changes: str | int) -> str:
+        """ "?q=…&state=…&sort=…" of this search with some values changed (page: first unless given)."""
+        params: dict[str, str | int] = {"q": self.query, "state": self.state_key, "sort": self.sort_key, **changes}
+        if params["sort"] == self.DEFAULT_SORT:
+            del params["sort"]
+        return "?" + urlencode({k: v for k, v in params.items() if v})
 
 
 def _matching(query: str) -> Q:

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from accounts import directory
 from accounts.roles import Role, admin_required, role_of
+from aliases import listing
 from aliases.forms import (
     AliasBulkForm,
     AliasCreateForm,
@@ -21,6 +22,7 @@ from aliases.forms import (
     CustomAliasForm,
     DomainForm,
     ListReturnForm,
+    QuickSiteForm,
     RandomAliasForm,
     SiteAliasForm,
     proposal_for,
@@ -40,10 +42,6 @@ from aliases.services import (
     update_alias,
 )
 
-# The sortable columns of the alias list, in the order of the row's cells (aliases/_alias_row.html);
-# each is a key of AliasSearchForm.SORTS.
-LIST_COLUMNS = ["address", "site", "note", "created"]
-
 CREATE_FORMS: dict[str, type[AliasCreateForm]] = {
     "site": SiteAliasForm,
     "random": RandomAliasForm,
@@ -61,25 +59,31 @@ def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
     now = timezone.now()
     mine = Alias.objects.filter(owner_id=request.user.pk)
-    page = Paginator(search.filter(mine.select_related("domain"), now), settings.ALIASES_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    found = search.filter(mine.select_related(*listing.related()), now)
+    page = Paginator(found, settings.ALIASES_PER_PAGE).get_page(request.GET.get("page"))
     counts = mine.aggregate(
         all=Count("id"), **{key: Count("id", filter=state.matches(now)) for key, state in search.STATES.items()}
     )
-    states = [("", "All", counts["all"])] + [
-        (key, state.label.capitalize(), counts[key]) for key, state in search.STATES.items()
+    states = [("", "All", counts["all"], search.link(state=""))] + [
+        (key, state.label.capitalize(), counts[key], search.link(state=key)) for key, state in search.STATES.items()
     ]
-    columns = [(key, search.SORTS[key].label.capitalize(), *search.sort_link(key)) for key in LIST_COLUMNS]
+    headings = []
+    for column in listing.COLUMNS:
+        sort, aria_sort = search.sort_link(column.sort)
+        headings.append((column, search.link(sort=sort) if sort else "", aria_sort))
     context = {
         "page": page,
+        "rows": listing.render_rows(list(page.object_list), listing.RowContext.at(now)),
         "search": search,
         "states": states,
-        "columns": columns,
-        "quick": SiteAliasForm(_user(request), is_admin=role_of(request.user) == Role.ADMIN),
-        "page_query": search.page_query,
+        "headings": headings,
+        "quick": QuickSiteForm(),
+        "pages": {
+            "previous": search.link(page=page.previous_page_number()) if page.has_previous() else "",
+            "next": search.link(page=page.next_page_number()) if page.has_next() else "",
+        },
         "here": request.get_full_path(),
-        "now": now,
+        "show_all": search.link(q=""),
     }
     return render(request, "aliases/alias_list.html", context)
 
@@ -169,8 +173,7 @@ def alias_enable(request: HttpRequest, pk: int) -> HttpResponse:
 def _switched(request: HttpRequest, alias: Alias, message: str) -> HttpResponse:
     if request.headers.get("X-Requested-With") == "fetch":
         # From the list with scripts running: the new row replaces the old one, nothing reloads.
-        context = {"alias": alias, "now": timezone.now(), "message": message}
-        return render(request, "aliases/_alias_row.html", context)
+        return HttpResponse(listing.render_row(alias, listing.RowContext.at(timezone.now()), message))
     messages.success(request, message)
     return redirect(_back(request, alias))
 
@@ -222,7 +225,8 @@ def alias_bulk(request: HttpRequest) -> HttpResponse:
     else:
         changed = set_aliases_enabled(request, aliases, action == "on")
         state = "on" if action == "on" else "off"
-        messages.success(request, f"{what} switched {state} ({len(changed)} changed).")
+        already = count - len(changed)
+        messages.success(request, f"{what} switched {state}" + (f" ({already} already were)." if already else "."))
     return redirect(_back(request))
 
 

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django import forms
-from django.utils import timezone
+from django.utils import dateformat, timezone
 
 from mailadmin import dates
 
@@ -68,3 +68,13 @@ def test_date_inputs_are_text_showing_the_same_format() -> None:
 @pytest.mark.django_db
 def test_pages_declare_the_locale_of_their_dates(client) -> None:
     assert '<html lang="en-gb">' in client.get("/accounts/sign-in/").content.decode()
+
+
+@pytest.mark.parametrize(
+    "format_string", ["j M Y, H:i", "D j M Y, H:i", "d/m/Y H:i:s", "l j F Y", "n/j/y G:i", r"j \d\e M", "N j, Y, P"]
+)
+def test_the_fast_formatter_writes_what_djangos_does(format_string: str) -> None:
+    moment = datetime(2026, 1, 4, 7, 5, 9, tzinfo=UTC)
+    for value in (moment + timedelta(days=37 * n, hours=5 * n) for n in range(12)):
+        assert dates.format_value(value, format_string) == dateformat.format(value, format_string)
+    assert dates.format_value(moment.date(), "j M Y") == dateformat.format(moment.date(), "j M Y")
