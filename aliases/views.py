@@ -59,11 +59,15 @@ def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
     now = timezone.now()
     mine = Alias.objects.filter(owner_id=request.user.pk)
-    found = search.filter(mine.select_related(*listing.related()), now)
-    page = Paginator(found, settings.ALIASES_PER_PAGE).get_page(request.GET.get("page"))
     counts = mine.aggregate(
         all=Count("id"), **{key: Count("id", filter=state.matches(now)) for key, state in search.STATES.items()}
     )
+    found = search.filter(mine.select_related(*listing.related()), now)
+    paginator = Paginator(found, settings.ALIASES_PER_PAGE)
+    if not search.query:
+        # Without a text search the filter's own count is the total: no second count query.
+        paginator.__dict__["count"] = counts[search.state_key or "all"]
+    page = paginator.get_page(request.GET.get("page"))
     states = [("", "All", counts["all"], search.link(state=""))] + [
         (key, state.label.capitalize(), counts[key], search.link(state=key)) for key, state in search.STATES.items()
     ]

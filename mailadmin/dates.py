@@ -171,9 +171,9 @@ def relative(value: datetime | None) -> SafeString | str:
     """For lists: "in 3 days", with the exact time as the element's title and for screen readers."""
     if not isinstance(value, datetime):
         return ""
-    text = escape(format_datetime(value))
+    text = escape(format_value(_local(value), formats.get_format("DATETIME_FORMAT")))
     return mark_safe(  # noqa: S308
-        f'<time datetime="{_iso(value)}" title="{text}">{escape(describe_relative(value))}'
+        f'<time datetime="{value.isoformat()}" title="{text}">{describe_relative(value)}'
         f'<span class="visually-hidden"> ({text})</span></time>'
     )
 

@@ -232,5 +232,7 @@ def test_the_list_costs_the_same_queries_for_a_search_a_filter_and_a_sort(owner,
     for params in ({}, {"q": "a00"}, {"q": "a0001@alias.example.org"}, {"state": "on"}, {"sort": "-site", "page": 2}):
         with CaptureQueriesContext(connection) as queries:
             assert owner.get("/aliases/", params).status_code == 200
-        # session, user, role groups, suspension banner, state counts, count, page
-        assert len(queries) == 7, (params, [q["sql"] for q in queries])
+        # session, user, role groups, suspension banner, state counts, page; a text search also
+        # counts its matches (otherwise the state counts hold the total)
+        expected = 7 if "q" in params else 6
+        assert len(queries) == expected, (params, [q["sql"] for q in queries])
