@@ -15,6 +15,7 @@ from accounts.backends import MAX_PASSWORD_LENGTH
 from accounts.cram_md5 import verify_cram_md5
 from accounts.directory import DirectoryUnavailable, password_hash
 from audit.models import client_address
+from mailadmin import dates
 
 UNAVAILABLE = "The directory is not answering right now. Nothing was changed; please try again in a minute."
 
@@ -271,11 +272,9 @@ class SuspendForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Shown to the user and to staff. It is never part of the SMTP reply.",
     )
-    until = forms.DateTimeField(
+    until = dates.DateTimeField(
         label="Lift automatically at (optional)",
         required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
         help_text="In the time zone shown at the foot of the page. Empty: until an admin reinstates the user.",
     )
     tell = forms.BooleanField(

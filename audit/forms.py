@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from mailadmin import dates
 
 
 def _printable(value: str) -> str:
@@ -22,8 +23,8 @@ class AuditFilterForm(forms.Form):
         label="Target", required=False, max_length=255, help_text="A user name or address, or part of one."
     )
     action = forms.ChoiceField(label="Action", required=False)
-    since = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    since = dates.DateField(label="From", required=False)
+    until = dates.DateField(label="To", required=False)
 
     def __init__(self, *args: Any, actions: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

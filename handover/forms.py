@@ -12,6 +12,8 @@ from django.utils import timezone
 from accounts import directory
 from accounts.forms import UNAVAILABLE
 from handover.models import HandoverNote, TopicDelegate, WorkItem
+from mailadmin import dates
+from mailadmin.dates import format_datetime
 
 MAX_WORK_ITEMS = 30
 MAX_TOPIC_DELEGATES = 20
@@ -91,10 +93,8 @@ class LinksField(MultiLineField):
         return "\n".join(links)
 
 
-class WallClockField(forms.DateTimeField):
+class WallClockField(dates.DateTimeField):
     """A date and time as the person typed it, without a zone; the form applies the zone they chose."""
-
-    widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 
     def to_python(self, value: Any) -> datetime | None:
         with timezone.override(UTC):
@@ -237,7 +237,7 @@ class WorkItemForm(forms.ModelForm):
     status = SingleLineField(label="Status", max_length=200, required=False)
     next_step = SingleLineField(label="Next step", max_length=300, required=False)
     next_step_owner = SingleLineField(label="Next step owner", max_length=200, required=False)
-    deadline = forms.DateField(label="Deadline", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    deadline = dates.DateField(label="Deadline", required=False)
     blockers = MultiLineField(label="Blockers", max_length=2000, rows=2)
 
     class Meta:
@@ -327,7 +327,7 @@ def describe(note: HandoverNote) -> str:
     urgent = sum(item.is_urgent for item in items)
     topic_uids = sorted({t.delegate_uid for t in note.topic_delegates.all()})
     return (
-        f"{note.starts_at:%Y-%m-%d %H:%M}Z to {note.ends_at:%Y-%m-%d %H:%M}Z; primary delegate "
+        f"{format_datetime(note.starts_at, zone=True)} to {format_datetime(note.ends_at, zone=True)}; primary delegate "
         f"{note.primary_delegate_uid}; topic delegates: {', '.join(topic_uids) or 'none'}; "
         f"{len(items)} work items ({urgent} urgent)"
     )

@@ -132,6 +132,8 @@ TEMPLATES = [
             ],
             # Web UI: {% load navigation %} for the shared layout's links.
             "libraries": {"navigation": "mailadmin.navigation"},
+            # Dates: |exact, |day and |relative in every template (mailadmin/dates.py).
+            "builtins": ["mailadmin.dates"],
         },
     },
 ]
@@ -172,7 +174,10 @@ def _database(url: str) -> dict[str, object]:
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-LANGUAGE_CODE = "en-us"
+# The locale of dates and times on pages, in forms, audit details and mails (mailadmin/dates.py):
+# the default is a 24-hour English one ("7 Dec 2026, 09:00"; mailadmin/formats/en).
+LANGUAGE_CODE = env_str("LANGUAGE_CODE", "en-gb")
+FORMAT_MODULE_PATH = ["mailadmin.formats"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

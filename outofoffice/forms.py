@@ -4,10 +4,9 @@ from django import forms
 from django.urls import reverse
 from django.utils import timezone
 
+from mailadmin import dates
 from outofoffice.models import VacationReply
 from outofoffice.rules import ADDRESS_PATTERN, MAX_HEADER_BYTES
-
-DATETIME_FORMAT = "%Y-%m-%dT%H:%M"
 
 
 def reject_line_breaks(value: str) -> None:
@@ -20,13 +19,6 @@ def reject_control_characters(value: str) -> None:
     # Body text: line breaks and tabs are fine, other control characters are not.
     if any((ord(c) < 32 and c not in "\r\n\t") or ord(c) == 127 for c in value):
         raise forms.ValidationError("Control characters are not allowed.")
-
-
-class LocalDateTimeInput(forms.DateTimeInput):
-    input_type = "datetime-local"
-
-    def __init__(self) -> None:
-        super().__init__(format=DATETIME_FORMAT)
 
 
 class VacationForm(forms.ModelForm):
@@ -49,9 +41,8 @@ class VacationForm(forms.ModelForm):
             "delegate": "Shown in the reply as “In urgent matters please contact: …”, e.g. a name and address.",
             "interval_days": "At least 1, at most 365. Default 7.",
         }
+        field_classes = {"starts_at": dates.DateTimeField, "ends_at": dates.DateTimeField}
         widgets = {
-            "starts_at": LocalDateTimeInput(),
-            "ends_at": LocalDateTimeInput(),
             "body": forms.Textarea(attrs={"rows": 8}),
             "internal_body": forms.Textarea(attrs={"rows": 6}),
         }
@@ -66,8 +57,6 @@ class VacationForm(forms.ModelForm):
         }
         for name, help_text in help_texts.items():
             field = self.fields[name]
-            assert isinstance(field, forms.DateTimeField)
-            field.input_formats = [DATETIME_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
             field.help_text = help_text
         self.fields["interval_days"].widget.attrs.update(min=1, max=365)
 

@@ -16,9 +16,11 @@ from outofoffice.forms import ConfirmClearForm, PreviewForm, UserSearchForm, Vac
 from outofoffice.models import VacationReply
 from outofoffice.replies import reply_text
 from outofoffice.rules import parse_incoming
+from outofoffice.status import AWAY_SOON, away_now, away_soon, vacation_status
 from outofoffice.vacations import clear_vacation, save_vacation
 
 PAGE_SIZE = 25
+AWAY_LIST_LENGTH = 200
 UNAVAILABLE = "The directory is not answering right now. Nothing was changed; please try again in a minute."
 
 
@@ -50,16 +52,16 @@ def vacation_for_staff(uid: str) -> tuple[directory.DirectoryUser, VacationReply
 
 
 def _edit(request: HttpRequest, vacation: VacationReply, context: dict[str, object], done_url: str) -> HttpResponse:
+    # The stored reply's status, taken before the form writes the posted values into it.
+    status = vacation_status(vacation if vacation.pk else None)
     form = VacationForm(request.POST if request.method == "POST" else None, instance=vacation)
     if request.method == "POST" and form.is_valid():
-        save_vacation(form.save(commit=False), request)
-        state = "on" if form.instance.enabled else "off"
-        messages.success(request, f"Vacation reply saved; it is {state}.")
+        saved = form.save(commit=False)
+        save_vacation(saved, request)
+        messages.success(request, f"Vacation reply saved: {vacation_status(saved).sentence}.")
         return redirect(done_url)
     return render(
-        request,
-        "outofoffice/vacation.html",
-        {**context, "form": form, "vacation": vacation, "now": timezone.now()},
+        request, "outofoffice/vacation.html", {**context, "form": form, "vacation": vacation, "status": status}
     )
 
 
@@ -124,12 +126,17 @@ def helpdesk(request: HttpRequest) -> HttpResponse:
             form.add_error(None, UNAVAILABLE)
     states = {v.uid: v for v in VacationReply.objects.filter(uid__in=[u.uid for u in users])}
     rows = [(user, states.get(user.uid)) for user in users]
-    current = VacationReply.objects.filter(enabled=True).order_by("ends_at", "uid")[:100]
-    return render(
-        request,
-        "outofoffice/helpdesk.html",
-        {"form": form, "rows": rows, "more": more, "page": page, "current": current, "now": timezone.now()},
-    )
+    now = timezone.now()
+    context = {
+        "form": form,
+        "rows": rows,
+        "more": more,
+        "page": page,
+        "away_now": away_now(now)[:AWAY_LIST_LENGTH],
+        "away_soon": away_soon(now)[:AWAY_LIST_LENGTH],
+        "soon_days": AWAY_SOON.days,
+    }
+    return render(request, "outofoffice/helpdesk.html", context)
 
 
 @staff_required

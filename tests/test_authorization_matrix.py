@@ -115,6 +115,8 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "aliases:disable": {"GET": OWN_ALIAS_GET_OF_POST_ONLY, "POST": OWN_ALIAS},
     "aliases:enable": {"GET": OWN_ALIAS_GET_OF_POST_ONLY, "POST": OWN_ALIAS},
     "aliases:delete": {"GET": OWN_ALIAS, "POST": OWN_ALIAS},
+    # Several of one's own aliases at once; an id of someone else's is 404 (see the test below).
+    "aliases:bulk": {"GET": each(LOGIN, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED), "POST": SIGNED_IN},
     "aliases:domains": {"GET": ADMINS, "POST": ADMINS},
     "aliases:domain_create": {"GET": ADMINS, "POST": ADMINS},
     "aliases:domain_edit": {"GET": ADMINS, "POST": ADMINS},
@@ -384,6 +386,8 @@ def test_an_alias_of_another_user_stays_untouched_by_every_refused_visitor(peopl
         for action in ("disable", "delete"):
             clients[visitor].post(reverse(f"aliases:{action}", kwargs={"pk": alias.pk}), {})
         clients[visitor].post(reverse("aliases:detail", kwargs={"pk": alias.pk}), {"label": "mine now"})
+        selected = {"action": "delete", "ids": [alias.pk], "confirmed": "yes"}
+        assert clients[visitor].post(reverse("aliases:bulk"), selected).status_code == 404, visitor
     alias.refresh_from_db()
     assert alias.enabled and alias.label == ""
 

@@ -255,6 +255,14 @@ CASES = [
         single_line=("site", "local_part", "label"),
     ),
     Case(
+        "alias selection",
+        lambda w: w.owner,
+        lambda w: "/aliases/selected/",
+        lambda w: {"action": "off", "ids": str(w.alias.pk), "confirmed": "yes", "next": "/aliases/?q=mine"},
+        ("action", "ids", "confirmed", "next"),
+        single_line=("next",),
+    ),
+    Case(
         "alias edit",
         lambda w: w.owner,
         lambda w: f"/aliases/{w.alias.pk}/",
@@ -518,6 +526,7 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "aliases:disable",
         "aliases:enable",
         "aliases:delete",
+        "aliases:bulk",  # "alias selection"
         "aliases:domains",
         "aliases:domain_create",
         "aliases:domain_edit",
