@@ -8,7 +8,19 @@ the "possibly leaked" filter (AliasSearchForm.STATES) and the columns (aliases/l
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import DateTimeField, Exists, IntegerField, Max, Model, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    DateTimeField,
+    Exists,
+    IntegerField,
+    Max,
+    Model,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 

@@ -65,7 +65,8 @@ def _status(alias: Alias, row: RowContext) -> str:
         state = '<span class="badge badge-ok">on</span>'
     leak = getattr(alias, "leak_domain", None)  # aliases/activity_columns.py
     if leak:
-        state += f' <span class="badge badge-danger" title="mail from {escape(leak)}">possibly leaked: {escape(leak)}</span>'
+        leak = escape(leak)
+        state += f' <span class="badge badge-danger" title="mail from {leak}">possibly leaked: {leak}</span>'
     return state
 
 

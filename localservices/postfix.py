@@ -12,8 +12,8 @@ from localservices.process import ServiceError, read_pid, run, wait_for_port, wa
 from localservices.slapd import Slapd
 from mailadmin import settings
 from outofoffice import handoff
-from trail import postlog
 from policy import postfix as policy_postfix
+from trail import postlog
 
 POSTFIX = "/usr/sbin/postfix"
 POSTMAP = "/usr/sbin/postmap"

@@ -175,6 +175,7 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "trail:detail": {
         "GET": each(LOGIN, OK, MISSING, OK, OK),
         "POST": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
+    },
     # Alias activity and sender blocks: a person's own blocks and flags; organisation-wide ones for admins.
     "activity:blocks": {"GET": SIGNED_IN, "POST": SIGNED_IN},
     "activity:alias_block": {"GET": OWN_ALIAS, "POST": OWN_ALIAS},
@@ -290,9 +291,15 @@ def _objects(people: dict[str, directory.DirectoryUser]) -> dict[str, object]:
         author=owner, starts_at=now, ends_at=now + timedelta(days=7), primary_delegate_uid=people[DELEGATE].uid
     )
     TopicDelegate.objects.create(note=note, topic="Invoices", delegate_uid=people[TOPIC].uid)
-    return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid, "mail": people[OWNER].mail}
     token = ApiToken.objects.create(owner=owner, name="matrix", digest=secrets.token_hex(32), display_prefix="mat_x")
-    return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid, "token": token}
+    return {
+        "alias": alias,
+        "domain": domain,
+        "note": note,
+        "uid": people[OWNER].uid,
+        "mail": people[OWNER].mail,
+        "token": token,
+    }
 
 
 def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> dict[str, object]:

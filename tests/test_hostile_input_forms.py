@@ -122,9 +122,16 @@ class World:
         parts = []
         for model in (Alias, AliasTombstone, Domain, VacationReply, ReplyLog, HandoverNote, TopicDelegate, WorkItem):
             parts.append(repr(list(model.objects.order_by("pk").values())))
-        for model in (SenderSuspension, AuditEvent, MapGeneration, SendingLimit):
-        for model in (SenderSuspension, AuditEvent, MapGeneration, SenderBlock, BlockGeneration, LeakFlag):
-        for model in (SenderSuspension, AuditEvent, MapGeneration, ApiToken):
+        for model in (
+            SenderSuspension,
+            AuditEvent,
+            MapGeneration,
+            SendingLimit,
+            SenderBlock,
+            BlockGeneration,
+            LeakFlag,
+            ApiToken,
+        ):
             parts.append(repr(list(model.objects.order_by("pk").values())))
         if ldap:
             for uid in (self.target.uid, self.owner.directory_user.uid):  # type: ignore[attr-defined]
@@ -485,6 +492,7 @@ CASES = [
         lambda w: {"sender": f"spam{_unique()}@junk.example", "kind": "sender", "scope": "organisation"},
         ("sender", "kind", "scope"),
         single_line=("sender",),
+    ),
     Case(
         "new API token",
         lambda w: w.owner,

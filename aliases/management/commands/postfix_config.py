@@ -13,8 +13,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from accounts import sender_block
 from outofoffice import handoff
 from outofoffice.routing import vacation_transport_entries
-from trail import postlog
 from policy import postfix as policy_postfix
+from trail import postlog
 
 
 def _map(name: str) -> str:
