@@ -72,6 +72,8 @@ MAILBOX_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@[a-z0-9.-
 REASON_MAX_LENGTH = 2000
 # Deep pages cost a walk over every earlier entry; past this, refine the search.
 DIRECTORY_MAX_PAGE = 40
+# The staff user list pages with slapd's virtual list view: any page costs the same.
+DIRECTORY_LIST_MAX_PAGE = 100_000
 
 
 def _reject_control_characters_except_lines(value: str) -> None:
@@ -98,13 +100,46 @@ def address_in_use(address: str) -> bool:
 
 
 class DirectorySearchForm(forms.Form):
+    """The staff user list: search, filters, sort and page (a GET form: every field optional)."""
+
+    SORTS = {
+        "uid": (directory.UserSort.UID, False),
+        "-uid": (directory.UserSort.UID, True),
+        "name": (directory.UserSort.NAME, False),
+        "-name": (directory.UserSort.NAME, True),
+        "mail": (directory.UserSort.MAIL, False),
+        "-mail": (directory.UserSort.MAIL, True),
+    }
+
     q = forms.CharField(label="Name, uid or address", max_length=100, required=False, strip=True)
-    page = forms.IntegerField(min_value=1, max_value=DIRECTORY_MAX_PAGE, required=False)
+    role = forms.ChoiceField(
+        label="Role",
+        required=False,
+        choices=[("", "Any role"), *((role.value, role.value.capitalize()) for role in directory.UserRole)],
+    )
+    state = forms.ChoiceField(
+        label="State",
+        required=False,
+        choices=[("", "Any state"), *((state.value, state.value.capitalize()) for state in directory.UserState)],
+    )
+    sort = forms.ChoiceField(required=False, choices=[(key, key) for key in SORTS], widget=forms.HiddenInput)
+    page = forms.IntegerField(min_value=1, max_value=DIRECTORY_LIST_MAX_PAGE, required=False, widget=forms.HiddenInput)
 
     def clean_q(self) -> str:
         value: str = self.cleaned_data["q"]
         _reject_control_characters(value)
         return value
+
+    def listing(self) -> dict[str, Any]:
+        """The keyword arguments of accounts.people.people_page, from the cleaned data."""
+        data = self.cleaned_data
+        sort, descending = self.SORTS[data.get("sort") or "uid"]
+        return {
+            "role": directory.UserRole(data["role"]) if data.get("role") else None,
+            "state": directory.UserState(data["state"]) if data.get("state") else None,
+            "sort": sort,
+            "descending": descending,
+        }
 
 
 class NewPasswordFields(forms.Form):
