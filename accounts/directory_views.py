@@ -78,29 +78,22 @@ def user_detail(request: HttpRequest, uid: str) -> HttpResponse:
     aliases = Alias.objects.filter(owner__username=uid).select_related("domain").order_by("domain__name", "local_part")
     suspensions = SenderSuspension.objects.filter(uid=uid)[:20]
     events = AuditEvent.objects.filter(target=uid).order_by("-created_at", "-id")[:RECENT_EVENTS]
+    try:
+        roles = directory_roles()
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
     context = {
         "person": person,
+        "person_role": roles.of(uid),
         "has_password": has_password,
         "aliases": aliases,
         "suspensions": suspensions,
         "active_suspension": next((s for s in suspensions if s.is_active), None),
-        "vacation": _vacation_of(uid),
         "events": events,
-        "may": _allowed_actions(request, uid),
+        # Which actions the page offers (each view checks again): {"suspend": True, ...}.
+        "may": {action.name.lower(): may_act_on(request.user, uid, action, roles) for action in Action},
     }
     return render(request, "accounts/user_detail.html", context)
-
-
-def _allowed_actions(request: HttpRequest, uid: str) -> dict[str, bool]:
-    """Which action links the page shows (the views check again): {"suspend": True, ...}."""
-    roles = directory_roles()
-    return {action.name.lower(): may_act_on(request.user, uid, action, roles) for action in Action}
-
-
-def _vacation_of(uid: str) -> object | None:
-    from outofoffice.models import VacationReply
-
-    return VacationReply.objects.filter(uid=uid).first()
 
 
 @sensitive_post_parameters("new_password", "new_password_again")

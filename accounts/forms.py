@@ -24,14 +24,15 @@ def _reject_control_characters(value: str) -> None:
 
 
 class SignInForm(forms.Form):
-    username = forms.CharField(label="User name", max_length=64, strip=True)
+    username = forms.CharField(label="User name or mail address", max_length=254, strip=True)
     password = forms.CharField(
         label="Password", max_length=MAX_PASSWORD_LENGTH, strip=False, widget=forms.PasswordInput
     )
 
     error_messages = {
-        "invalid": "That user name and password do not match. Both are case-sensitive.",
+        "invalid": "That user name (or address) and password do not match. The password is case-sensitive.",
         "throttled": "Too many failed sign-ins from this account or address. Wait a while and try again.",
+        "shared": "Several accounts have this mail address. Sign in with your user name instead.",
     }
 
     def __init__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
@@ -47,6 +48,8 @@ class SignInForm(forms.Form):
         password = cleaned.get("password")
         if not username or not password:
             return cleaned
+        if "@" in username:
+            username = self._uid_of_address(username)
         address = client_address(self.request)
         slot = throttle.claim(username, address)
         if slot is None:
@@ -61,6 +64,18 @@ class SignInForm(forms.Form):
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         throttle.succeeded(slot, username, address)
         return cleaned
+
+    def _uid_of_address(self, address: str) -> str:
+        """The uid whose mailbox this is; an address nobody has is tried (and fails) as typed,
+        so that it costs a throttled attempt like any wrong name."""
+        _reject_control_characters(address)
+        try:
+            uids = directory.users_with_mail(address)
+        except DirectoryUnavailable:
+            raise forms.ValidationError(UNAVAILABLE, code="unavailable") from None
+        if len(uids) > 1:
+            raise forms.ValidationError(self.error_messages["shared"], code="shared")
+        return uids[0] if uids else address.lower()[:150]
 
 
 # --- Directory administration and sender suspension -----------------------------------

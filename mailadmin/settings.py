@@ -428,6 +428,12 @@ CELERY_BEAT_SCHEDULE["second-factor-reset-notices"] = {
     "schedule": 60.0,
 }
 
+# Staff console (docs/console.md): the sign-in page's "Forgot your password?" text, saying whom
+# to ask; plain text, shown as typed.
+SIGN_IN_HELP = env_str(
+    "SIGN_IN_HELP", "Forgot your password? Ask your helpdesk or mail administrator to set a new one."
+)
+
 # Web server port used by the demo runner.
 WEB_PORT = env_int("WEB_PORT", 8000)
 

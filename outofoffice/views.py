@@ -139,12 +139,16 @@ def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
         target, vacation = vacation_for_staff(uid)
     except directory.DirectoryUnavailable:
         return _unavailable(request)
+    # The person's directory page edits the reply in place and is where saving leads back to.
+    user_page = reverse("directory:detail", args=[target.uid])
+    back = user_page if request.POST.get("next") == user_page else ""
     context = {
         "target": target,
         "preview_url": reverse("outofoffice:helpdesk_preview", args=[target.uid]),
         "clear_url": reverse("outofoffice:helpdesk_clear", args=[target.uid]),
+        "next": back,
     }
-    return _edit(request, vacation, context, reverse("outofoffice:helpdesk_user", args=[target.uid]))
+    return _edit(request, vacation, context, back or reverse("outofoffice:helpdesk_user", args=[target.uid]))
 
 
 @staff_required
