@@ -1,0 +1,44 @@
+"""The staff console in the browser: helpdesk finds a person in the user list and sets their
+vacation reply from their page, without leaving it."""
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from outofoffice.models import VacationReply
+from tests.browser.conftest import PHONE
+
+pytestmark = pytest.mark.browser
+
+
+def test_helpdesk_finds_a_person_and_edits_their_vacation_from_the_user_page(
+    page: Page, sign_in_as, make_directory_user
+) -> None:
+    person = make_directory_user()
+    sign_in_as("helpdesk")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
+    page.get_by_label("Name, uid or address").fill(person.mail)
+    page.get_by_label("State").select_option("active")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator(".result-count")).to_have_text("1 user matches.")
+    page.get_by_role("link", name=person.uid).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(person.uid)
+
+    # Folded until asked for, then the form is right there on the person's page.
+    page.get_by_text("Set a vacation reply").click()
+    page.get_by_label("Send vacation replies").check()
+    page.get_by_label("Subject").fill("Out of the office")
+    page.get_by_label("Reply text", exact=True).fill("Back on Monday; in urgent cases write to the desk.")
+    page.get_by_role("button", name="Save the vacation reply").click()
+
+    expect(page.get_by_role("status")).to_contain_text("Vacation reply saved")
+    expect(page).to_have_url(f"/directory/users/{person.uid}/")
+    section = page.locator("section", has=page.get_by_role("heading", name="Vacation reply"))
+    expect(section).to_contain_text("“Out of the office”")
+    expect(section.locator(".badge")).to_have_text("on")
+    vacation = VacationReply.objects.get(uid=person.uid)
+    assert vacation.enabled and vacation.updated_by and vacation.address == person.mail
+
+    # The user list shows them away now, on a phone too.
+    page.set_viewport_size(PHONE)
+    page.goto(f"/directory/?q={person.uid}")
+    expect(page.locator('td[data-label="State"]')).to_have_text("away")
