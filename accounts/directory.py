@@ -584,6 +584,18 @@ def list_users(
     return UserListing(users, total or 0, offset, frozenset(disabled), admins, helpdesk)
 
 
+def mailbox_counts(domains: list[str]) -> dict[str, int]:
+    """How many entries have a mailbox in each of these domains: one search per domain on one
+    connection, counted by slapd (its virtual list view), whatever the number of people."""
+    counts: dict[str, int] = {}
+    with connection() as conn:
+        for domain in domains:
+            flt = f"(&(objectClass=mailAccount)(mail=*@{escape_filter_chars(domain)}))"
+            _, total = _sorted_page(conn, flt, UserSort.MAIL, False, 0, 1)
+            counts[domain] = total or 0
+    return counts
+
+
 def users_with_mail(address: str) -> list[str]:
     """The uids of the entries whose mailbox address this is (case-insensitive, as slapd
     compares mail): one for a person, several when entries share it."""

@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -163,8 +163,22 @@ def alias_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @admin_required
 def domain_list(request: HttpRequest) -> HttpResponse:
-    domains = Domain.objects.select_related("catchall_owner").order_by("name")
-    return render(request, "aliases/domain_list.html", {"domains": domains})
+    domains = list(
+        Domain.objects.select_related("catchall_owner").annotate(alias_count=Count("aliases")).order_by("name")
+    )
+    try:
+        mailboxes: dict[str, int] | None = directory.mailbox_counts([domain.name for domain in domains])
+    except directory.DirectoryUnavailable:
+        mailboxes = None  # the list is still worth showing; the counts say they are unknown
+    rows = [
+        {
+            "domain": domain,
+            "mailboxes": None if mailboxes is None else mailboxes.get(domain.name, 0),
+            "catchall_targets": 1 if domain.catchall_owner_id else len(domain.catchall_addresses),
+        }
+        for domain in domains
+    ]
+    return render(request, "aliases/domain_list.html", {"rows": rows, "directory_down": mailboxes is None})
 
 
 @admin_required

@@ -280,11 +280,11 @@ CASES = [
         lambda w: "/aliases/domains/new/",
         lambda w: {
             "name": f"d{_unique()}.example.net",
-            "is_alias_domain": "on",
+            "kind": "alias",
             "catchall_destinations": "",
             "catchall_owner_uid": "",
         },
-        ("name", "catchall_destinations", "catchall_owner_uid"),
+        ("name", "kind", "catchall_destinations", "catchall_owner_uid"),
         single_line=("name", "catchall_owner_uid"),
     ),
     Case(
@@ -293,11 +293,11 @@ CASES = [
         lambda w: f"/aliases/domains/{w.domain.pk}/",
         lambda w: {
             "name": w.domain.name,
-            "is_alias_domain": "on",
+            "kind": "alias",
             "catchall_destinations": "",
             "catchall_owner_uid": "",
         },
-        ("catchall_destinations", "catchall_owner_uid"),
+        ("kind", "catchall_destinations", "catchall_owner_uid"),
         single_line=("catchall_owner_uid",),
     ),
     Case(
