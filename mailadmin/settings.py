@@ -103,6 +103,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Web UI: dates in the viewer's time zone (browser-provided `tz` cookie; see README).
     "mailadmin.timezones.TimezoneMiddleware",
+    # Staff console: the project's own 404 page, never Django's technical one (DEBUG or not).
+    "mailadmin.not_found.NotFoundMiddleware",
 ]
 
 ROOT_URLCONF = "mailadmin.urls"

@@ -1,0 +1,62 @@
+"""Plain pages for people: the project's own 404 page everywhere (never Django's technical
+one, which lists every URL pattern), the publication page in plain words, error summaries."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+
+from aliases.models import MapGeneration, MapPublication
+
+pytestmark = pytest.mark.django_db
+
+TECHNICAL = ("Using the URLconf", "Django tried these URL patterns", "technical_404", "Raised by:")
+
+
+def _is_our_404(response: Any) -> None:
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "<h1>Page not found</h1>" in html
+    assert not any(marker in html for marker in TECHNICAL), html[:500]
+
+
+@pytest.mark.parametrize("path", ["/no/such/page/", "/directory/users/UPPER/", "/aliases/12/x/"])
+def test_an_address_nobody_serves_gets_the_projects_404_page(client: Client, sign_in: Any, path: str) -> None:
+    _is_our_404(client.get(path))
+    _is_our_404(sign_in("admin").get(path))
+
+
+def test_a_view_that_finds_nothing_answers_with_the_projects_404_page(sign_in: Any) -> None:
+    admin = sign_in("admin")
+    _is_our_404(admin.get("/directory/users/nosuchperson/"))
+    _is_our_404(sign_in().get("/aliases/123456/"))  # somebody else's alias, or none: the same
+
+
+def test_a_missing_slash_still_redirects(client: Client) -> None:
+    response = client.get("/accounts/sign-in")
+    assert response.status_code == 301 and response["Location"] == "/accounts/sign-in/"
+
+
+def test_the_publication_page_says_in_plain_words_that_the_tables_are_current(sign_in: Any) -> None:
+    MapGeneration.objects.update_or_create(pk=1, defaults={"requested": 3})
+    for host in settings.MAP_HOSTS:
+        MapPublication.objects.update_or_create(
+            host=host, defaults={"published_generation": 3, "last_success_at": timezone.now() - timedelta(minutes=2)}
+        )
+    html = sign_in("admin").get("/aliases/publication/").content.decode()
+    assert "Mail server tables are up to date (published" in html and "2\xa0minutes ago</time>)." in html
+    # The generations and map files are there for whoever opens the fold.
+    fold = html[html.index('<details class="card technical-detail">') :]
+    assert "Generation requested: <strong>3</strong>" in fold
+
+
+def test_a_failing_publication_is_said_plainly_with_the_detail_open(sign_in: Any) -> None:
+
+    host = settings.MAP_HOSTS[0]
+    MapPublication.objects.update_or_create(host=host, defaults={"last_error": "postmap hash: failed"})
+    html = sign_in("admin").get("/aliases/publication/").content.decode()
+    assert f"could not be updated on {host}" in html
+    assert '<details class="card technical-detail" open>' in html and "postmap hash: failed" in html
