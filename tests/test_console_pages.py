@@ -60,3 +60,22 @@ def test_a_failing_publication_is_said_plainly_with_the_detail_open(sign_in: Any
     html = sign_in("admin").get("/aliases/publication/").content.decode()
     assert f"could not be updated on {host}" in html
     assert '<details class="card technical-detail" open>' in html and "postmap hash: failed" in html
+
+
+def test_a_long_form_with_wrong_fields_summarises_them_at_the_top(sign_in: Any) -> None:
+    admin = sign_in("admin")
+    response = admin.post(
+        "/directory/new/",
+        {"uid": "Bad Uid", "name": "Jane Doe", "mail": "not-an-address", "new_password": "x", "new_password_again": "y"},
+    )
+    html = response.content.decode()
+    summary = html[html.index('<div class="error-summary" tabindex="-1" autofocus>') :]
+    summary = summary[: summary.index("</div>")]
+    assert '<a href="#id_uid">User name (uid)</a>' in summary and '<a href="#id_mail">Mailbox address</a>' in summary
+    assert "Full name" not in summary  # only the fields that need a change
+    assert html.index("error-summary") < html.index('name="uid"')
+
+
+def test_a_short_form_has_no_summary(client: Client) -> None:
+    response = client.post("/accounts/sign-in/", {"username": "", "password": ""})
+    assert "error-summary" not in response.content.decode()

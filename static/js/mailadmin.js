@@ -97,9 +97,18 @@
     });
   }
 
+  // A long form came back with errors: its summary takes the focus (autofocus may not).
+  function focusErrorSummary() {
+    var summary = document.querySelector(".error-summary");
+    if (summary && document.activeElement !== summary) {
+      summary.focus();
+    }
+  }
+
   function ready() {
     setUpCopyButtons();
     labelTableCells();
+    focusErrorSummary();
   }
 
   setTimeZoneCookie();

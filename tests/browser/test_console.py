@@ -42,3 +42,15 @@ def test_helpdesk_finds_a_person_and_edits_their_vacation_from_the_user_page(
     page.set_viewport_size(PHONE)
     page.goto(f"/directory/?q={person.uid}")
     expect(page.locator('td[data-label="State"]')).to_have_text("away")
+
+
+def test_a_long_form_with_errors_puts_its_summary_first_and_focuses_it(page: Page, sign_in_as) -> None:
+    sign_in_as("admin")
+    page.goto("/directory/new/")
+    page.get_by_label("User name (uid)").fill("Not A Uid")
+    page.get_by_label("Full name").fill("Jane Doe")
+    page.get_by_role("button", name="Create").click()
+    summary = page.locator(".error-summary")
+    expect(summary).to_be_focused()
+    summary.get_by_role("link", name="User name (uid)").click()
+    expect(page.get_by_label("User name (uid)")).to_be_focused()
