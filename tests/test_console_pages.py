@@ -66,7 +66,13 @@ def test_a_long_form_with_wrong_fields_summarises_them_at_the_top(sign_in: Any) 
     admin = sign_in("admin")
     response = admin.post(
         "/directory/new/",
-        {"uid": "Bad Uid", "name": "Jane Doe", "mail": "not-an-address", "new_password": "x", "new_password_again": "y"},
+        {
+            "uid": "Bad Uid",
+            "name": "Jane Doe",
+            "mail": "not-an-address",
+            "new_password": "x",
+            "new_password_again": "y",
+        },  # noqa: E501
     )
     html = response.content.decode()
     summary = html[html.index('<div class="error-summary" tabindex="-1" autofocus>') :]

@@ -6,6 +6,7 @@ from playwright.sync_api import Page, expect
 
 from outofoffice.models import VacationReply
 from tests.browser.conftest import PHONE
+from tests.conftest import DEMO_PASSWORD
 
 pytestmark = pytest.mark.browser
 
@@ -54,3 +55,26 @@ def test_a_long_form_with_errors_puts_its_summary_first_and_focuses_it(page: Pag
     expect(summary).to_be_focused()
     summary.get_by_role("link", name="User name (uid)").click()
     expect(page.get_by_label("User name (uid)")).to_be_focused()
+
+
+def test_the_phone_menu_folds_and_unfolds_without_scripts(browser, live_server, make_directory_user) -> None:
+    person = make_directory_user()
+    context = browser.new_context(base_url=str(live_server), viewport=PHONE, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto("/accounts/sign-in/")
+        page.get_by_label("User name").fill(person.mail)
+        page.get_by_label("Password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        nav = page.get_by_role("navigation", name="Main")
+        expect(nav.get_by_role("link", name="Aliases")).to_be_hidden()
+        nav.get_by_text("Menu").click()
+        expect(nav.get_by_role("link", name="Aliases")).to_be_visible()
+        nav.get_by_role("link", name="Aliases").click()
+        expect(page.get_by_role("heading", level=1)).to_contain_text("alias")
+        # Wide enough, the menu is simply there.
+        page.set_viewport_size({"width": 1280, "height": 900})
+        expect(nav.get_by_role("link", name="Vacation", exact=True)).to_be_visible()
+        expect(nav.get_by_text("Menu")).to_be_hidden()
+    finally:
+        context.close()
