@@ -85,7 +85,10 @@ def _preview(
     form = PreviewForm(request.POST if request.method == "POST" else None)
     result = reply = None
     if request.method == "POST" and form.is_valid():
-        raw = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n") + "\n\n"
+        headers = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n")
+        # No headers given: an ordinary message to this mailbox (the question is who writes).
+        headers = headers or f"To: {vacation.address}\nSubject: A test message"
+        raw = headers + "\n\n"
         incoming = parse_incoming(form.cleaned_data["sender"], raw.encode("utf-8"))
         try:
             result = evaluate(vacation.address, incoming, timezone.now(), with_history=own)

@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from aliases.models import MapGeneration, MapPublication
+from outofoffice.models import VacationReply
 
 pytestmark = pytest.mark.django_db
 
@@ -85,3 +86,20 @@ def test_a_long_form_with_wrong_fields_summarises_them_at_the_top(sign_in: Any) 
 def test_a_short_form_has_no_summary(client: Client) -> None:
     response = client.post("/accounts/sign-in/", {"username": "", "password": ""})
     assert "error-summary" not in response.content.decode()
+
+
+def test_the_vacation_check_asks_who_is_writing_and_folds_the_headers_away(sign_in: Any) -> None:
+    client = sign_in()
+    person = client.directory_user
+    VacationReply.objects.create(uid=person.uid, address=person.mail, enabled=True, subject="Away", body="Back soon.")
+    page = client.get("/out-of-office/vacation/preview/").content.decode()
+    assert "Who is writing?" in page
+    assert '<details class="technical-detail">' in page and page.index("<details") < page.index('name="headers"')
+    # Only the writer given: an ordinary message to the mailbox, which gets the reply.
+    answer = client.post("/out-of-office/vacation/preview/", {"sender": "friend@outside.example"}).content.decode()
+    assert "A vacation reply would go out" in answer
+    list_mail = client.post(
+        "/out-of-office/vacation/preview/",
+        {"sender": "news@outside.example", "headers": f"To: {person.mail}\nList-Id: <news.outside.example>"},
+    ).content.decode()
+    assert "came through a mailing list" in list_mail and '<details class="technical-detail" open>' in list_mail
