@@ -4,6 +4,7 @@ vacation reply from their page, without leaving it."""
 import pytest
 from playwright.sync_api import Page, expect
 
+from handover.models import HandoverNote
 from outofoffice.models import VacationReply
 from tests.browser.conftest import PHONE
 from tests.conftest import DEMO_PASSWORD
@@ -78,3 +79,32 @@ def test_the_phone_menu_folds_and_unfolds_without_scripts(browser, live_server, 
         expect(nav.get_by_text("Menu")).to_be_hidden()
     finally:
         context.close()
+
+
+def test_handover_rows_are_added_in_place_and_saved(page: Page, sign_in_as, make_directory_user) -> None:
+    first, second = make_directory_user(), make_directory_user()
+    user = sign_in_as("end user")
+    page.goto("/handover/edit/")
+    page.get_by_label("Away from").fill("2030-07-01T09:00")
+    page.get_by_label("Back on").fill("2030-07-15T09:00")
+    page.get_by_label("Primary delegate").fill(first.uid)
+    page.locator("#id_topics-0-topic").fill("Invoices")
+    page.locator("#id_topics-0-delegate").fill(first.uid)
+    url = page.url
+    page.get_by_role("button", name="Add another topic").click()
+    expect(page.locator("#id_topics-1-topic")).to_be_focused()  # no round trip: the new row is here
+    assert page.url == url
+    page.locator("#id_topics-1-topic").fill("Payroll")
+    page.locator("#id_topics-1-delegate").fill(second.uid)
+    page.get_by_role("button", name="Add another work item").click()
+    page.locator("#id_items-1-title").fill("Quarterly report")
+    page.locator("#id_items-1-context").fill("Draft is in the shared folder.")
+    page.get_by_role("button", name="Save the note").click()
+    expect(page.get_by_role("status")).to_contain_text("saved")
+    note = HandoverNote.objects.get(author__username=user.uid)
+    assert sorted(note.topic_delegates.values_list("topic", "delegate_uid")) == [
+        ("Invoices", first.uid),
+        ("Payroll", second.uid),
+    ]
+    assert list(note.items.values_list("title", flat=True)) == ["Quarterly report"]
+    assert page.console_problems == []  # type: ignore[attr-defined]
