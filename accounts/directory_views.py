@@ -51,6 +51,9 @@ def user_list(request: HttpRequest) -> HttpResponse:
             )
         except directory.DirectoryUnavailable:
             return _unavailable(request)
+        except directory.DirectoryCannotSort:
+            message = "The directory cannot sort this list: slapd needs its sssvlv overlay (see docs/console.md)."
+            return render(request, "accounts/directory_unavailable.html", {"message": message}, status=503)
         page = found.offset // PAGE_SIZE + 1
         pages = max(1, -(-found.total // PAGE_SIZE))
         context.update(

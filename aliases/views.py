@@ -168,7 +168,7 @@ def domain_list(request: HttpRequest) -> HttpResponse:
     )
     try:
         mailboxes: dict[str, int] | None = directory.mailbox_counts([domain.name for domain in domains])
-    except directory.DirectoryUnavailable:
+    except directory.DirectoryError:  # unreachable, or no sssvlv overlay to count with
         mailboxes = None  # the list is still worth showing; the counts say they are unknown
     rows = [
         {

@@ -169,3 +169,14 @@ def test_a_page_of_the_list_costs_one_connection_three_searches_and_pinned_queri
         staff.get("/directory/", {"q": tag, "state": "active"})
     assert len(queries) == pinned, [q["sql"] for q in queries.captured_queries]
     assert pinned <= 10, [q["sql"] for q in queries.captured_queries]
+
+
+def test_a_directory_that_cannot_sort_is_said_plainly(sign_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    staff = sign_in("helpdesk")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise directory.DirectoryCannotSort("the directory cannot sort: load slapd's sssvlv overlay")
+
+    monkeypatch.setattr(directory, "_sorted_page", refuse)
+    response = staff.get("/directory/")
+    assert response.status_code == 503 and "sssvlv overlay" in response.content.decode()
