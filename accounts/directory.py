@@ -7,6 +7,8 @@ DirectoryUnavailable (slapd down or unreachable) or DirectoryError (refused).
 import hashlib
 import hmac
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -549,6 +551,26 @@ def _sorted_page(
     return [_to_user(entry) for entry in conn.entries], int(response.content_count or 0)
 
 
+# Pages of the user list as slapd answered them, keyed by what was asked and by the directory's
+# change stamp (the suffix entry's contextCSN, kept by the syncprov overlay: every add, modify,
+# delete or group change in the database moves it, whichever tool made it). Each request reads
+# the stamp first, so a page is reused only while the directory is exactly as it was; without a
+# readable stamp nothing is reused. Per process, the least recently used pages go first.
+_LISTINGS: "OrderedDict[tuple[object, ...], UserListing]" = OrderedDict()
+_LISTINGS_LOCK = threading.Lock()
+LISTINGS_KEPT = 512
+
+
+def _change_stamp(conn: ldap3.Connection) -> tuple[str, ...] | None:
+    """The directory's contextCSN values (one per server in a replicated directory), or None."""
+    try:
+        conn.search(settings.LDAP_BASE_DN, "(objectClass=*)", ldap3.BASE, attributes=["contextCSN"])
+    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+        return None
+    values = conn.entries[0].entry_attributes_as_dict.get("contextCSN") if conn.entries else None
+    return tuple(sorted(str(value) for value in values)) if values else None
+
+
 def list_users(
     query: str = "",
     *,
@@ -562,25 +584,54 @@ def list_users(
 ) -> UserListing:
     """One sorted page of the mail users matching `query` (uid, cn or mail contains it) and the
     filters, with the number of all matches. `away` names the people whose vacation reply is in
-    force now (the database knows that, not the directory). Three searches on one connection:
-    the staff groups, the page, and which of the page's people have no password."""
+    force now (the database knows that, not the directory). One connection: the change stamp,
+    and unless this very page was read since the directory last changed, three more searches
+    (the staff groups, the page, which of the page's people have no password)."""
     with connection() as conn:
-        admins, helpdesk = _group_members(conn)
-        flt = _listing_filter(query, role, state, away, admins, helpdesk)
-        users, total = _sorted_page(conn, flt, sort, descending, offset, limit)
-        if total is None:  # past the end (people left meanwhile, or a typed address): the last page
-            users, total = _sorted_page(conn, flt, sort, descending, 0, limit)
-            offset = max(0, ((total or 0) - 1) // limit * limit)
-            if offset:
-                users, total = _sorted_page(conn, flt, sort, descending, offset, limit)
-        disabled: set[str] = set()
-        if users:
-            conn.search(
-                settings.LDAP_PEOPLE_DN,
-                f"(&(objectClass=mailAccount)(!(userPassword=*)){_any_uid({u.uid for u in users})})",
-                attributes=["uid"],
-            )
-            disabled = {_first(entry, "uid") for entry in conn.entries}
+        stamp = _change_stamp(conn)
+        key = (stamp, query.strip(), role, state, away, sort, descending, offset, limit)
+        if stamp is not None:
+            with _LISTINGS_LOCK:
+                kept = _LISTINGS.get(key)
+                if kept is not None:
+                    _LISTINGS.move_to_end(key)
+                    return kept
+        listing = _read_listing(conn, query, role, state, away, sort, descending, offset, limit)
+    if stamp is not None:
+        with _LISTINGS_LOCK:
+            _LISTINGS[key] = listing
+            while len(_LISTINGS) > LISTINGS_KEPT:
+                _LISTINGS.popitem(last=False)
+    return listing
+
+
+def _read_listing(
+    conn: ldap3.Connection,
+    query: str,
+    role: UserRole | None,
+    state: UserState | None,
+    away: frozenset[str],
+    sort: UserSort,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> UserListing:
+    admins, helpdesk = _group_members(conn)
+    flt = _listing_filter(query, role, state, away, admins, helpdesk)
+    users, total = _sorted_page(conn, flt, sort, descending, offset, limit)
+    if total is None:  # past the end (people left meanwhile, or a typed address): the last page
+        users, total = _sorted_page(conn, flt, sort, descending, 0, limit)
+        offset = max(0, ((total or 0) - 1) // limit * limit)
+        if offset:
+            users, total = _sorted_page(conn, flt, sort, descending, offset, limit)
+    disabled: set[str] = set()
+    if users:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(!(userPassword=*)){_any_uid({u.uid for u in users})})",
+            attributes=["uid"],
+        )
+        disabled = {_first(entry, "uid") for entry in conn.entries}
     return UserListing(users, total or 0, offset, frozenset(disabled), admins, helpdesk)
 
 

@@ -71,6 +71,7 @@ argsfile {self.state_dir / "slapd.args"}
 modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload sssvlv
+moduleload syncprov
 sizelimit size.soft=500 size.hard=unlimited
 database mdb
 maxsize 4294967296
@@ -83,6 +84,7 @@ index {settings.LDAP_SENDER_BLOCK_ATTR} eq
 limits dn.exact="{app}" size=unlimited time=unlimited
 {access_rules(base)}
 overlay sssvlv
+overlay syncprov
 """
         )
 

@@ -152,7 +152,7 @@ def ldap_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield calls
 
 
-def test_a_page_of_the_list_costs_one_connection_three_searches_and_pinned_queries(
+def test_a_page_of_the_list_costs_one_connection_four_searches_and_pinned_queries(
     sign_in: Any, people: Any, tag: str, ldap_calls: list[str]
 ) -> None:
     staff: Client = sign_in("admin")
@@ -163,12 +163,62 @@ def test_a_page_of_the_list_costs_one_connection_three_searches_and_pinned_queri
     with CaptureQueriesContext(connection) as queries:
         response = staff.get("/directory/", {"q": tag, "sort": "-mail", "page": 2})
     assert len(uids_shown(response)) == 5
-    assert ldap_calls == ["bind", "search", "search", "search"]
+    # The change stamp, the staff groups, the sorted page with its count, who has no password.
+    assert ldap_calls == ["bind", "search", "search", "search", "search"]
     pinned = len(queries)
     with CaptureQueriesContext(connection) as queries:
         staff.get("/directory/", {"q": tag, "state": "active"})
     assert len(queries) == pinned, [q["sql"] for q in queries.captured_queries]
     assert pinned <= 10, [q["sql"] for q in queries.captured_queries]
+
+
+def test_the_same_page_again_costs_only_the_change_stamp_while_the_directory_is_unchanged(
+    sign_in: Any, people: Any, tag: str, ldap_calls: list[str]
+) -> None:
+    staff: Client = sign_in("admin")
+    made = sorted(people(f"{n:02d}") for n in range(3))
+    first = staff.get("/directory/", {"q": tag, "state": "active"})
+    ldap_calls.clear()
+    again = staff.get("/directory/", {"q": tag, "state": "active"})
+    assert uids_shown(again) == uids_shown(first) == made
+    assert ldap_calls == ["bind", "search"]
+
+
+def _raw_modify(uid: str, changes: dict[str, Any]) -> None:
+    """A change by another tool: straight to slapd, not through accounts.directory."""
+    conn = ldap3.Connection(
+        ldap3.Server(settings.LDAP_URI, get_info=ldap3.NONE),
+        user=settings.LDAP_SERVICE_DN,
+        password=settings.LDAP_SERVICE_PASSWORD,
+        auto_bind=True,
+    )
+    try:
+        assert conn.modify(directory.user_dn(uid), changes), conn.result
+    finally:
+        conn.unbind()
+
+
+def test_a_change_made_elsewhere_shows_on_the_next_page_load(sign_in: Any, people: Any, tag: str) -> None:
+    staff: Client = sign_in("helpdesk")
+    one, two = people("1"), people("2")
+    assert uids_shown(staff.get("/directory/", {"q": tag, "state": "active"})) == [one, two]
+    _raw_modify(two, {settings.LDAP_SENDER_BLOCK_ATTR: [(ldap3.MODIFY_REPLACE, ["TRUE"])]})
+    assert uids_shown(staff.get("/directory/", {"q": tag, "state": "active"})) == [one]
+    _raw_modify(one, {"cn": [(ldap3.MODIFY_REPLACE, ["Renamed Person"])]})
+    page = staff.get("/directory/", {"q": tag})
+    assert "Renamed Person" in row_of(page, one) and '">suspended</span>' in row_of(page, two)
+
+
+def test_without_a_change_stamp_every_page_is_read_afresh(
+    sign_in: Any, people: Any, tag: str, ldap_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(directory, "_change_stamp", lambda conn: None)
+    staff: Client = sign_in("helpdesk")
+    people("1")
+    staff.get("/directory/", {"q": tag})
+    ldap_calls.clear()
+    staff.get("/directory/", {"q": tag})
+    assert ldap_calls == ["bind", "search", "search", "search"]  # monkeypatched stamp: no search
 
 
 def test_a_directory_that_cannot_sort_is_said_plainly(sign_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
