@@ -17,6 +17,15 @@ from aliases.models import Alias
 from outofoffice.models import VacationReply
 
 
+# The badge each state wears in lists (templates/accounts/directory_list.html).
+STATE_BADGES = {
+    directory.UserState.ACTIVE: "badge-ok",
+    directory.UserState.SUSPENDED: "badge-danger",
+    directory.UserState.DISABLED: "badge-off",
+    directory.UserState.AWAY: "badge-warn",
+}
+
+
 @dataclass(frozen=True)
 class PersonRow:
     person: directory.DirectoryUser
@@ -24,6 +33,10 @@ class PersonRow:
     state: directory.UserState
     aliases: int
     last_sign_in: datetime | None
+
+    @property
+    def state_badge(self) -> str:
+        return STATE_BADGES[self.state]
 
 
 @dataclass(frozen=True)
