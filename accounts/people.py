@@ -16,7 +16,6 @@ from accounts import directory
 from aliases.models import Alias
 from outofoffice.models import VacationReply
 
-
 # The badge each state wears in lists (templates/accounts/directory_list.html).
 STATE_BADGES = {
     directory.UserState.ACTIVE: "badge-ok",
