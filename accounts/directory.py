@@ -9,13 +9,19 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 import ldap3
 from django.conf import settings
-from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPSocketOpenError
+from ldap.controls.sss import SSSRequestControl
+from ldap.controls.vlv import VLVRequestControl, VLVResponseControl
+from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPOperationResult, LDAPSocketOpenError
+from ldap3.core.results import RESULT_CODES
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
@@ -488,3 +494,255 @@ def can_bind(dn: str, password: str) -> bool:
         raise
     except DirectoryError:
         return False
+
+
+# --- The staff user list: sorted, filtered, counted and paged by slapd -------------------
+#
+# slapd's sssvlv overlay (server-side sort, RFC 2891, and virtual list view) answers one page
+# of a sorted result together with the number of matching entries, in one round trip, however
+# large the directory: nothing about people is kept here between requests.
+
+SORT_CONTROL = "1.2.840.113556.1.4.473"
+VLV_REQUEST = "2.16.840.1.113730.3.4.9"
+VLV_RESPONSE = "2.16.840.1.113730.3.4.10"
+# slapd answers a page past the end with RFC 2891's virtualListViewError, a code ldap3 2.9
+# does not know (its decoder fails with a KeyError); named here, it becomes an ordinary result.
+VLV_ERROR = 76
+RESULT_CODES.setdefault(VLV_ERROR, "virtualListViewError")
+
+
+class UserSort(StrEnum):
+    UID = "uid"
+    NAME = "cn"
+    MAIL = "mail"
+
+
+class UserRole(StrEnum):
+    ADMIN = "admin"
+    HELPDESK = "helpdesk"
+    END_USER = "end user"
+
+
+class UserState(StrEnum):
+    """One word per person, the first that holds: disabled (no password), suspended (the
+    sender-block flag), away (a vacation reply in force now, from the caller), active."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DISABLED = "disabled"
+    AWAY = "away"
+
+
+@dataclass(frozen=True)
+class UserListing:
+    users: list[DirectoryUser]
+    total: int  # entries matching the search and filters
+    offset: int  # of the first entry shown (0-based; moved back when past the end)
+    disabled: frozenset[str]  # uids on this page without a password
+    admins: frozenset[str]  # the staff groups' members, as read for this page
+    helpdesk: frozenset[str]
+
+
+class DirectoryCannotSort(DirectoryError):
+    """slapd has no sssvlv overlay (see docs/console.md)."""
+
+
+def _any_uid(uids: "frozenset[str] | set[str]") -> str:
+    if not uids:
+        return "(!(objectClass=*))"  # matches nothing
+    return "(|" + "".join(f"(uid={escape_filter_chars(uid)})" for uid in sorted(uids)) + ")"
+
+
+def _rdn_value(dn: str) -> str:
+    return dn.split(",", 1)[0].split("=", 1)[1]
+
+
+def _group_members(conn: ldap3.Connection) -> tuple[frozenset[str], frozenset[str]]:
+    """Both staff groups in one search."""
+    groups: dict[str, set[str]] = {
+        settings.LDAP_ADMIN_GROUP_DN.lower(): set(),
+        settings.LDAP_HELPDESK_GROUP_DN.lower(): set(),
+    }
+    names = "".join(f"(cn={escape_filter_chars(_rdn_value(dn))})" for dn in groups)
+    conn.search(settings.LDAP_GROUPS_DN, f"(&(objectClass=groupOfNames)(|{names}))", attributes=["member"])
+    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
+    for entry in conn.entries:
+        members = groups.get(entry.entry_dn.lower())
+        if members is None:
+            continue
+        for dn in entry.entry_attributes_as_dict.get("member", []):
+            text = str(dn)
+            if text.lower().startswith("uid=") and text.lower().endswith(suffix):
+                members.add(text[len("uid=") : -len(suffix)])
+    admins = frozenset(groups[settings.LDAP_ADMIN_GROUP_DN.lower()])
+    return admins, frozenset(groups[settings.LDAP_HELPDESK_GROUP_DN.lower()]) - admins
+
+
+def _listing_filter(
+    query: str,
+    role: UserRole | None,
+    state: UserState | None,
+    away: frozenset[str],
+    admins: frozenset[str],
+    helpdesk: frozenset[str],
+) -> str:
+    parts = ["(objectClass=mailAccount)"]
+    term = escape_filter_chars(query.strip())
+    if term:
+        parts.append(f"(|(uid=*{term}*)(cn=*{term}*)(mail=*{term}*))")
+    if role == UserRole.ADMIN:
+        parts.append(_any_uid(admins))
+    elif role == UserRole.HELPDESK:
+        parts.append(_any_uid(helpdesk))
+    elif role == UserRole.END_USER:
+        parts.append(f"(!{_any_uid(admins | helpdesk)})")
+    blocked = f"({settings.LDAP_SENDER_BLOCK_ATTR}=TRUE)"
+    if state == UserState.DISABLED:
+        parts.append("(!(userPassword=*))")
+    elif state == UserState.SUSPENDED:
+        parts.append(f"(userPassword=*){blocked}")
+    elif state == UserState.AWAY:
+        parts.append(f"(userPassword=*)(!{blocked}){_any_uid(away)}")
+    elif state == UserState.ACTIVE:
+        parts.append(f"(userPassword=*)(!{blocked})(!{_any_uid(away)})")
+    return "(&" + "".join(parts) + ")"
+
+
+def _sorted_page(
+    conn: ldap3.Connection, flt: str, sort: UserSort, descending: bool, offset: int, limit: int
+) -> tuple[list[DirectoryUser], int | None]:
+    """One page and the number of matches; None for both when the page lies past the end."""
+    rule = f"{'-' if descending else ''}{sort.value}:caseIgnoreOrderingMatch"
+    sss = SSSRequestControl(criticality=True, ordering_rules=[rule])
+    # VLV offsets count from 1; content_count 0 asks slapd to count.
+    vlv = VLVRequestControl(criticality=True, before_count=0, after_count=limit - 1, offset=offset + 1, content_count=0)
+    try:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            flt,
+            attributes=_attributes(),
+            controls=[
+                (SORT_CONTROL, True, sss.encodeControlValue()),
+                (VLV_REQUEST, True, vlv.encodeControlValue()),
+            ],
+        )
+    except ldap3.core.exceptions.LDAPUnavailableCriticalExtensionResult:
+        raise DirectoryCannotSort("the directory cannot sort: load slapd's sssvlv overlay") from None
+    except LDAPOperationResult as exc:
+        if exc.result == VLV_ERROR and offset > 0:
+            return [], None
+        raise
+    response = VLVResponseControl()
+    value = conn.result.get("controls", {}).get(VLV_RESPONSE, {}).get("value")
+    if value is None:
+        raise DirectoryCannotSort("the directory answered without a virtual list view")
+    response.decodeControlValue(value)
+    return [_to_user(entry) for entry in conn.entries], int(response.content_count or 0)
+
+
+# Pages of the user list as slapd answered them, keyed by what was asked and by the directory's
+# change stamp (the suffix entry's contextCSN, kept by the syncprov overlay: every add, modify,
+# delete or group change in the database moves it, whichever tool made it). Each request reads
+# the stamp first, so a page is reused only while the directory is exactly as it was; without a
+# readable stamp nothing is reused. Per process, the least recently used pages go first.
+_LISTINGS: "OrderedDict[tuple[object, ...], UserListing]" = OrderedDict()
+_LISTINGS_LOCK = threading.Lock()
+LISTINGS_KEPT = 512
+
+
+def _change_stamp(conn: ldap3.Connection) -> tuple[str, ...] | None:
+    """The directory's contextCSN values (one per server in a replicated directory), or None."""
+    try:
+        conn.search(settings.LDAP_BASE_DN, "(objectClass=*)", ldap3.BASE, attributes=["contextCSN"])
+    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+        return None
+    values = conn.entries[0].entry_attributes_as_dict.get("contextCSN") if conn.entries else None
+    return tuple(sorted(str(value) for value in values)) if values else None
+
+
+def list_users(
+    query: str = "",
+    *,
+    role: UserRole | None = None,
+    state: UserState | None = None,
+    away: frozenset[str] = frozenset(),
+    sort: UserSort = UserSort.UID,
+    descending: bool = False,
+    offset: int = 0,
+    limit: int = 25,
+) -> UserListing:
+    """One sorted page of the mail users matching `query` (uid, cn or mail contains it) and the
+    filters, with the number of all matches. `away` names the people whose vacation reply is in
+    force now (the database knows that, not the directory). One connection: the change stamp,
+    and unless this very page was read since the directory last changed, three more searches
+    (the staff groups, the page, which of the page's people have no password)."""
+    with connection() as conn:
+        stamp = _change_stamp(conn)
+        key = (stamp, query.strip(), role, state, away, sort, descending, offset, limit)
+        if stamp is not None:
+            with _LISTINGS_LOCK:
+                kept = _LISTINGS.get(key)
+                if kept is not None:
+                    _LISTINGS.move_to_end(key)
+                    return kept
+        listing = _read_listing(conn, query, role, state, away, sort, descending, offset, limit)
+    if stamp is not None:
+        with _LISTINGS_LOCK:
+            _LISTINGS[key] = listing
+            while len(_LISTINGS) > LISTINGS_KEPT:
+                _LISTINGS.popitem(last=False)
+    return listing
+
+
+def _read_listing(
+    conn: ldap3.Connection,
+    query: str,
+    role: UserRole | None,
+    state: UserState | None,
+    away: frozenset[str],
+    sort: UserSort,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> UserListing:
+    admins, helpdesk = _group_members(conn)
+    flt = _listing_filter(query, role, state, away, admins, helpdesk)
+    users, total = _sorted_page(conn, flt, sort, descending, offset, limit)
+    if total is None:  # past the end (people left meanwhile, or a typed address): the last page
+        users, total = _sorted_page(conn, flt, sort, descending, 0, limit)
+        offset = max(0, ((total or 0) - 1) // limit * limit)
+        if offset:
+            users, total = _sorted_page(conn, flt, sort, descending, offset, limit)
+    disabled: set[str] = set()
+    if users:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(!(userPassword=*)){_any_uid({u.uid for u in users})})",
+            attributes=["uid"],
+        )
+        disabled = {_first(entry, "uid") for entry in conn.entries}
+    return UserListing(users, total or 0, offset, frozenset(disabled), admins, helpdesk)
+
+
+def mailbox_counts(domains: list[str]) -> dict[str, int]:
+    """How many entries have a mailbox in each of these domains: one search per domain on one
+    connection, counted by slapd (its virtual list view), whatever the number of people."""
+    counts: dict[str, int] = {}
+    with connection() as conn:
+        for domain in domains:
+            flt = f"(&(objectClass=mailAccount)(mail=*@{escape_filter_chars(domain)}))"
+            _, total = _sorted_page(conn, flt, UserSort.MAIL, False, 0, 1)
+            counts[domain] = total or 0
+    return counts
+
+
+def users_with_mail(address: str) -> list[str]:
+    """The uids of the entries whose mailbox address this is (case-insensitive, as slapd
+    compares mail): one for a person, several when entries share it."""
+    with connection() as conn:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(mail={escape_filter_chars(address)}))",
+            attributes=["uid"],
+        )
+        return sorted(_first(entry, "uid") for entry in conn.entries)

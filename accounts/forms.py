@@ -47,14 +47,15 @@ def errors_text(form: forms.Form) -> str:
 
 
 class SignInForm(forms.Form):
-    username = forms.CharField(label="User name", max_length=64, strip=True)
+    username = forms.CharField(label="User name or mail address", max_length=254, strip=True)
     password = forms.CharField(
         label="Password", max_length=MAX_PASSWORD_LENGTH, strip=False, widget=forms.PasswordInput
     )
 
     error_messages = {
-        "invalid": "That user name and password do not match. Both are case-sensitive.",
+        "invalid": "That user name (or address) and password do not match. The password is case-sensitive.",
         "throttled": "Too many failed sign-ins from this account or address. Wait a while and try again.",
+        "shared": "Several accounts have this mail address. Sign in with your user name instead.",
     }
 
     def __init__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
@@ -70,6 +71,8 @@ class SignInForm(forms.Form):
         password = cleaned.get("password")
         if not username or not password:
             return cleaned
+        if "@" in username:
+            username = self._uid_of_address(username)
         address = client_address(self.request)
         slot = throttle.claim(username, address)
         if slot is None:
@@ -85,6 +88,18 @@ class SignInForm(forms.Form):
         throttle.succeeded(slot, username, address)
         return cleaned
 
+    def _uid_of_address(self, address: str) -> str:
+        """The uid whose mailbox this is; an address nobody has is tried (and fails) as typed,
+        so that it costs a throttled attempt like any wrong name."""
+        _reject_control_characters(address)
+        try:
+            uids = directory.users_with_mail(address)
+        except DirectoryUnavailable:
+            raise forms.ValidationError(UNAVAILABLE, code="unavailable") from None
+        if len(uids) > 1:
+            raise forms.ValidationError(self.error_messages["shared"], code="shared")
+        return uids[0] if uids else address.lower()[:150]
+
 
 # --- Directory administration and sender suspension -----------------------------------
 
@@ -95,6 +110,8 @@ MAILBOX_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@[a-z0-9.-
 REASON_MAX_LENGTH = 2000
 # Deep pages cost a walk over every earlier entry; past this, refine the search.
 DIRECTORY_MAX_PAGE = 40
+# The staff user list pages with slapd's virtual list view: any page costs the same.
+DIRECTORY_LIST_MAX_PAGE = 100_000
 
 
 def _reject_control_characters_except_lines(value: str) -> None:
@@ -121,13 +138,46 @@ def address_in_use(address: str) -> bool:
 
 
 class DirectorySearchForm(forms.Form):
+    """The staff user list: search, filters, sort and page (a GET form: every field optional)."""
+
+    SORTS = {
+        "uid": (directory.UserSort.UID, False),
+        "-uid": (directory.UserSort.UID, True),
+        "name": (directory.UserSort.NAME, False),
+        "-name": (directory.UserSort.NAME, True),
+        "mail": (directory.UserSort.MAIL, False),
+        "-mail": (directory.UserSort.MAIL, True),
+    }
+
     q = forms.CharField(label="Name, uid or address", max_length=100, required=False, strip=True)
-    page = forms.IntegerField(min_value=1, max_value=DIRECTORY_MAX_PAGE, required=False)
+    role = forms.ChoiceField(
+        label="Role",
+        required=False,
+        choices=[("", "Any role"), *((role.value, role.value.capitalize()) for role in directory.UserRole)],
+    )
+    state = forms.ChoiceField(
+        label="State",
+        required=False,
+        choices=[("", "Any state"), *((state.value, state.value.capitalize()) for state in directory.UserState)],
+    )
+    sort = forms.ChoiceField(required=False, choices=[(key, key) for key in SORTS], widget=forms.HiddenInput)
+    page = forms.IntegerField(min_value=1, max_value=DIRECTORY_LIST_MAX_PAGE, required=False, widget=forms.HiddenInput)
 
     def clean_q(self) -> str:
         value: str = self.cleaned_data["q"]
         _reject_control_characters(value)
         return value
+
+    def listing(self) -> dict[str, Any]:
+        """The keyword arguments of accounts.people.people_page, from the cleaned data."""
+        data = self.cleaned_data
+        sort, descending = self.SORTS[data.get("sort") or "uid"]
+        return {
+            "role": directory.UserRole(data["role"]) if data.get("role") else None,
+            "state": directory.UserState(data["state"]) if data.get("state") else None,
+            "sort": sort,
+            "descending": descending,
+        }
 
 
 class NewPasswordFields(forms.Form):

@@ -477,11 +477,12 @@ class AliasBulkForm(ListReturnForm):
 
 class DomainForm(forms.Form):
     name = forms.CharField(label="Domain name", max_length=253, help_text="For example alias.example.org")
-    is_alias_domain = forms.BooleanField(
-        label="Alias domain",
-        required=False,
-        help_text="Holds only aliases (forwarding addresses), no mailboxes. Every user may make aliases here.",
-    )
+    KINDS = [
+        ("mailbox", "Mailbox domain: holds people's mailboxes from the directory"),
+        ("alias", "Alias domain: only forwarding addresses; every user may make aliases here"),
+    ]
+    # Chosen explicitly: a checkbox left alone made every new domain a mailbox domain.
+    kind = forms.ChoiceField(label="Kind of domain", choices=KINDS, widget=forms.RadioSelect)
     catchall_destinations = forms.CharField(
         label="Catch-all: deliver any other address of this domain to",
         required=False,
@@ -505,7 +506,7 @@ class DomainForm(forms.Form):
         if instance is not None:
             initial = {
                 "name": instance.name,
-                "is_alias_domain": instance.is_alias_domain,
+                "kind": "alias" if instance.is_alias_domain else "mailbox",
                 "catchall_destinations": "\n".join(instance.catchall_addresses),
                 "catchall_owner_uid": instance.catchall_owner.get_username() if instance.catchall_owner else "",
             }
@@ -566,9 +567,9 @@ class DomainForm(forms.Form):
             raise ValidationError(f"{uid} has no usable mail address in the directory.") from None
         return uid
 
-    def clean_is_alias_domain(self) -> bool:
-        value: bool = self.cleaned_data["is_alias_domain"]
-        if self.instance.is_alias_domain and not value:
+    def clean_kind(self) -> str:
+        value: str = self.cleaned_data["kind"]
+        if self.instance.is_alias_domain and value != "alias":
             count = Alias.objects.filter(domain_id=self.instance.pk).count()
             if count:
                 # Users chose these addresses on an alias domain; they would stop being offered.
@@ -588,7 +589,7 @@ class DomainForm(forms.Form):
         domain = self.instance
         if domain.pk is None:
             domain.name = self.cleaned_data["name"]
-        domain.is_alias_domain = self.cleaned_data["is_alias_domain"]
+        domain.is_alias_domain = self.cleaned_data["kind"] == "alias"
         domain.catchall_destinations = self.cleaned_data["catchall_destinations"]
         return domain
 

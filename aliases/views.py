@@ -237,8 +237,22 @@ def alias_bulk(request: HttpRequest) -> HttpResponse:
 
 @admin_required
 def domain_list(request: HttpRequest) -> HttpResponse:
-    domains = Domain.objects.select_related("catchall_owner").order_by("name")
-    return render(request, "aliases/domain_list.html", {"domains": domains})
+    domains = list(
+        Domain.objects.select_related("catchall_owner").annotate(alias_count=Count("aliases")).order_by("name")
+    )
+    try:
+        mailboxes: dict[str, int] | None = directory.mailbox_counts([domain.name for domain in domains])
+    except directory.DirectoryError:  # unreachable, or no sssvlv overlay to count with
+        mailboxes = None  # the list is still worth showing; the counts say they are unknown
+    rows = [
+        {
+            "domain": domain,
+            "mailboxes": None if mailboxes is None else mailboxes.get(domain.name, 0),
+            "catchall_targets": 1 if domain.catchall_owner_id else len(domain.catchall_addresses),
+        }
+        for domain in domains
+    ]
+    return render(request, "aliases/domain_list.html", {"rows": rows, "directory_down": mailboxes is None})
 
 
 @admin_required

@@ -112,6 +112,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Web UI: dates in the viewer's time zone (browser-provided `tz` cookie; see docs/web-interface.md).
     "mailadmin.timezones.TimezoneMiddleware",
+    # Staff console: the project's own 404 page, never Django's technical one (DEBUG or not).
+    "mailadmin.not_found.NotFoundMiddleware",
 ]
 
 ROOT_URLCONF = "mailadmin.urls"
@@ -517,6 +519,12 @@ LEAK_RELATED_DOMAINS = env_list(
         "hubspotemail.net",
         "klaviyomail.com",
     ],
+)
+
+# Staff console (docs/console.md): the sign-in page's "Forgot your password?" text, saying whom
+# to ask; plain text, shown as typed.
+SIGN_IN_HELP = env_str(
+    "SIGN_IN_HELP", "Forgot your password? Ask your helpdesk or mail administrator to set a new one."
 )
 
 # Web server port used by the demo runner.

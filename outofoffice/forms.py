@@ -100,17 +100,19 @@ class VacationForm(forms.ModelForm):
 
 class PreviewForm(forms.Form):
     sender = forms.CharField(
-        label="Envelope sender",
+        label="Who is writing?",
         max_length=320,
         required=False,
-        help_text="The address the message comes from (MAIL FROM). Empty: a bounce (<>).",
+        help_text="Their mail address, e.g. someone@example.com. Leave it empty to try a bounce "
+        "(a “could not deliver” message from a mail server).",
     )
     headers = forms.CharField(
-        label="Message headers",
+        label="Header lines of their message (optional)",
         max_length=MAX_HEADER_BYTES // 4,
         required=False,
         widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
-        help_text="Paste the header lines of a sample message, e.g. To:, Subject:, List-Id:, Auto-Submitted:.",
+        help_text="For a closer look: paste the header lines of a real message, e.g. To:, Subject:, "
+        "List-Id:, Auto-Submitted:. Empty: an ordinary message addressed to this mailbox.",
     )
 
     def clean_sender(self) -> str:

@@ -87,7 +87,10 @@ def _preview(
     form = PreviewForm(request.POST if request.method == "POST" else None)
     result = reply = None
     if request.method == "POST" and form.is_valid():
-        raw = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n") + "\n\n"
+        headers = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n")
+        # No headers given: an ordinary message to this mailbox (the question is who writes).
+        headers = headers or f"To: {vacation.address}\nSubject: A test message"
+        raw = headers + "\n\n"
         incoming = parse_incoming(form.cleaned_data["sender"], raw.encode("utf-8"))
         try:
             result = evaluate(vacation.address, incoming, timezone.now(), with_history=own)
@@ -146,12 +149,16 @@ def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
         target, vacation = vacation_for_staff(uid)
     except directory.DirectoryUnavailable:
         return _unavailable(request)
+    # The person's directory page edits the reply in place and is where saving leads back to.
+    user_page = reverse("directory:detail", args=[target.uid])
+    back = user_page if request.POST.get("next") == user_page else ""
     context = {
         "target": target,
         "preview_url": reverse("outofoffice:helpdesk_preview", args=[target.uid]),
         "clear_url": reverse("outofoffice:helpdesk_clear", args=[target.uid]),
+        "next": back,
     }
-    return _edit(request, vacation, context, reverse("outofoffice:helpdesk_user", args=[target.uid]))
+    return _edit(request, vacation, context, back or reverse("outofoffice:helpdesk_user", args=[target.uid]))
 
 
 @staff_required

@@ -141,6 +141,7 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "handover:detail": {"GET": HANDOVER_NOTE, "POST": HANDOVER_NOTE},
     "handover:print": {"GET": HANDOVER_NOTE, "POST": HANDOVER_NOTE},
     "audit:log": {"GET": ADMINS, "POST": ADMINS},
+    "audit:export": {"GET": ADMINS, "POST": ADMINS},
     "mfa:security": {"GET": SIGNED_IN, "POST": SIGNED_IN},
     # The pending visitor answers here. End users without a factor are sent to mfa:security.
     "mfa:verify": {"GET": each(LOGIN, OK, OK, OK, OK, pending=OK), "POST": each(LOGIN, OK, OK, OK, OK, pending=OK)},

@@ -154,10 +154,19 @@
     });
   }
 
+  // A long form came back with errors: its summary takes the focus (autofocus may not).
+  function focusErrorSummary() {
+    var summary = document.querySelector(".error-summary");
+    if (summary && document.activeElement !== summary) {
+      summary.focus();
+    }
+  }
+
   function ready() {
     showCopyButtons(document);
     setUpSelectAll();
     labelTableCells();
+    focusErrorSummary();
   }
 
   setTimeZoneCookie();
