@@ -8,10 +8,30 @@ from accounts import directory
 from audit.models import record_event
 
 
-def create_mail_user(uid: str, name: str, mail: str, password: str, request: HttpRequest) -> directory.DirectoryUser:
+def create_mail_user(
+    uid: str,
+    name: str,
+    mail: str,
+    password: str | None,
+    request: HttpRequest | None,
+    *,
+    hashed_password: str | None = None,
+    actor: User | None = None,
+    detail: str = "",
+) -> directory.DirectoryUser:
+    """`password` in clear, or `hashed_password` as a `{CRAM-MD5}` value (CSV import); `actor`
+    when there is no request (the import worker)."""
     given, _, surname = name.rpartition(" ")
-    person = directory.create_user(uid=uid, cn=name, sn=surname or name, given_name=given, mail=mail, password=password)
-    record_event("account.create", request=request, target=uid, detail=f"mailbox {mail}")
+    person = directory.create_user(
+        uid=uid,
+        cn=name,
+        sn=surname or name,
+        given_name=given,
+        mail=mail,
+        password=password,
+        hashed_password=hashed_password,
+    )
+    record_event("account.create", request=request, actor=actor, target=uid, detail=f"mailbox {mail}{detail}")
     return person
 
 

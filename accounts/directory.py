@@ -221,13 +221,26 @@ def _plain(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def create_user(uid: str, cn: str, sn: str, mail: str, password: str | None, given_name: str = "") -> DirectoryUser:
+def create_user(
+    uid: str,
+    cn: str,
+    sn: str,
+    mail: str,
+    password: str | None,
+    given_name: str = "",
+    *,
+    hashed_password: str | None = None,
+) -> DirectoryUser:
+    """One add: the entry exists whole or not at all. `hashed_password` is a `{CRAM-MD5}` value
+    as stored (an export of this or another server), used instead of `password`."""
     if not UID_PATTERN.fullmatch(uid):
         raise DirectoryError(f"invalid uid {uid!r}")
     attributes: dict[str, object] = {"uid": uid, "cn": cn, "sn": sn or cn, "mail": mail.lower()}
     if given_name:
         attributes["givenName"] = given_name
-    if password is not None:
+    if hashed_password is not None:
+        attributes["userPassword"] = hashed_password
+    elif password is not None:
         attributes["userPassword"] = cram_md5_hash(password)
     with connection() as conn:
         try:
@@ -316,6 +329,24 @@ def password_hash(uid: str) -> str | None:
         return None
     value = values[0]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def password_hashes() -> dict[str, str]:
+    """uid -> stored userPassword value of every mail user, one paged search (for the admins'
+    export; secrets: never log or display them). Accounts without a password are left out."""
+    with connection() as conn:
+        entries = conn.extend.standard.paged_search(
+            settings.LDAP_PEOPLE_DN,
+            "(&(objectClass=mailAccount)(userPassword=*))",
+            attributes=["uid", "userPassword"],
+            paged_size=1000,
+            generator=True,
+        )
+        return {
+            _plain(entry["attributes"].get("uid")): (entry["raw_attributes"].get("userPassword") or [b""])[0].decode()
+            for entry in entries
+            if entry.get("type") == "searchResEntry"
+        }
 
 
 def _paged_entries(conn: ldap3.Connection, flt: str, wanted: int, attributes: list[str]) -> list[ldap3.Entry]:

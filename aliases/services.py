@@ -92,7 +92,7 @@ def creation_refusal(owner: User, now: datetime | None = None) -> str | None:
 
 
 def create_alias(
-    request: HttpRequest,
+    request: HttpRequest | None,
     owner: User,
     *,
     local_part: str,
@@ -101,8 +101,10 @@ def create_alias(
     site: str = "",
     label: str = "",
     expires_at: datetime | None = None,
+    actor: User | None = None,
 ) -> Alias:
-    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check)."""
+    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check).
+    `actor`: who made it when not the owner (an admin's CSV import; no request in the worker)."""
     address = f"{local_part}@{domain.name}"
     with transaction.atomic():
         # One creation per owner at a time, so concurrent requests cannot all see room under the limit.
@@ -126,7 +128,7 @@ def create_alias(
                 )
         except IntegrityError:
             raise AliasRefused(TAKEN.format(address=address)) from None
-        record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
+        record_event("alias.create", request=request, actor=actor or owner, target=address, detail=_describe(alias))
         request_publication(f"alias created: {address}")
     return alias
 
@@ -140,13 +142,15 @@ def _describe(alias: Alias) -> str:
     return ", ".join(parts)
 
 
-def set_alias_enabled(request: HttpRequest, alias: Alias, enabled: bool) -> None:
+def set_alias_enabled(request: HttpRequest | None, alias: Alias, enabled: bool, actor: User | None = None) -> None:
     if alias.enabled == enabled:
         return
     with transaction.atomic():
         alias.enabled = enabled
         alias.save(update_fields=["enabled", "updated_at"])
-        record_event("alias.enable" if enabled else "alias.disable", request=request, target=alias.address)
+        record_event(
+            "alias.enable" if enabled else "alias.disable", request=request, actor=actor, target=alias.address
+        )
         request_publication(f"alias {'enabled' if enabled else 'disabled'}: {alias.address}")
 
 

@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "outofoffice",
     "handover",
     "mfa",
+    "bulk",
 ]
 
 MIDDLEWARE = [
@@ -427,6 +428,12 @@ CELERY_BEAT_SCHEDULE["second-factor-reset-notices"] = {
     "task": "mfa.tasks.send_reset_notices",
     "schedule": 60.0,
 }
+
+# CSV import and export (bulk/, docs/import-export.md): the largest file and number of rows
+# one import takes. The worker resumes imports queued while the broker was down.
+BULK_MAX_BYTES = env_int("BULK_MAX_BYTES", 10_000_000)
+BULK_MAX_ROWS = env_int("BULK_MAX_ROWS", 50_000)
+CELERY_BEAT_SCHEDULE["resume-imports"] = {"task": "bulk.tasks.resume_imports", "schedule": 60.0}
 
 # Web server port used by the demo runner.
 WEB_PORT = env_int("WEB_PORT", 8000)

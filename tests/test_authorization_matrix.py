@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accounts import directory
 from aliases.models import Alias, Domain
+from bulk.models import ImportJob
 from handover.models import HandoverNote, TopicDelegate
 from mfa import services
 from mfa.models import Passkey
@@ -148,6 +149,13 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     },
     # Helpdesk may reset an end user's second factor (the owner is one), admins anyone's.
     "mfa:reset": {"GET": STAFF, "POST": STAFF},
+    # CSV import and export: admins only; an import is its admin's (another admin gets 404,
+    # tests/test_bulk_import.py). The actions are POST only, checked after the role.
+    "bulk:index": {"GET": ADMINS, "POST": ADMINS},
+    "bulk:job": {"GET": ADMINS, "POST": ADMINS},
+    "bulk:apply": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
+    "bulk:passwords": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
+    "bulk:export": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
 }
 
 
@@ -226,7 +234,8 @@ def _objects(people: dict[str, directory.DirectoryUser]) -> dict[str, object]:
         author=owner, starts_at=now, ends_at=now + timedelta(days=7), primary_delegate_uid=people[DELEGATE].uid
     )
     TopicDelegate.objects.create(note=note, topic="Invoices", delegate_uid=people[TOPIC].uid)
-    return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid}
+    job = ImportJob.objects.create(kind="users", created_by=User.objects.get(username=people[ADMIN].uid))
+    return {"alias": alias, "domain": domain, "note": note, "uid": people[OWNER].uid, "import": job}
 
 
 def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> dict[str, object]:
@@ -243,6 +252,8 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
             kwargs["pk"] = objects["alias"].pk
         elif parameter == "pk" and name.startswith("handover:"):
             kwargs["pk"] = objects["note"].pk
+        elif parameter == "pk" and name.startswith("bulk:"):
+            kwargs["pk"] = objects["import"].pk  # an import of the ADMIN visitor
         elif parameter == "pk" and name == "mfa:passkey_remove":
             # Made only here: a passkey would make every other URL ask the owner for it.
             owner = User.objects.get(username=objects["uid"])

@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
@@ -421,6 +422,28 @@ CASES = [
         ("name", "credential"),
         stateless=True,
     ),
+    # Hostile files themselves: tests/test_bulk_import.py (HOSTILE_FILES).
+    Case(
+        "csv import",
+        lambda w: w.admin,
+        lambda w: "/bulk/",
+        lambda w: {
+            "kind": "aliases",
+            "file": SimpleUploadedFile(  # type: ignore[dict-item]
+                "a.csv", f"address,owner\nok{_unique()}@{w.domain.name},{w.target.uid}\n".encode(), "text/csv"
+            ),
+        },
+        ("kind", "file"),
+    ),
+    # The export writes an audit event, so only the refused values are checked for changes.
+    Case(
+        "csv export",
+        lambda w: w.admin,
+        lambda w: "/bulk/export/",
+        lambda w: {"what": "aliases"},
+        ("what",),
+        stateless=True,
+    ),
 ]
 
 
@@ -465,6 +488,9 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "mfa:passkey_remove",
         "mfa:recovery_codes",
         "mfa:reset",
+        "bulk:job",
+        "bulk:apply",
+        "bulk:passwords",
     }
     covered_paths = {
         "accounts:password",
@@ -481,6 +507,8 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "audit:log",
         "mfa:verify",
         "mfa:passkey_add",
+        "bulk:index",
+        "bulk:export",
     }
     assert set(ALL_URLS) - without_fields - covered_paths == set()
 
