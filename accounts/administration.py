@@ -17,12 +17,20 @@ def create_mail_user(
     *,
     hashed_password: str | None = None,
     actor: User | None = None,
-    detail: str = "",
 ) -> directory.DirectoryUser:
     """`password` in clear, or `hashed_password` as a `{CRAM-MD5}` value (CSV import); `actor`
     when there is no request (the import worker)."""
+    person = add_mail_user(uid, name, mail, password, hashed_password=hashed_password)
+    record_mail_user_created(uid, mail, request, actor=actor)
+    return person
+
+
+def add_mail_user(
+    uid: str, name: str, mail: str, password: str | None, *, hashed_password: str | None = None
+) -> directory.DirectoryUser:
+    """The directory write of create_mail_user alone (the import records its events by batch)."""
     given, _, surname = name.rpartition(" ")
-    person = directory.create_user(
+    return directory.create_user(
         uid=uid,
         cn=name,
         sn=surname or name,
@@ -31,8 +39,12 @@ def create_mail_user(
         password=password,
         hashed_password=hashed_password,
     )
+
+
+def record_mail_user_created(
+    uid: str, mail: str, request: HttpRequest | None, *, actor: User | None = None, detail: str = ""
+) -> None:
     record_event("account.create", request=request, actor=actor, target=uid, detail=f"mailbox {mail}{detail}")
-    return person
 
 
 def disable_account(uid: str, reason: str, request: HttpRequest) -> None:

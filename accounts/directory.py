@@ -9,6 +9,7 @@ import hmac
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import ldap3
@@ -80,7 +81,22 @@ def _to_user(entry: ldap3.Entry) -> DirectoryUser:
 
 
 @contextmanager
+def _errors_translated() -> Iterator[None]:
+    try:
+        yield
+    except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
+        raise DirectoryUnavailable(f"the directory stopped answering ({settings.LDAP_URI})") from exc
+    except LDAPException as exc:
+        raise DirectoryError(str(exc)) from exc
+
+
+@contextmanager
 def connection() -> Iterator[ldap3.Connection]:
+    shared = _shared_connection.get()
+    if shared is not None:
+        with _errors_translated():
+            yield shared
+        return
     server = ldap3.Server(settings.LDAP_URI, connect_timeout=settings.LDAP_TIMEOUT, get_info=ldap3.NONE)
     try:
         conn = ldap3.Connection(
@@ -96,13 +112,26 @@ def connection() -> Iterator[ldap3.Connection]:
     except LDAPException as exc:
         raise DirectoryError(f"the directory refused the service account: {exc}") from exc
     try:
-        yield conn
-    except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
-        raise DirectoryUnavailable(f"the directory stopped answering ({settings.LDAP_URI})") from exc
-    except LDAPException as exc:
-        raise DirectoryError(str(exc)) from exc
+        with _errors_translated():
+            yield conn
     finally:
         conn.unbind()
+
+
+# Set by one_connection(): the connection every call in this context uses.
+_shared_connection: ContextVar[ldap3.Connection | None] = ContextVar("directory_connection", default=None)
+
+
+@contextmanager
+def one_connection() -> Iterator[None]:
+    """Every directory call inside uses one connection, bound once (a CSV import's thousands of
+    rows); closed at the end. A failure ends it like any other: DirectoryUnavailable."""
+    with connection() as conn:
+        token = _shared_connection.set(conn)
+        try:
+            yield
+        finally:
+            _shared_connection.reset(token)
 
 
 def _attributes() -> list[str]:

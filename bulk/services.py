@@ -9,6 +9,7 @@ skipped, and a user or alias that is already there as the row describes it is "a
 
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from django.utils import timezone
 
 from accounts import administration, directory
 from accounts.forms import UNAVAILABLE
+from aliases.forms import AliasCreateForm
 from aliases.models import Alias, Domain
 from aliases.services import AliasRefused, create_alias, set_alias_enabled, usable_domains
 from audit.models import record_event
@@ -29,7 +31,7 @@ from bulk.forms import AliasRowForm, UserRowForm, alias_form
 from bulk.models import ImportJob, ImportRow
 from mfa import sealing
 
-PROGRESS_EVERY = 100  # rows between progress notes (and heartbeats)
+BATCH = 50  # rows per transaction (each row in a savepoint of its own); progress is noted after each
 STALE_AFTER = timedelta(minutes=2)  # a running job without a heartbeat this long is taken over
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/l/I
 # Form fields as the file's columns call them.
@@ -120,19 +122,18 @@ def _finish(job: ImportJob) -> None:
 
 
 def run_import(job_id: int) -> str:
-    """The worker's part: every row not yet recorded, in file order. Safe to run twice, late or
-    after a crash half-way (see the module's description)."""
+    """The worker's part: every row not yet recorded, in file order, in batches. Safe to run
+    twice, late or after a crash half-way (see the module's description)."""
     job = _claim(job_id)
     if job is None:
         return "nothing to do"
     rows = csvfiles.parse(sealing.unseal(job.sealed_content), csvfiles.LAYOUTS[job.kind], settings.BULK_MAX_ROWS)
     recorded = dict(job.rows.values_list("line", "outcome"))
+    todo = [row for row in rows if recorded.get(row.line) in (None, ImportRow.Outcome.PENDING)]
     handle = UserRows(job) if job.kind == ImportJob.Kind.USERS else AliasRows(job)
-    for n, row in enumerate(rows, start=1):
-        if recorded.get(row.line) not in (None, ImportRow.Outcome.PENDING):
-            continue
-        handle.row(row)
-        if n % PROGRESS_EVERY == 0:
+    with directory.one_connection():
+        for start in range(0, len(todo), BATCH):
+            handle.batch(todo[start : start + BATCH])
             _note_progress(job)
     _finish(job)
     return "done"
@@ -164,67 +165,122 @@ def _errors(*forms: Any) -> str:
     return "\n".join(dict.fromkeys(messages))
 
 
+@dataclass
+class Outcome:
+    row: csvfiles.Row
+    key: str
+    outcome: str
+    message: str = ""
+
+
 # --- users -----------------------------------------------------------------------------------
 
 
+@dataclass
+class NewUser:
+    row: csvfiles.Row
+    data: dict[str, str]
+    password: str  # generated; "" when the row gives a hash
+
+
 class UserRows:
+    """A batch: the rows are checked (directory reads), the users to create recorded as pending
+    with their passwords (one transaction), created in the directory one add each, and their
+    outcomes and audit events recorded (one transaction). A worker dying in between leaves
+    pending rows, which the next run finds in the directory or creates."""
+
     def __init__(self, job: ImportJob) -> None:
         self.job = job
-        self.pending = {
-            row.line: row for row in job.rows.filter(outcome=ImportRow.Outcome.PENDING).only("line", "sealed_password")
+        pending = job.rows.filter(outcome=ImportRow.Outcome.PENDING)
+        self.passwords = {
+            line: sealing.unseal(sealed) if sealed else ""
+            for line, sealed in pending.values_list("line", "sealed_password")
         }
 
-    def row(self, row: csvfiles.Row) -> None:
-        job, values = self.job, row.values
+    def batch(self, rows: list[csvfiles.Row]) -> None:
+        job = self.job
+        done: list[Outcome] = []
+        created: list[NewUser] = []
+        new: list[NewUser] = []
+        for row in rows:
+            checked = self._check(row)
+            if isinstance(checked, Outcome):
+                done.append(checked)
+            elif checked.row.line in self.passwords and checked.data.get("existing"):
+                created.append(checked)
+            else:
+                new.append(checked)
+        with transaction.atomic():
+            for outcome in done:
+                _record(job, outcome.row, outcome.key, outcome.outcome, outcome.message)
+            for user in new:
+                if job.dry_run:
+                    _record(job, user.row, user.data["uid"], ImportRow.Outcome.VALID)
+                else:
+                    # Before the directory write: were the worker to die after it, the next run
+                    # finds the entry and still has the password to hand over.
+                    _record(job, user.row, user.data["uid"], ImportRow.Outcome.PENDING, password=user.password)
+        if job.dry_run:
+            return
+        for user in new:
+            data = user.data
+            try:
+                administration.add_mail_user(
+                    data["uid"],
+                    data["name"],
+                    data["mail"],
+                    user.password or None,
+                    hashed_password=data["password_equivalent_hash"] or None,
+                )
+            except directory.DirectoryUnavailable:
+                raise
+            except directory.DirectoryError as exc:
+                _record(
+                    job, user.row, data["uid"], ImportRow.Outcome.ERROR, f"The directory refused the new user: {exc}"
+                )
+                continue
+            created.append(user)
+        with transaction.atomic():
+            for user in created:
+                uid, mail = user.data["uid"], user.data["mail"]
+                detail = f"; CSV import {job.pk}, line {user.row.line}"
+                administration.record_mail_user_created(uid, mail, None, actor=job.created_by, detail=detail)
+                message = f"mailbox {mail}" + ("" if user.password else ", password as given")
+                _record(job, user.row, uid, ImportRow.Outcome.CREATED, message, password=user.password)
+
+    def _check(self, row: csvfiles.Row) -> Outcome | NewUser:
+        values = row.values
         uid, mail = values["uid"].strip(), values["mail"].strip().lower()
         existing = directory.get_user(uid) if directory.UID_PATTERN.fullmatch(uid) else None
-        pending = self.pending.get(row.line)
-        password = sealing.unseal(pending.sealed_password) if pending and pending.sealed_password else ""
         if existing is not None and existing.mail == mail:
-            if pending is not None:  # created by an earlier run that stopped before recording it
-                self._created(row, uid, mail, password)
-            else:
-                _record(job, row, uid, ImportRow.Outcome.UNCHANGED, "This uid and address are already there.")
-            return
-        form = UserRowForm(values, password or generated_password())
+            if row.line in self.passwords:  # created by an earlier run that stopped before recording it
+                return NewUser(row, {"uid": uid, "mail": mail, "existing": "yes"}, self.passwords[row.line])
+            return Outcome(row, uid, ImportRow.Outcome.UNCHANGED, "This uid and address are already there.")
+        form = UserRowForm(values, self.passwords.get(row.line) or generated_password())
         if not form.is_valid():
-            _record(job, row, uid, ImportRow.Outcome.ERROR, _errors(form))
-            return
-        if job.dry_run:
-            _record(job, row, uid, ImportRow.Outcome.VALID)
-            return
+            return Outcome(row, uid, ImportRow.Outcome.ERROR, _errors(form))
         data = form.cleaned_data
         password = "" if data["password_equivalent_hash"] else data["new_password"]
-        # Recorded before the directory write: were the worker to die between the two, the
-        # next run finds the entry and still has the password to hand over.
-        _record(job, row, uid, ImportRow.Outcome.PENDING, password=password)
-        try:
-            administration.create_mail_user(
-                data["uid"],
-                data["name"],
-                data["mail"],
-                password or None,
-                None,
-                hashed_password=data["password_equivalent_hash"] or None,
-                actor=job.created_by,
-                detail=f"; CSV import {job.pk}, line {row.line}",
-            )
-        except directory.DirectoryUnavailable:
-            raise
-        except directory.DirectoryError as exc:
-            _record(job, row, uid, ImportRow.Outcome.ERROR, f"The directory refused the new user: {exc}")
-            return
-        self._created(row, data["uid"], data["mail"], password)
-
-    def _created(self, row: csvfiles.Row, uid: str, mail: str, password: str) -> None:
-        message = f"mailbox {mail}" + ("" if password else ", password as given")
-        _record(self.job, row, uid, ImportRow.Outcome.CREATED, message, password=password)
+        return NewUser(row, data, password)
 
 
 # --- aliases ---------------------------------------------------------------------------------
 
 
+@dataclass
+class NewAlias:
+    row: csvfiles.Row
+    owner: User
+    domain: Domain
+    form: AliasCreateForm
+    enabled: bool
+
+
 class AliasRows:
+    """A batch: each row checked by the alias forms (directory reads, outside any transaction),
+    then all applied in one transaction, each row in a savepoint of its own (whole or not at
+    all), its outcome recorded with it. A dry run takes each row's steps and rolls them back."""
+
     def __init__(self, job: ImportJob) -> None:
         self.job = job
         # Read once per run: who is who in the directory, and the domains by name.
@@ -236,60 +292,68 @@ class AliasRows:
             self.people[uid] = directory.get_user(uid)
         return self.people[uid]
 
-    def row(self, row: csvfiles.Row) -> None:
-        job, values = self.job, row.values
+    def batch(self, rows: list[csvfiles.Row]) -> None:
+        checked = [self._check(row) for row in rows]
+        with transaction.atomic():
+            for item in checked:
+                if isinstance(item, Outcome):
+                    _record(self.job, item.row, item.key, item.outcome, item.message)
+                else:
+                    self._apply(item)
+
+    def _check(self, row: csvfiles.Row) -> Outcome | NewAlias:
+        values = row.values
         address = values["address"].strip().lower()
         extras = AliasRowForm(values)
         if not extras.is_valid():
-            _record(job, row, address, ImportRow.Outcome.ERROR, _errors(extras))
-            return
+            return Outcome(row, address, ImportRow.Outcome.ERROR, _errors(extras))
         uid = extras.cleaned_data["owner"].strip()
         person = self._person(uid) if directory.UID_PATTERN.fullmatch(uid) else None
         if person is None:
-            _record(job, row, address, ImportRow.Outcome.ERROR, f"owner: There is no user {csvfiles.shown(uid)}.")
-            return
-        existing = Alias.objects.filter(
-            local_part=address.rpartition("@")[0], domain__name=address.rpartition("@")[2]
-        ).first()
-        if existing is not None and existing.owner.get_username() == uid:
-            _record(job, row, address, ImportRow.Outcome.UNCHANGED, f"Already an alias of {uid}.")
-            return
+            return Outcome(row, address, ImportRow.Outcome.ERROR, f"owner: There is no user {csvfiles.shown(uid)}.")
+        local_part, _, domain_name = address.rpartition("@")
+        if Alias.objects.filter(local_part=local_part, domain__name=domain_name, owner__username=uid).exists():
+            return Outcome(row, address, ImportRow.Outcome.UNCHANGED, f"Already an alias of {uid}.")
         # A person who never signed in has no row yet (the row is a cache of the directory).
         owner, _ = User.objects.get_or_create(username=uid, defaults={"email": person.mail})
-        domain = self.domains.get(address.rpartition("@")[2])
+        domain = self.domains.get(domain_name)
         if domain is None or not usable_domains(owner).filter(pk=domain.pk).exists():
-            message = f"address: {csvfiles.shown(address.rpartition('@')[2])} is not an alias domain here"
-            _record(job, row, address, ImportRow.Outcome.ERROR, message + f" (nor a catch-all domain of {uid}).")
-            return
+            message = f"address: {csvfiles.shown(domain_name)} is not an alias domain here"
+            return Outcome(row, address, ImportRow.Outcome.ERROR, message + f" (nor a catch-all domain of {uid}).")
         form = alias_form(owner, domain, values)
         if not form.is_valid():
-            _record(job, row, address, ImportRow.Outcome.ERROR, _errors(form))
-            return
+            return Outcome(row, address, ImportRow.Outcome.ERROR, _errors(form))
+        return NewAlias(row, owner, domain, form, extras.cleaned_data["enabled"])
+
+    def _apply(self, item: NewAlias) -> None:
+        job, form = self.job, item.form
         try:
             with transaction.atomic():
                 alias = create_alias(
                     None,
-                    owner,
+                    item.owner,
                     local_part=form.chosen_local_part,
-                    domain=domain,
+                    domain=item.domain,
                     kind=form.kind,
                     site=form.remembered_site,
                     label=form.cleaned_data["label"],
                     expires_at=form.expires_at,
                     actor=job.created_by,
                 )
-                if not extras.cleaned_data["enabled"]:
+                if not item.enabled:
                     set_alias_enabled(None, alias, False, actor=job.created_by)
                 if job.dry_run:
                     # The dry run takes every step of the import, then takes them back.
                     transaction.set_rollback(True)
-                else:
-                    _record(job, row, alias.address, ImportRow.Outcome.CREATED, f"for {uid}")
         except (AliasRefused, IntegrityError) as exc:
-            _record(job, row, address, ImportRow.Outcome.ERROR, str(exc) or "This address is taken.")
+            _record(job, item.row, alias_address(item), ImportRow.Outcome.ERROR, str(exc) or "This address is taken.")
             return
-        if job.dry_run:
-            _record(job, row, alias.address, ImportRow.Outcome.VALID, f"for {uid}")
+        outcome = ImportRow.Outcome.VALID if job.dry_run else ImportRow.Outcome.CREATED
+        _record(job, item.row, alias.address, outcome, f"for {item.owner.get_username()}")
+
+
+def alias_address(item: NewAlias) -> str:
+    return f"{item.form.chosen_local_part}@{item.domain.name}"
 
 
 # --- handing over the initial passwords ------------------------------------------------------
