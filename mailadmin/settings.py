@@ -1,6 +1,6 @@
 """Settings for mailadmin, read from the environment (variables prefixed MAILADMIN_).
 
-Defaults run the demo on one machine; README.md lists the production values.
+Defaults run the demo on one machine; README.md lists every setting; docs/deploy.md the production values.
 """
 
 import os
@@ -102,7 +102,7 @@ MIDDLEWARE = [
     # A second factor: asked after the password, and enrolment forced where the policy says so.
     "mfa.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Web UI: dates in the viewer's time zone (browser-provided `tz` cookie; see README).
+    # Web UI: dates in the viewer's time zone (browser-provided `tz` cookie; see docs/web-interface.md).
     "mailadmin.timezones.TimezoneMiddleware",
 ]
 
@@ -187,7 +187,7 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # --- Production hardening ------------------------------------------------------------------
-# With DEBUG off these default to what `manage.py check --deploy` asks for; README
+# With DEBUG off these default to what `manage.py check --deploy` asks for; docs/deploy.md
 # "Production deployment" lists the values. HTTPS only: plain HTTP is redirected, and browsers
 # are told (HSTS) to use HTTPS for a year.
 SECURE_SSL_REDIRECT = env_bool("SSL_REDIRECT", not DEBUG)
