@@ -128,7 +128,12 @@ def create_alias(
                 )
         except IntegrityError:
             raise AliasRefused(TAKEN.format(address=address)) from None
-        record_event("alias.create", request=request, actor=actor or owner, target=address, detail=_describe(alias))
+        if actor is None or actor.pk == owner.pk:
+            record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
+        else:
+            # Not "alias.create": that counts against the actor's own creation rate.
+            detail = f"for {owner.get_username()}, {_describe(alias)}"
+            record_event("alias.create-for", request=request, actor=actor, target=address, detail=detail)
         request_publication(f"alias created: {address}")
     return alias
 
@@ -148,9 +153,7 @@ def set_alias_enabled(request: HttpRequest | None, alias: Alias, enabled: bool, 
     with transaction.atomic():
         alias.enabled = enabled
         alias.save(update_fields=["enabled", "updated_at"])
-        record_event(
-            "alias.enable" if enabled else "alias.disable", request=request, actor=actor, target=alias.address
-        )
+        record_event("alias.enable" if enabled else "alias.disable", request=request, actor=actor, target=alias.address)
         request_publication(f"alias {'enabled' if enabled else 'disabled'}: {alias.address}")
 
 

@@ -7,7 +7,8 @@ Aliases: --rows aliases for --owners directory users, on one alias domain. The b
 aliases.services.create_alias called in a loop for the same rows (no forms, no directory
 check, no outcomes); then the rows are removed and the same rows go through a dry run and an
 import, each run by a real Celery worker (solo pool) from the job's id, timed from queueing to
-"done" (the map publications the rows request stay queued: the worker is not this host's). Users: --users new directory entries, the same way; the baseline is
+"done" (the map publications the rows request stay queued: the worker is not this host's).
+Users: --users new directory entries, the same way; the baseline is
 accounts.administration.create_mail_user in a loop (one LDAP add each, password hashed).
 Prints seconds, rows/s and the import's time over the baseline's.
 """
@@ -34,7 +35,6 @@ from django.core.management import call_command  # noqa: E402
 from accounts import administration, directory  # noqa: E402
 from aliases.models import Alias, AliasTombstone, Domain  # noqa: E402
 from aliases.services import create_alias  # noqa: E402
-from audit.models import AuditEvent  # noqa: E402
 from bulk import csvfiles, tasks  # noqa: E402
 from bulk.models import ImportJob  # noqa: E402
 from mfa import sealing  # noqa: E402
@@ -115,7 +115,6 @@ def aliases(admin: User, rows: int, owners: int) -> None:
     def clear() -> None:
         Alias.objects.filter(domain=domain).delete()
         AliasTombstone.objects.filter(address__endswith="@" + DOMAIN).delete()
-        AuditEvent.objects.filter(action="alias.create").delete()  # the per-owner creation rate counts them
 
     clear()
     print(f"\naliases: {rows} rows for {owners} owners")

@@ -21,6 +21,7 @@ from accounts import directory
 from accounts.cram_md5 import cram_md5_hash, verify_cram_md5
 from aliases import publication
 from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
+from aliases.services import creation_refusal
 from audit.models import AuditEvent
 from bulk import csvfiles, services
 from bulk.models import ImportJob, ImportRow
@@ -235,7 +236,7 @@ def test_running_an_import_twice_or_importing_the_file_again_applies_nothing_twi
     t = tag()
     text = "address,owner\n" + "".join(f"again{n}{t}@{alias_domain.name},{owner.uid}\n" for n in range(3))
     job = apply(admin, dry_run(admin, "aliases", text))
-    events = AuditEvent.objects.filter(action="alias.create").count()
+    events = AuditEvent.objects.filter(action="alias.create-for").count()
     generation = MapGeneration.objects.get().requested
     # The task delivered twice (or late): the job is done, nothing happens.
     assert services.run_import(job.pk) == "nothing to do"
@@ -247,13 +248,27 @@ def test_running_an_import_twice_or_importing_the_file_again_applies_nothing_twi
     Alias.objects.filter(local_part=f"again2{t}").delete()
     assert services.run_import(job.pk) == "done"
     assert outcomes(job) == {2: "created", 3: "created", 4: "created"}
-    assert AuditEvent.objects.filter(action="alias.create").count() == events + 1
+    assert AuditEvent.objects.filter(action="alias.create-for").count() == events + 1
     # The same file again: everything is already there.
     dry = dry_run(admin, "aliases", text)
     assert set(outcomes(dry).values()) == {"unchanged"}
     assert "Nothing to import" in admin.get(f"/bulk/imports/{dry.pk}/").content.decode()
     assert Alias.objects.filter(local_part__startswith="again", local_part__endswith=t).count() == 3
     assert MapGeneration.objects.get().requested == generation + 1
+
+
+def test_imported_aliases_count_against_nobodys_creation_rate(
+    admin, alias_domain, make_directory_user, settings
+) -> None:
+    settings.ALIAS_CREATION_RATE = 2
+    person = make_directory_user()
+    text = "address,owner\n" + "".join(f"rate{n}{tag()}@{alias_domain.name},{person.uid}\n" for n in range(3))
+    job = apply(admin, dry_run(admin, "aliases", text))
+    assert set(outcomes(job).values()) == {"created"}
+    event = AuditEvent.objects.filter(action="alias.create-for").order_by("-pk").first()
+    assert event.actor_name == admin.directory_user.uid and event.detail.startswith(f"for {person.uid}, kind custom")
+    for uid in (person.uid, admin.directory_user.uid):
+        assert creation_refusal(User.objects.get(username=uid)) is None
 
 
 def test_a_users_import_resumed_after_a_crash_hands_over_the_password_the_entry_has(admin, cleanup_uids) -> None:
