@@ -66,7 +66,7 @@ class ImportForm(forms.Form):
 
 class ExportForm(forms.Form):
     what = forms.ChoiceField(
-        label="Export",
+        label="What to export",
         choices=[("users", "Users (from the directory)"), ("aliases", "Aliases")],
         widget=forms.RadioSelect,
     )

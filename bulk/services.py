@@ -54,7 +54,7 @@ def start_import(
     request: HttpRequest, kind: str, filename: str, text: str, rows: int, *, source: ImportJob | None = None
 ) -> ImportJob:
     """A dry run of an uploaded file (already parsed without refusal), or, with `source`, the
-    import of that dry run's file. The caller queues tasks.run_import after commit."""
+    import of that dry run's file. The caller queues tasks.run_import (the job is committed)."""
     assert isinstance(request.user, User)
     with transaction.atomic():
         job = ImportJob.objects.create(
@@ -62,12 +62,14 @@ def start_import(
             dry_run=source is None,
             created_by=request.user,
             source=source,
-            filename=filename[:255],
+            filename="".join(c for c in filename if c.isprintable())[:255],
             sealed_content=sealing.seal(text),
             total_rows=rows,
         )
         action = "bulk.dry-run" if job.dry_run else "bulk.import"
-        record_event(action, request=request, target=f"import {job.pk}", detail=f"{kind}, {rows} rows, file {filename}")
+        record_event(
+            action, request=request, target=f"import {job.pk}", detail=f"{kind}, {rows} rows, file {job.filename}"
+        )
     return job
 
 
@@ -131,10 +133,15 @@ def run_import(job_id: int) -> str:
     recorded = dict(job.rows.values_list("line", "outcome"))
     todo = [row for row in rows if recorded.get(row.line) in (None, ImportRow.Outcome.PENDING)]
     handle = UserRows(job) if job.kind == ImportJob.Kind.USERS else AliasRows(job)
-    with directory.one_connection():
-        for start in range(0, len(todo), BATCH):
-            handle.batch(todo[start : start + BATCH])
-            _note_progress(job)
+    try:
+        with directory.one_connection():
+            for start in range(0, len(todo), BATCH):
+                handle.batch(todo[start : start + BATCH])
+                _note_progress(job)
+    except Exception:
+        # Let the retry (or another worker) take the job at once instead of waiting out the lease.
+        ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=None)
+        raise
     _finish(job)
     return "done"
 

@@ -25,6 +25,7 @@ from aliases.services import creation_refusal
 from audit.models import AuditEvent
 from bulk import csvfiles, services
 from bulk.models import ImportJob, ImportRow
+from localservices.slapd import Slapd
 from mfa import sealing
 from tests.test_publication import lookup, map_dir  # noqa: F401 -- map_dir is a fixture
 
@@ -301,6 +302,37 @@ def _request_of(client: Client) -> HttpRequest:
     request = RequestFactory().post("/")
     request.user = User.objects.get(username=client.directory_user.uid)
     return request
+
+
+def test_the_directory_stopping_mid_import_fails_no_row_and_the_retry_goes_on(admin, cleanup_uids, monkeypatch) -> None:
+    t = tag()
+    uids = [f"down{n:02d}{t}" for n in range(services.BATCH + 10)]
+    cleanup_uids.extend(uids)
+    text = "uid,name,mail\n" + "".join(f"{uid},Down Test,{uid}@{settings.MAIL_DOMAIN}\n" for uid in uids)
+    dry = dry_run(admin, "users", text)
+    response = admin.post(f"/bulk/imports/{dry.pk}/import/")
+    job = ImportJob.objects.get(source=dry)
+    slapd = Slapd()
+    note_progress = services._note_progress
+
+    def stop_after_the_first_batch(job: ImportJob) -> None:
+        note_progress(job)
+        slapd.stop()
+
+    monkeypatch.setattr(services, "_note_progress", stop_after_the_first_batch)
+    try:
+        with pytest.raises(directory.DirectoryUnavailable):
+            services.run_import(job.pk)  # the task retries on this
+        job.refresh_from_db()
+        assert job.state == "running" and job.heartbeat_at is None  # the retry takes it at once
+        assert set(outcomes(job).values()) == {"created"} and len(outcomes(job)) == services.BATCH
+    finally:
+        slapd.start()
+    monkeypatch.setattr(services, "_note_progress", note_progress)
+    assert response.status_code == 302 and services.run_import(job.pk) == "done"
+    assert set(outcomes(job).values()) == {"created"} and len(outcomes(job)) == len(uids)
+    assert all(directory.get_user(uid) for uid in uids)
+    assert AuditEvent.objects.filter(action="account.create", target__in=uids).count() == len(uids)
 
 
 def test_the_progress_page_follows_the_worker(admin) -> None:
