@@ -146,17 +146,28 @@ def run_import(job_id: int) -> str:
     return "done"
 
 
-def _record(job: ImportJob, row: csvfiles.Row, key: str, outcome: str, message: str = "", password: str = "") -> None:
-    ImportRow.objects.update_or_create(
-        job=job,
-        line=row.line,
-        defaults={
-            "key": key[:320],
-            "outcome": outcome,
-            "message": message,
-            "sealed_password": sealing.seal(password) if password else "",
-        },
-    )
+class Outcomes:
+    """The outcomes of a batch, written together inside the transaction that applies them
+    (replacing a row's earlier "being created")."""
+
+    def __init__(self, job: ImportJob) -> None:
+        self.job = job
+        self.rows: dict[int, ImportRow] = {}
+
+    def add(self, row: csvfiles.Row, key: str, outcome: str, message: str = "", password: str = "") -> None:
+        self.rows[row.line] = ImportRow(
+            job=self.job,
+            line=row.line,
+            key=key[:320],
+            outcome=outcome,
+            message=message,
+            sealed_password=sealing.seal(password) if password else "",
+        )
+
+    def write(self) -> None:
+        ImportRow.objects.filter(job=self.job, line__in=list(self.rows)).delete()
+        ImportRow.objects.bulk_create(self.rows.values())
+        self.rows = {}
 
 
 def _errors(*forms: Any) -> str:
@@ -205,7 +216,7 @@ class UserRows:
         }
 
     def batch(self, rows: list[csvfiles.Row]) -> None:
-        job = self.job
+        job, outcomes = self.job, Outcomes(self.job)
         done: list[Outcome] = []
         created: list[NewUser] = []
         new: list[NewUser] = []
@@ -219,14 +230,15 @@ class UserRows:
                 new.append(checked)
         with transaction.atomic():
             for outcome in done:
-                _record(job, outcome.row, outcome.key, outcome.outcome, outcome.message)
+                outcomes.add(outcome.row, outcome.key, outcome.outcome, outcome.message)
             for user in new:
                 if job.dry_run:
-                    _record(job, user.row, user.data["uid"], ImportRow.Outcome.VALID)
+                    outcomes.add(user.row, user.data["uid"], ImportRow.Outcome.VALID)
                 else:
                     # Before the directory write: were the worker to die after it, the next run
                     # finds the entry and still has the password to hand over.
-                    _record(job, user.row, user.data["uid"], ImportRow.Outcome.PENDING, password=user.password)
+                    outcomes.add(user.row, user.data["uid"], ImportRow.Outcome.PENDING, password=user.password)
+            outcomes.write()
         if job.dry_run:
             return
         for user in new:
@@ -242,9 +254,8 @@ class UserRows:
             except directory.DirectoryUnavailable:
                 raise
             except directory.DirectoryError as exc:
-                _record(
-                    job, user.row, data["uid"], ImportRow.Outcome.ERROR, f"The directory refused the new user: {exc}"
-                )
+                message = f"The directory refused the new user: {exc}"
+                outcomes.add(user.row, data["uid"], ImportRow.Outcome.ERROR, message)
                 continue
             created.append(user)
         with transaction.atomic():
@@ -253,7 +264,8 @@ class UserRows:
                 detail = f"; CSV import {job.pk}, line {user.row.line}"
                 administration.record_mail_user_created(uid, mail, None, actor=job.created_by, detail=detail)
                 message = f"mailbox {mail}" + ("" if user.password else ", password as given")
-                _record(job, user.row, uid, ImportRow.Outcome.CREATED, message, password=user.password)
+                outcomes.add(user.row, uid, ImportRow.Outcome.CREATED, message, password=user.password)
+            outcomes.write()
 
     def _check(self, row: csvfiles.Row) -> Outcome | NewUser:
         values = row.values
@@ -301,12 +313,14 @@ class AliasRows:
 
     def batch(self, rows: list[csvfiles.Row]) -> None:
         checked = [self._check(row) for row in rows]
+        outcomes = Outcomes(self.job)
         with transaction.atomic():
             for item in checked:
                 if isinstance(item, Outcome):
-                    _record(self.job, item.row, item.key, item.outcome, item.message)
+                    outcomes.add(item.row, item.key, item.outcome, item.message)
                 else:
-                    self._apply(item)
+                    self._apply(item, outcomes)
+            outcomes.write()
 
     def _check(self, row: csvfiles.Row) -> Outcome | NewAlias:
         values = row.values
@@ -332,7 +346,7 @@ class AliasRows:
             return Outcome(row, address, ImportRow.Outcome.ERROR, _errors(form))
         return NewAlias(row, owner, domain, form, extras.cleaned_data["enabled"])
 
-    def _apply(self, item: NewAlias) -> None:
+    def _apply(self, item: NewAlias, outcomes: Outcomes) -> None:
         job, form = self.job, item.form
         try:
             with transaction.atomic():
@@ -353,10 +367,10 @@ class AliasRows:
                     # The dry run takes every step of the import, then takes them back.
                     transaction.set_rollback(True)
         except (AliasRefused, IntegrityError) as exc:
-            _record(job, item.row, alias_address(item), ImportRow.Outcome.ERROR, str(exc) or "This address is taken.")
+            outcomes.add(item.row, alias_address(item), ImportRow.Outcome.ERROR, str(exc) or "This address is taken.")
             return
         outcome = ImportRow.Outcome.VALID if job.dry_run else ImportRow.Outcome.CREATED
-        _record(job, item.row, alias.address, outcome, f"for {item.owner.get_username()}")
+        outcomes.add(item.row, alias.address, outcome, f"for {item.owner.get_username()}")
 
 
 def alias_address(item: NewAlias) -> str:

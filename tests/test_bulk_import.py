@@ -13,8 +13,10 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.http import HttpRequest
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import directory
@@ -345,6 +347,21 @@ def test_the_progress_page_follows_the_worker(admin) -> None:
     assert '<meta http-equiv="refresh"' in page
     ImportJob.objects.filter(pk=job.pk).update(state="done", processed_rows=400)
     assert '<meta http-equiv="refresh"' not in admin.get(f"/bulk/imports/{job.pk}/").content.decode()
+
+
+def test_the_job_page_costs_the_same_queries_for_one_error_or_five_hundred(admin) -> None:
+    user = User.objects.get(username=admin.directory_user.uid)
+    counted = []
+    for errors in (1, 500):
+        job = ImportJob.objects.create(kind="aliases", created_by=user, total_rows=errors, state="done")
+        ImportRow.objects.bulk_create(
+            ImportRow(job=job, line=n + 2, key=f"a{n}@x", outcome="error", message="owner: no") for n in range(errors)
+        )
+        with CaptureQueriesContext(connection) as queries:
+            page = admin.get(f"/bulk/imports/{job.pk}/").content.decode()
+        assert page.count('<td data-label="Line">') == errors
+        counted.append(len(queries))
+    assert counted[0] == counted[1], counted
 
 
 def test_an_import_of_another_admin_is_not_found(admin, sign_in) -> None:
