@@ -32,6 +32,7 @@ from bulk.models import ImportJob, ImportRow
 from mfa import sealing
 
 BATCH = 50  # rows per transaction (each row in a savepoint of its own); progress is noted after each
+KEEP_SECRETS = timedelta(days=7)
 STALE_AFTER = timedelta(minutes=2)  # a running job without a heartbeat this long is taken over
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/l/I
 # Form fields as the file's columns call them.
@@ -78,6 +79,18 @@ def jobs_to_resume(now: datetime | None = None) -> list[int]:
     stale = (now or timezone.now()) - STALE_AFTER
     unfinished = ImportJob.objects.exclude(state=ImportJob.State.DONE).filter(created_at__lt=stale)
     return [pk for pk, beat in unfinished.values_list("pk", "heartbeat_at") if beat is None or beat < stale]
+
+
+def forget_old_secrets(now: datetime | None = None) -> int:
+    """Initial passwords nobody downloaded, and files of dry runs nobody imported, are deleted
+    KEEP_SECRETS after the job finished (they may hold passwords or hashes). Returns how many."""
+    before = (now or timezone.now()) - KEEP_SECRETS
+    with transaction.atomic():
+        rows = ImportRow.objects.filter(job__finished_at__lt=before).exclude(sealed_password="")
+        forgotten = rows.update(sealed_password="")
+        files = ImportJob.objects.filter(finished_at__lt=before).exclude(sealed_content="")
+        forgotten += files.update(sealed_content="")
+    return forgotten
 
 
 def _claim(job_id: int) -> ImportJob | None:

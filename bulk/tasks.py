@@ -23,7 +23,9 @@ def run_import(job_id: int) -> str:
 
 @shared_task(ignore_result=True)
 def resume_imports() -> int:
-    """Periodic: jobs queued while the broker was down, or left by a worker that died."""
+    """Periodic: jobs queued while the broker was down, or left by a worker that died; and
+    passwords and files kept past their time are deleted."""
+    services.forget_old_secrets()
     pending = services.jobs_to_resume()
     for job_id in pending:
         run_import.delay(job_id)

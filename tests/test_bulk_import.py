@@ -384,6 +384,19 @@ def test_a_queued_job_that_no_worker_took_is_resumed(admin) -> None:
         services.run_import(busy.pk)
 
 
+def test_passwords_and_files_nobody_took_are_deleted_after_a_week(admin) -> None:
+    user = User.objects.get(username=admin.directory_user.uid)
+    old = ImportJob.objects.create(kind="users", created_by=user, state="done", sealed_content=sealing.seal("x"))
+    ImportRow.objects.create(job=old, line=2, key="u", outcome="created", sealed_password=sealing.seal("pw"))
+    recent = ImportJob.objects.create(kind="users", created_by=user, state="done", sealed_content=sealing.seal("y"))
+    ImportRow.objects.create(job=recent, line=2, key="v", outcome="created", sealed_password=sealing.seal("pw"))
+    ImportJob.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(days=8))
+    ImportJob.objects.filter(pk=recent.pk).update(finished_at=timezone.now() - timedelta(days=6))
+    assert services.forget_old_secrets() == 2
+    assert ImportRow.objects.get(job=old).sealed_password == "" and not ImportJob.objects.get(pk=old.pk).sealed_content
+    assert ImportRow.objects.get(job=recent).sealed_password and ImportJob.objects.get(pk=recent.pk).sealed_content
+
+
 # --- hostile files -----------------------------------------------------------------------------
 
 HEADER = b"address,owner\n"
