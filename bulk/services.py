@@ -315,13 +315,20 @@ class AliasRows:
 
     def __init__(self, job: ImportJob) -> None:
         self.job = job
-        # Read once per run: who is who in the directory, and the domains by name.
-        self.people: dict[str, directory.DirectoryUser | None] = {}
+        # Read once per run: who is who in the directory, their user rows and the domains they
+        # may use, and the domains by name.
+        self.people: dict[str, tuple[User, set[int]] | None] = {}
         self.domains = {domain.name: domain for domain in Domain.objects.all()}
 
-    def _person(self, uid: str) -> directory.DirectoryUser | None:
+    def _person(self, uid: str) -> tuple[User, set[int]] | None:
         if uid not in self.people:
-            self.people[uid] = directory.get_user(uid)
+            person = directory.get_user(uid)
+            if person is None:
+                self.people[uid] = None
+            else:
+                # A person who never signed in has no row yet (the row is a cache of the directory).
+                owner, _ = User.objects.get_or_create(username=uid, defaults={"email": person.mail})
+                self.people[uid] = (owner, set(usable_domains(owner).values_list("pk", flat=True)))
         return self.people[uid]
 
     def batch(self, rows: list[csvfiles.Row]) -> None:
@@ -345,13 +352,12 @@ class AliasRows:
         person = self._person(uid) if directory.UID_PATTERN.fullmatch(uid) else None
         if person is None:
             return Outcome(row, address, ImportRow.Outcome.ERROR, f"owner: There is no user {csvfiles.shown(uid)}.")
+        owner, usable = person
         local_part, _, domain_name = address.rpartition("@")
-        if Alias.objects.filter(local_part=local_part, domain__name=domain_name, owner__username=uid).exists():
+        if Alias.objects.filter(local_part=local_part, domain__name=domain_name, owner=owner).exists():
             return Outcome(row, address, ImportRow.Outcome.UNCHANGED, f"Already an alias of {uid}.")
-        # A person who never signed in has no row yet (the row is a cache of the directory).
-        owner, _ = User.objects.get_or_create(username=uid, defaults={"email": person.mail})
         domain = self.domains.get(domain_name)
-        if domain is None or not usable_domains(owner).filter(pk=domain.pk).exists():
+        if domain is None or domain.pk not in usable:
             message = f"address: {csvfiles.shown(domain_name)} is not an alias domain here"
             return Outcome(row, address, ImportRow.Outcome.ERROR, message + f" (nor a catch-all domain of {uid}).")
         form = alias_form(owner, domain, values)
