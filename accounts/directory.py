@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -88,9 +89,24 @@ def _to_user(entry: ldap3.Entry) -> DirectoryUser:
 
 
 @contextmanager
+def _errors_translated() -> Iterator[None]:
+    try:
+        yield
+    except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
+        raise DirectoryUnavailable(f"the directory stopped answering ({settings.LDAP_URI})") from exc
+    except LDAPException as exc:
+        raise DirectoryError(str(exc)) from exc
+
+
+@contextmanager
 def connection(bind_dn: str | None = None, password: str | None = None) -> Iterator[ldap3.Connection]:
-    """A connection bound as the app's service account, or as bind_dn (the setup command binds
-    as the directory's manager)."""
+    """A connection bound as the app's service account (the one of one_connection() when one is
+    open), or as bind_dn (the setup command binds as the directory's manager)."""
+    shared = _shared_connection.get() if bind_dn is None else None
+    if shared is not None:
+        with _errors_translated():
+            yield shared
+        return
     server = ldap3.Server(settings.LDAP_URI, connect_timeout=settings.LDAP_TIMEOUT, get_info=ldap3.NONE)
     try:
         conn = ldap3.Connection(
@@ -107,13 +123,26 @@ def connection(bind_dn: str | None = None, password: str | None = None) -> Itera
         who = "the service account" if bind_dn is None else bind_dn
         raise DirectoryError(f"the directory refused {who}: {exc}") from exc
     try:
-        yield conn
-    except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
-        raise DirectoryUnavailable(f"the directory stopped answering ({settings.LDAP_URI})") from exc
-    except LDAPException as exc:
-        raise DirectoryError(str(exc)) from exc
+        with _errors_translated():
+            yield conn
     finally:
         conn.unbind()
+
+
+# Set by one_connection(): the connection every call in this context uses.
+_shared_connection: ContextVar[ldap3.Connection | None] = ContextVar("directory_connection", default=None)
+
+
+@contextmanager
+def one_connection() -> Iterator[None]:
+    """Every directory call inside uses one connection, bound once (a CSV import's thousands of
+    rows); closed at the end. A failure ends it like any other: DirectoryUnavailable."""
+    with connection() as conn:
+        token = _shared_connection.set(conn)
+        try:
+            yield
+        finally:
+            _shared_connection.reset(token)
 
 
 def _attributes() -> list[str]:
@@ -232,13 +261,26 @@ def _plain(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def create_user(uid: str, cn: str, sn: str, mail: str, password: str | None, given_name: str = "") -> DirectoryUser:
+def create_user(
+    uid: str,
+    cn: str,
+    sn: str,
+    mail: str,
+    password: str | None,
+    given_name: str = "",
+    *,
+    hashed_password: str | None = None,
+) -> DirectoryUser:
+    """One add: the entry exists whole or not at all. `hashed_password` is a `{CRAM-MD5}` value
+    as stored (an export of this or another server), used instead of `password`."""
     if not UID_PATTERN.fullmatch(uid):
         raise DirectoryError(f"invalid uid {uid!r}")
     attributes: dict[str, object] = {"uid": uid, "cn": cn, "sn": sn or cn, "mail": mail.lower()}
     if given_name:
         attributes["givenName"] = given_name
-    if password is not None:
+    if hashed_password is not None:
+        attributes["userPassword"] = hashed_password
+    elif password is not None:
         attributes["userPassword"] = cram_md5_hash(password)
     with connection() as conn:
         try:
@@ -327,6 +369,24 @@ def password_hash(uid: str) -> str | None:
         return None
     value = values[0]
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def password_hashes() -> dict[str, str]:
+    """uid -> stored userPassword value of every mail user, one paged search (for the admins'
+    export; secrets: never log or display them). Accounts without a password are left out."""
+    with connection() as conn:
+        entries = conn.extend.standard.paged_search(
+            settings.LDAP_PEOPLE_DN,
+            "(&(objectClass=mailAccount)(userPassword=*))",
+            attributes=["uid", "userPassword"],
+            paged_size=1000,
+            generator=True,
+        )
+        return {
+            _plain(entry["attributes"].get("uid")): (entry["raw_attributes"].get("userPassword") or [b""])[0].decode()
+            for entry in entries
+            if entry.get("type") == "searchResEntry"
+        }
 
 
 def _paged_entries(conn: ldap3.Connection, flt: str, wanted: int, attributes: list[str]) -> list[ldap3.Entry]:

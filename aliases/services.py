@@ -93,7 +93,7 @@ def creation_refusal(owner: User, now: datetime | None = None) -> str | None:
 
 
 def create_alias(
-    request: HttpRequest,
+    request: HttpRequest | None,
     owner: User,
     *,
     local_part: str,
@@ -102,8 +102,10 @@ def create_alias(
     site: str = "",
     label: str = "",
     expires_at: datetime | None = None,
+    actor: User | None = None,
 ) -> Alias:
-    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check)."""
+    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check).
+    `actor`: who made it when not the owner (an admin's CSV import; no request in the worker)."""
     address = f"{local_part}@{domain.name}"
     with transaction.atomic():
         # One creation per owner at a time, so concurrent requests cannot all see room under the limit.
@@ -127,7 +129,12 @@ def create_alias(
                 )
         except IntegrityError:
             raise AliasRefused(TAKEN.format(address=address)) from None
-        record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
+        if actor is None or actor.pk == owner.pk:
+            record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
+        else:
+            # Not "alias.create": that counts against the actor's own creation rate.
+            detail = f"for {owner.get_username()}, {_describe(alias)}"
+            record_event("alias.create-for", request=request, actor=actor, target=address, detail=detail)
         request_publication(f"alias created: {address}")
     return alias
 
@@ -141,16 +148,19 @@ def _describe(alias: Alias) -> str:
     return ", ".join(parts)
 
 
-def set_alias_enabled(request: HttpRequest, alias: Alias, enabled: bool) -> None:
-    set_aliases_enabled(request, [alias], enabled)
+def set_alias_enabled(request: HttpRequest | None, alias: Alias, enabled: bool, actor: User | None = None) -> None:
+    set_aliases_enabled(request, [alias], enabled, actor)
 
 
 def _publication_reason(aliases: list[Alias], verb: str) -> str:
     return f"alias {verb}: {aliases[0].address}" if len(aliases) == 1 else f"{len(aliases)} aliases {verb}"
 
 
-def set_aliases_enabled(request: HttpRequest, aliases: list[Alias], enabled: bool) -> list[Alias]:
-    """Switch several of one owner's aliases on or off in one transaction; returns those changed."""
+def set_aliases_enabled(
+    request: HttpRequest | None, aliases: list[Alias], enabled: bool, actor: User | None = None
+) -> list[Alias]:
+    """Switch several of one owner's aliases on or off in one transaction; returns those changed.
+    `actor`: who did it when there is no request (the worker running an admin's import)."""
     changed = [alias for alias in aliases if alias.enabled != enabled]
     if not changed:
         return []
@@ -159,7 +169,9 @@ def set_aliases_enabled(request: HttpRequest, aliases: list[Alias], enabled: boo
         Alias.objects.filter(pk__in=[a.pk for a in changed]).update(enabled=enabled, updated_at=now)
         for alias in changed:
             alias.enabled, alias.updated_at = enabled, now
-            record_event("alias.enable" if enabled else "alias.disable", request=request, target=alias.address)
+            record_event(
+                "alias.enable" if enabled else "alias.disable", request=request, actor=actor, target=alias.address
+            )
         request_publication(_publication_reason(changed, "enabled" if enabled else "disabled"))
     return changed
 

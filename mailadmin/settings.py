@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "activity",
     "policy",
     "api",
+    "bulk",
 ]
 
 MIDDLEWARE = [
@@ -526,6 +527,12 @@ LEAK_RELATED_DOMAINS = env_list(
 SIGN_IN_HELP = env_str(
     "SIGN_IN_HELP", "Forgot your password? Ask your helpdesk or mail administrator to set a new one."
 )
+
+# CSV import and export (bulk/, docs/import-export.md): the largest file and number of rows
+# one import takes. The worker resumes imports queued while the broker was down.
+BULK_MAX_BYTES = env_int("BULK_MAX_BYTES", 10_000_000)
+BULK_MAX_ROWS = env_int("BULK_MAX_ROWS", 50_000)
+CELERY_BEAT_SCHEDULE["resume-imports"] = {"task": "bulk.tasks.resume_imports", "schedule": 60.0}
 
 # Web server port used by the demo runner.
 WEB_PORT = env_int("WEB_PORT", 8000)

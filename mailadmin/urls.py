@@ -20,4 +20,5 @@ urlpatterns = [
     path("api/v1/", compat.addy.urls),
     path("api/", compat.simplelogin.urls),
     path("tokens/", include("api.urls")),
+    path("bulk/", include("bulk.urls")),
 ]

@@ -27,6 +27,7 @@ from activity.models import LeakFlag, SenderBlock
 from aliases.models import Alias, Domain
 from api.models import ApiToken
 from api.services import digest_of
+from bulk.models import ImportJob
 from handover.models import HandoverNote, TopicDelegate
 from limits.models import SendingLimit
 from mfa import services
@@ -214,6 +215,13 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     # helpdesk member is refused even on an end user's).
     "tokens:staff_revoke": {"GET": ADMINS, "POST": ADMINS},
     "tokens:help": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    # CSV import and export: admins only; an import is its admin's (another admin gets 404,
+    # tests/test_bulk_import.py). The actions are POST only, checked after the role.
+    "bulk:index": {"GET": ADMINS, "POST": ADMINS},
+    "bulk:job": {"GET": ADMINS, "POST": ADMINS},
+    "bulk:apply": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
+    "bulk:passwords": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
+    "bulk:export": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
 }
 
 
@@ -300,6 +308,7 @@ def _objects(people: dict[str, directory.DirectoryUser]) -> dict[str, object]:
         "uid": people[OWNER].uid,
         "mail": people[OWNER].mail,
         "token": token,
+        "import": ImportJob.objects.create(kind="users", created_by=User.objects.get(username=people[ADMIN].uid)),
     }
 
 
@@ -332,6 +341,8 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
             kwargs["pk"] = objects["token"].pk
         elif parameter == "alias_id":
             kwargs["alias_id"] = objects["alias"].pk
+        elif parameter == "pk" and name.startswith("bulk:"):
+            kwargs["pk"] = objects["import"].pk  # an import of the ADMIN visitor
         elif parameter == "pk" and name == "mfa:passkey_remove":
             # Made only here: a passkey would make every other URL ask the owner for it.
             owner = User.objects.get(username=objects["uid"])

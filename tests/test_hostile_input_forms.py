@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
@@ -511,6 +512,28 @@ CASES = [
         method="GET",
         stateless=True,
     ),
+    # Hostile files themselves: tests/test_bulk_import.py (HOSTILE_FILES).
+    Case(
+        "csv import",
+        lambda w: w.admin,
+        lambda w: "/bulk/",
+        lambda w: {
+            "kind": "aliases",
+            "file": SimpleUploadedFile(  # type: ignore[dict-item]
+                "a.csv", f"address,owner\nok{_unique()}@{w.domain.name},{w.target.uid}\n".encode(), "text/csv"
+            ),
+        },
+        ("kind", "file"),
+    ),
+    # The export writes an audit event, so only the refused values are checked for changes.
+    Case(
+        "csv export",
+        lambda w: w.admin,
+        lambda w: "/bulk/export/",
+        lambda w: {"what": "aliases"},
+        ("what",),
+        stateless=True,
+    ),
 ]
 
 
@@ -569,6 +592,9 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "tokens:help",
         # The API's bodies and queries go through the same forms: tests/test_api_hostile.py
         *(name for name in ALL_URLS if name.split(":")[0] in ("api", "simplelogin", "addy")),
+        "bulk:job",
+        "bulk:apply",
+        "bulk:passwords",
     }
     covered_paths = {
         "accounts:password",
@@ -593,6 +619,8 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "activity:organisation",
         "tokens:list",
         "tokens:all",
+        "bulk:index",
+        "bulk:export",
     }
     assert set(ALL_URLS) - without_fields - covered_paths == set()
 

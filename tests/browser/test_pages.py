@@ -29,7 +29,7 @@ PAGES = {
         "/accounts/password/",
     ],
     "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a"],
-    "admin": ["/", "/directory/?q=a", "/aliases/domains/", "/aliases/publication/", "/audit/"],
+    "admin": ["/", "/directory/?q=a", "/aliases/domains/", "/aliases/publication/", "/audit/", "/bulk/"],
 }
 
 
