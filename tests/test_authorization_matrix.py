@@ -429,6 +429,8 @@ def test_nobody_blocks_on_or_unblocks_from_another_persons_alias(people) -> None
     assert list(SenderBlock.objects.filter(alias=alias).values_list("sender", flat=True)) == ["x@pest.example"]
     flag.refresh_from_db()
     assert flag.dismissed_at is None
+
+
 # --- the alias API: who gets what with which token ---------------------------------------------
 
 NO_TOKEN, REVOKED, EXPIRED, READ_ONLY = "no token", "revoked token", "expired token", "read-only token"
