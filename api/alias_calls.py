@@ -13,11 +13,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
-from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.roles import Role, role_of
+from aliases.activity_columns import with_activity
 from aliases.addresses import site_name
 from aliases.forms import AliasEditForm, AliasSearchForm, SiteAliasForm, proposal_for
 from aliases.models import Alias, Domain
@@ -60,15 +60,20 @@ def create(
     domain: str = "",
     note: str = "",
     expires_on: str = "",
+    another: bool = False,
 ) -> Alias:
     """A new alias of `kind` (site, random, custom), as the web's "New address" pages make it.
-    `domain` is a domain name (empty: the default alias domain)."""
+    `domain` is a domain name (empty: the default alias domain). A site that already has one of
+    the person's aliases is refused with the existing address named, unless `another` (what
+    "Make another one anyway" posts; password managers always want a fresh address)."""
     form_class = CREATE_FORMS.get(kind)
     if form_class is None:
         choose = "Choose the kind of address: site, random or custom."
         raise Refused(choose, {"kind": [choose]})
     data = {"site": site, "local_part": local_part, "domain": _domain_choice(owner, domain), "label": note}
     data["expires_on"] = expires_on
+    if another:
+        data["another"] = "1"
     form = form_class(owner, data, is_admin=is_admin(owner))
     if not form.is_valid():
         raise refused_by(form)
@@ -127,11 +132,8 @@ def search(owner: User, query: dict[str, str], page: int) -> Page:
     form = AliasSearchForm(query)
     if not form.is_valid():
         raise refused_by(form)
-    aliases = Alias.objects.filter(owner_id=owner.pk).select_related("domain")
-    if form.query:
-        q = form.query
-        aliases = aliases.filter(Q(local_part__icontains=q) | Q(site__icontains=q) | Q(label__icontains=q))
-    return Paginator(aliases.order_by(*form.ordering), settings.ALIASES_PER_PAGE).get_page(page)
+    aliases = with_activity(Alias.objects.filter(owner_id=owner.pk).select_related("domain"))
+    return Paginator(form.filter(aliases, timezone.now()), settings.ALIASES_PER_PAGE).get_page(page)
 
 
 @dataclass

@@ -89,7 +89,7 @@ def _random_new(request: HttpRequest, hostname: str, payload: NoteIn | None) -> 
     owner = token_of(request).owner
     note = (payload.note if payload is not None else None) or ""
     if hostname:
-        alias = alias_calls.create(request, owner, "site", site=hostname, note=note)
+        alias = alias_calls.create(request, owner, "site", site=hostname, note=note, another=True)
     else:
         alias = alias_calls.create(request, owner, "random", note=note)
     return Status(201, simplelogin_alias(alias, owner))
@@ -192,6 +192,13 @@ def addy_create(request: HttpRequest, payload: AddyIn) -> Status[dict[str, Any]]
             site = ""  # the form refuses the description itself below
         kind = "site" if site else "random"
     alias = alias_calls.create(
-        request, owner, kind, site=site, local_part=payload.local_part, domain=payload.domain, note=description
+        request,
+        owner,
+        kind,
+        site=site,
+        local_part=payload.local_part,
+        domain=payload.domain,
+        note=description,
+        another=True,
     )
     return Status(201, {"data": addy_alias(alias, owner)})

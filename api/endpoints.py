@@ -58,6 +58,12 @@ class AliasOut(Schema):
     vacation_replies: bool
     created_at: datetime
     updated_at: datetime
+    # Alias activity (the list only; null on other calls): last mail, mails and refusals in 30
+    # days, and the sender domain of an open leak warning.
+    last_mail_at: datetime | None = None
+    mails_30d: int | None = None
+    refused_30d: int | None = None
+    possibly_leaked_by: str | None = None
 
     @staticmethod
     def of(alias: Alias) -> "AliasOut":
@@ -75,6 +81,10 @@ class AliasOut(Schema):
             vacation_replies=alias.vacation_replies,
             created_at=alias.created_at,
             updated_at=alias.updated_at,
+            last_mail_at=getattr(alias, "last_mail_at", None),
+            mails_30d=getattr(alias, "mails_30d", None),
+            refused_30d=getattr(alias, "refused_30d", None),
+            possibly_leaked_by=getattr(alias, "leak_domain", None),
         )
 
 
@@ -93,6 +103,8 @@ class AliasCreateIn(Schema):
     domain: str = ""
     note: str = ""
     expires_on: str = ""
+    # A site that already has one of your aliases is refused (the message names it) unless true.
+    another: bool = False
 
 
 class AliasUpdateIn(Schema):
@@ -170,6 +182,7 @@ def create_alias(request: HttpRequest, payload: AliasCreateIn) -> Status[AliasOu
         domain=payload.domain,
         note=payload.note,
         expires_on=payload.expires_on,
+        another=payload.another,
     )
     return Status(201, AliasOut.of(alias))
 

@@ -11,6 +11,7 @@ from django.test import Client, RequestFactory, override_settings
 from django.utils import timezone
 
 from accounts import directory, suspension
+from activity.models import AliasDailyCount
 from aliases.forms import CustomAliasForm
 from aliases.models import Alias, AliasTombstone, Domain
 from api import services
@@ -75,6 +76,21 @@ def test_a_token_makes_lists_reads_changes_and_deletes_its_owners_aliases(person
     assert AliasTombstone.objects.filter(address=alias["address"]).exists()
     actions = list(AuditEvent.objects.filter(actor_name=owner.username).values_list("action", flat=True))
     assert {"alias.create", "alias.update", "alias.disable", "alias.delete", "api_token.create"} <= set(actions)
+
+
+def test_the_list_carries_the_activity_figures_and_a_second_alias_for_a_site_is_asked_for(person) -> None:
+    owner = person()
+    raw = make_token(owner)
+    first = call("POST", "/api/mailadmin/aliases", raw, {"kind": "site", "site": "shop.example.com"}).json()
+    again = call("POST", "/api/mailadmin/aliases", raw, {"kind": "site", "site": "shop.example.com"})
+    assert again.status_code == 400 and first["address"] in again.json()["error"]
+    second = call("POST", "/api/mailadmin/aliases", raw, {"kind": "site", "site": "shop.example.com", "another": True})
+    assert second.status_code == 201 and second.json()["address"] != first["address"]
+    now = timezone.now()
+    AliasDailyCount.objects.create(alias_id=first["id"], day=now.date(), accepted=7, refused=2, last_at=now)
+    items = {item["id"]: item for item in call("GET", "/api/mailadmin/aliases", raw).json()["items"]}
+    assert (items[first["id"]]["mails_30d"], items[first["id"]]["refused_30d"]) == (7, 2)
+    assert items[first["id"]]["last_mail_at"] and items[second.json()["id"]]["mails_30d"] == 0
 
 
 def test_another_persons_alias_is_not_found_and_stays_untouched(person) -> None:

@@ -308,7 +308,10 @@ def _objects(people: dict[str, directory.DirectoryUser]) -> dict[str, object]:
         "uid": people[OWNER].uid,
         "mail": people[OWNER].mail,
         "token": token,
-        "import": ImportJob.objects.create(kind="users", created_by=User.objects.get(username=people[ADMIN].uid)),
+        # An import of the ADMIN visitor (the owner's when a test has no admin visitor).
+        "import": ImportJob.objects.create(
+            kind="users", created_by=User.objects.get(username=people.get(ADMIN, people[OWNER]).uid)
+        ),
     }
 
 
@@ -361,11 +364,15 @@ def _activity_object(name: str, alias: Alias) -> Alias | SenderBlock | LeakFlag:
     if name == "activity:organisation_unblock":
         return SenderBlock.objects.create(scope="organisation", sender=f"o{secrets.token_hex(3)}.example")
     if name == "activity:unblock":
-        return SenderBlock.objects.create(scope="alias", owner=alias.owner, alias=alias, sender="x@pest.example")
+        return SenderBlock.objects.get_or_create(
+            scope="alias", owner=alias.owner, alias=alias, sender="x@pest.example"
+        )[0]
     if name.startswith("activity:leak_"):
-        return LeakFlag.objects.create(
-            alias=alias, registrable_domain="pest.example", sender_domain="mx.pest.example", flagged_at=timezone.now()
-        )
+        return LeakFlag.objects.get_or_create(
+            alias=alias,
+            registrable_domain="pest.example",
+            defaults={"sender_domain": "mx.pest.example", "flagged_at": timezone.now()},
+        )[0]
     pytest.fail(f"{name}: say which object <pk> points at in _activity_object()")
 
 

@@ -203,6 +203,7 @@ def test_the_host_restrictions_and_tables_are_kept_and_ours_go_before_anything_t
     assert recipient == [
         "reject_non_fqdn_recipient",
         f"check_recipient_access hash:{settings.POSTFIX_MAP_DIR}/recipient_access",
+        f"check_policy_service inet:{settings.POLICY_HOST}:{settings.POLICY_PORT}",
         "permit_mynetworks",
         "check_policy_service unix:private/policy",
         "reject_unauth_destination",

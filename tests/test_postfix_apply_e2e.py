@@ -22,6 +22,7 @@ from accounts import directory
 from aliases.models import Alias, Domain
 from localservices.process import free_port, wait_for_port, wait_for_port_closed
 from localservices.slapd import Slapd
+from policy.service import PolicyThread
 from tests.test_postfix_apply import apply, postconf, stock_debian
 from tests.test_postfix_e2e import publish
 
@@ -72,8 +73,10 @@ class AppliedPostfix:
         assert postconf(host, "-MX", "smtp/inet").returncode == 0
         listener = f"127.0.0.1:{self.port}"
         assert postconf(host, "-M", f"{listener}/inet={listener} inet {' '.join(smtpd[2:])}").returncode == 0
-        # Then mailadmin, as the postmaster would apply it.
-        apply(host, "--ldap-password-file", str(Slapd().password_file("postfix")))
+        # Then mailadmin, as the postmaster would apply it (its delivery trail follows this
+        # host's own log file, as the settings of this host's mailadmin would say).
+        with override_settings(MAILLOG_FILE=self.log):
+            apply(host, "--ldap-password-file", str(Slapd().password_file("postfix")))
 
     def start(self) -> None:
         started = subprocess.run([POSTFIX, "-c", str(self.config_dir), "start"], capture_output=True, text=True)
@@ -127,11 +130,13 @@ def applied() -> Iterator[AppliedPostfix]:
     with override_settings(VACATION_HANDOFF_PORT=free_port(), POSTFIX_RELOAD_MIN_INTERVAL=0):
         postfix = AppliedPostfix(root)
         postfix.prepare()
+        policy = PolicyThread().start()  # the configuration asks it at every RCPT
         postfix.start()
         try:
             yield postfix
         finally:
             postfix.stop()
+            policy.stop()
             shutil.rmtree(root)
 
 

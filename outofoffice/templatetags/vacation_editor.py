@@ -3,7 +3,6 @@ a person's directory page; staff who may set that person's reply edit it right t
 posts to outofoffice:helpdesk_user, which comes back to the page)."""
 
 from django import template
-from django.utils import timezone
 
 from accounts.directory import DirectoryUser
 from outofoffice.forms import VacationForm
@@ -19,7 +18,6 @@ def vacation_editor(context: template.Context, person: DirectoryUser, may_edit: 
     return {
         "person": person,
         "vacation": vacation,
-        "now": timezone.now(),
         "may_edit": may_edit,
         "form": VacationForm(instance=vacation or VacationReply(uid=person.uid, address=person.mail))
         if may_edit
