@@ -392,6 +392,13 @@ def referenced_ldap_tables(parameters: dict[str, str], services: list[Service]) 
     return {path for text in texts for path in re.findall(r"ldap:(/[^\s,}]+)", text)}
 
 
+def local_destination_conflicts(mydestination: str, domains: Iterable[str]) -> list[str]:
+    """Our domains that the host also lists in mydestination (expanded, as `postconf -x` prints
+    it): Postfix would deliver those to local Unix accounts, not to the mailboxes, and warn."""
+    local = {item.lower().rstrip(".") for item in list_items(mydestination)}
+    return sorted({domain.lower() for domain in domains} & local)
+
+
 def merge(host_main_cf: str, host_master_cf: str, desired: Desired) -> tuple[str, str, list[Change]]:
     main_cf, main_changes = merge_main_cf(host_main_cf, desired.parameters)
     master_cf, master_changes = merge_master_cf(host_master_cf, desired.services)

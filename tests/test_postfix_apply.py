@@ -18,6 +18,7 @@ from aliases.postfix_merge import (
     desired_from_generated,
     ldap_table_text,
     list_items,
+    local_destination_conflicts,
     main_cf_parameters,
     merge_main_cf,
     merge_master_cf,
@@ -226,6 +227,21 @@ def test_a_setting_with_a_line_break_is_refused_before_anything_is_written(
     with pytest.raises(CommandError, match="control character"):
         apply(host, "--ldap-password-file", str(password_file))
     assert snapshot(host) == before
+
+
+def test_a_mail_domain_in_the_hosts_mydestination_is_refused_before_anything_is_written(
+    host: Path, password_file: Path
+) -> None:
+    assert (
+        postconf(host, "-e", f"mydomain={settings.MAIL_DOMAIN}", "mydestination=$myhostname, $mydomain").returncode == 0
+    )
+    before = snapshot(host)
+    with pytest.raises(CommandError, match=f"{settings.MAIL_DOMAIN}: in this host's mydestination"):
+        apply(host, "--ldap-password-file", str(password_file))
+    assert snapshot(host) == before
+    assert local_destination_conflicts("mail.example.org, Example.ORG., localhost", ["example.org", "x.org"]) == [
+        "example.org"
+    ]
 
 
 def test_without_the_password_file_nothing_is_written(host: Path) -> None:

@@ -22,12 +22,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts.forms import errors_text
 from aliases.forms import PostfixApplyForm
 from aliases.management.commands import postfix_config
+from aliases.models import Domain
 from aliases.postfix_merge import (
     Desired,
     MergeError,
     checked_lines,
     desired_from_generated,
     ldap_table_text,
+    local_destination_conflicts,
     masked,
     merge,
     referenced_ldap_tables,
@@ -61,6 +63,20 @@ def generated_configuration(config_dir: Path) -> tuple[str, str, dict[str, list[
     main_cf = main_cf.replace(generated_dir, f"ldap:{config_dir}/")
     master_cf = master_cf.replace(generated_dir, f"ldap:{config_dir}/")
     return main_cf, master_cf, files
+
+
+def _expanded(config_dir: Path, parameter: str) -> str:
+    """A main.cf parameter's value with $names expanded, as Postfix uses it."""
+    result = subprocess.run(
+        [POSTCONF, "-c", str(config_dir), "-xh", parameter], capture_output=True, text=True, check=False, timeout=60
+    )
+    if result.returncode != 0:
+        raise CommandError(f"postconf -c {config_dir} cannot read {parameter}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def _our_domains() -> set[str]:
+    return {settings.MAIL_DOMAIN, settings.ALIAS_DOMAIN, *Domain.objects.values_list("name", flat=True)}
 
 
 def _write_atomically(path: Path, text: str, mode: int, uid: int, gid: int) -> None:
@@ -120,6 +136,12 @@ class Command(BaseCommand):
             new_main, new_master, changes = merge(main_path.read_text(), master_path.read_text(), desired)
         except MergeError as exc:
             raise CommandError(str(exc)) from None
+        clashes = local_destination_conflicts(_expanded(config_dir, "mydestination"), _our_domains())
+        if clashes:
+            raise CommandError(
+                f"{', '.join(clashes)}: in this host's mydestination, so Postfix would deliver to local"
+                " accounts instead of the mailboxes. Take them out of mydestination first."
+            )
         table_paths = sorted(referenced_ldap_tables(desired.parameters, desired.services))
         if table_paths and not password and not options["dry_run"]:
             raise CommandError("the ldap: tables need the cn=postfix password: give --ldap-password-file")
