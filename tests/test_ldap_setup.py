@@ -319,6 +319,10 @@ def test_a_hostile_name_in_the_settings_is_refused_before_anything_is_written(
 
 
 def test_a_wrong_manager_password_is_a_plain_error(existing: ExistingDirectory, tmp_path: Path) -> None:
+    existing.manager_password_file.write_text("two\nlines\n")
+    with pytest.raises(CommandError, match="bind_password_file: .* must hold one line") as refused:
+        setup(existing, tmp_path / "secrets")
+    assert "two" not in str(refused.value)  # the content is never quoted
     existing.manager_password_file.write_text("not-the-password\n")
     with pytest.raises(CommandError, match="refused cn=admin"):
         setup(existing, tmp_path / "secrets")
