@@ -49,6 +49,11 @@ DEBIAN_POSTINST = [
 ]
 
 
+def table(name: str) -> str:
+    """A published table as the generator names it (its type is a setting once there is one)."""
+    return f"{getattr(settings, 'POSTFIX_MAP_TYPE', 'hash')}:{settings.POSTFIX_MAP_DIR}/{name}"
+
+
 def postconf(config_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["/usr/sbin/postconf", "-c", str(config_dir), *args], capture_output=True, text=True)
 
@@ -114,10 +119,9 @@ def test_applied_to_stock_debian_postfix_check_and_postconf_warn_about_nothing(h
     output = apply(host, "--ldap-password-file", str(password_file))
 
     assert_postfix_is_quiet(host)
-    maps = settings.POSTFIX_MAP_DIR
-    assert postconf(host, "-h", "virtual_alias_maps").stdout.strip() == f"hash:{maps}/virtual"
+    assert postconf(host, "-h", "virtual_alias_maps").stdout.strip() == table("virtual")
     recipient = postconf(host, "-h", "smtpd_recipient_restrictions").stdout
-    assert recipient.split(",")[0].strip() == f"check_recipient_access hash:{maps}/recipient_access"
+    assert recipient.split(",")[0].strip() == f"check_recipient_access {table('recipient_access')}"
     sender = postconf(host, "-h", "smtpd_sender_restrictions").stdout
     assert f"check_sender_access ldap:{host}/sender_block.cf" in sender
     # Debian's own settings stay as they were.
@@ -133,10 +137,10 @@ def test_applied_to_stock_debian_postfix_check_and_postconf_warn_about_nothing(h
     definitions = [d.name for d in parse_main_cf((host / "main.cf").read_text())]
     assert len(definitions) == len(set(definitions))
     # The ldap: table: the real password, root:postfix 0640; the password is never printed.
-    table = host / "sender_block.cf"
-    info = table.stat()
+    cf_file = host / "sender_block.cf"
+    info = cf_file.stat()
     assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (0o640, 0, grp.getgrnam("postfix").gr_gid)
-    assert f"bind_pw = {PASSWORD}\n" in table.read_text()
+    assert f"bind_pw = {PASSWORD}\n" in cf_file.read_text()
     assert not (host / "sasl_sender_block.cf").exists() and not (host / "sender_login_maps.cf").exists()
     assert PASSWORD not in output
     assert "postconf -c" in output and "no warnings" in output
@@ -178,7 +182,7 @@ def test_dry_run_shows_the_changes_with_the_password_masked_and_writes_nothing(h
     assert snapshot(host) == before
     assert "would main.cf: set virtual_alias_maps" in output
     assert "would master.cf: add service mailadmin-autoreply/unix" in output
-    assert f"+virtual_alias_maps = hash:{settings.POSTFIX_MAP_DIR}/virtual" in output
+    assert f"+virtual_alias_maps = {table('virtual')}" in output
     assert f"would write {host}/sender_block.cf (mode 0640 root:postfix):" in output
     assert "bind_pw = ********" in output
     assert PASSWORD not in output
@@ -203,13 +207,13 @@ def test_the_host_restrictions_and_tables_are_kept_and_ours_go_before_anything_t
     recipient = list_items(postconf(host, "-h", "smtpd_recipient_restrictions").stdout)
     assert recipient == [
         "reject_non_fqdn_recipient",
-        f"check_recipient_access hash:{settings.POSTFIX_MAP_DIR}/recipient_access",
+        f"check_recipient_access {table('recipient_access')}",
         "permit_mynetworks",
         "check_policy_service unix:private/policy",
         "reject_unauth_destination",
     ]
     aliases = list_items(postconf(host, "-h", "virtual_alias_maps").stdout)
-    assert aliases == [f"hash:{settings.POSTFIX_MAP_DIR}/virtual", "hash:/etc/postfix/virtual"]
+    assert aliases == [table("virtual"), "hash:/etc/postfix/virtual"]
     text = (host / "main.cf").read_text()
     assert text.count("smtpd_delay_reject") == 1 and text.count("virtual_alias_maps") == 1
 
