@@ -386,6 +386,23 @@ def _referenced_only(parameters: dict[str, str], services: list[Service]) -> dic
     return kept
 
 
+def without_ldap(desired: Desired) -> Desired:
+    """The configuration for a host without postfix-ldap: every ldap: table taken out of the lists
+    (the published tables alone then refuse suspended senders, within the publication delay).
+    Submission needs the ldap: tables for its checks by login, so it cannot be asked for too."""
+    if any(service.name in SHARED_SERVICES for service in desired.services):
+        raise MergeError("submission checks senders by login through ldap: tables: it needs postfix-ldap")
+    parameters = {}
+    for name, value in desired.parameters.items():
+        if "ldap:" not in value:
+            parameters[name] = value
+            continue
+        kept = [item for item in list_items(value) if "ldap:" not in item]
+        if kept:
+            parameters[name] = ", ".join(kept)
+    return Desired(_referenced_only(parameters, desired.services), desired.services)
+
+
 def referenced_ldap_tables(parameters: dict[str, str], services: list[Service]) -> set[str]:
     """Paths of the ldap: tables the configuration uses."""
     texts = [*parameters.values(), *(value for service in services for _, value in service.options)]

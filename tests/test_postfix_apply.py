@@ -248,6 +248,20 @@ def test_a_mail_domain_in_the_hosts_mydestination_is_refused_before_anything_is_
     ]
 
 
+def test_without_ldap_the_published_tables_alone_are_merged_and_postfix_stays_quiet(host: Path) -> None:
+    output = apply(host, "--without-ldap")
+
+    assert_postfix_is_quiet(host)
+    assert "ldap:" not in (host / "main.cf").read_text()
+    assert list_items(postconf(host, "-h", "smtpd_sender_restrictions").stdout) == [
+        f"check_sender_access {table('sender_access')}"
+    ]
+    assert not list(host.glob(".*.tmp")) and not (host / "sender_block.cf").exists()
+    assert "nothing to change" in apply(host, "--without-ldap") and "sender_block.cf" not in output
+    with pytest.raises(CommandError, match="needs postfix-ldap"):
+        apply(host, "--without-ldap", "--submission")
+
+
 def test_without_the_password_file_nothing_is_written(host: Path) -> None:
     before = snapshot(host)
     with pytest.raises(CommandError, match="ldap-password-file"):

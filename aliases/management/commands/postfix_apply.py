@@ -33,6 +33,7 @@ from aliases.postfix_merge import (
     masked,
     merge,
     referenced_ldap_tables,
+    without_ldap,
 )
 from audit.models import AuditLogUnavailable, record_event, require_audit_log
 
@@ -75,6 +76,13 @@ def _expanded(config_dir: Path, parameter: str) -> str:
     return result.stdout.strip()
 
 
+def _map_types(config_dir: Path) -> set[str]:
+    result = subprocess.run(
+        [POSTCONF, "-c", str(config_dir), "-m"], capture_output=True, text=True, check=False, timeout=60
+    )
+    return set(result.stdout.split())
+
+
 def _our_domains() -> set[str]:
     return {settings.MAIL_DOMAIN, settings.ALIAS_DOMAIN, *Domain.objects.values_list("name", flat=True)}
 
@@ -108,6 +116,7 @@ class Command(BaseCommand):
         parser.add_argument("-c", "--config-dir", default=str(settings.POSTFIX_CONFIG_DIR), help="like postconf -c")
         parser.add_argument("--submission", action="store_true", help="also the submission service (port 587)")
         parser.add_argument("--ldap-password-file", default="", help="file holding the cn=postfix password")
+        parser.add_argument("--without-ldap", action="store_true", help="a host without postfix-ldap: no ldap: tables")
         parser.add_argument("--dry-run", action="store_true", help="print the changes; write nothing")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -133,6 +142,8 @@ class Command(BaseCommand):
             desired: Desired = desired_from_generated(
                 main_cf, master_cf, ["submission"] if form.cleaned_data["submission"] else []
             )
+            if options["without_ldap"]:
+                desired = without_ldap(desired)
             new_main, new_master, changes = merge(main_path.read_text(), master_path.read_text(), desired)
         except MergeError as exc:
             raise CommandError(str(exc)) from None
@@ -143,6 +154,8 @@ class Command(BaseCommand):
                 " accounts instead of the mailboxes. Take them out of mydestination first."
             )
         table_paths = sorted(referenced_ldap_tables(desired.parameters, desired.services))
+        if table_paths and "ldap" not in _map_types(config_dir):
+            raise CommandError("this Postfix has no ldap: tables: install postfix-ldap, or give --without-ldap")
         if table_paths and not password and not options["dry_run"]:
             raise CommandError("the ldap: tables need the cn=postfix password: give --ldap-password-file")
         gid = grp.getgrnam("postfix").gr_gid
