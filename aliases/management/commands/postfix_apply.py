@@ -129,22 +129,22 @@ class Command(BaseCommand):
         )
         if not form.is_valid():
             raise CommandError(errors_text(form))
-        if not options["dry_run"]:
+        dry_run: bool = options["dry_run"]
+        if not dry_run:
             try:
                 require_audit_log()
             except AuditLogUnavailable as exc:
                 raise CommandError(str(exc)) from None
         config_dir: Path = form.cleaned_data["config_dir"]
-        password: str = form.cleaned_data["ldap_password"]
         main_path, master_path = config_dir / "main.cf", config_dir / "master.cf"
         try:
             main_cf, master_cf, tables = generated_configuration(config_dir)
-            desired: Desired = desired_from_generated(
-                main_cf, master_cf, ["submission"] if form.cleaned_data["submission"] else []
-            )
+            services = ["submission"] if form.cleaned_data["submission"] else []
+            desired = desired_from_generated(main_cf, master_cf, services)
             if options["without_ldap"]:
                 desired = without_ldap(desired)
             new_main, new_master, changes = merge(main_path.read_text(), master_path.read_text(), desired)
+            table_texts = self._ldap_tables(config_dir, desired, tables, form.cleaned_data["ldap_password"], dry_run)
         except MergeError as exc:
             raise CommandError(str(exc)) from None
         clashes = local_destination_conflicts(_expanded(config_dir, "mydestination"), _our_domains())
@@ -153,29 +153,12 @@ class Command(BaseCommand):
                 f"{', '.join(clashes)}: in this host's mydestination, so Postfix would deliver to local"
                 " accounts instead of the mailboxes. Take them out of mydestination first."
             )
-        table_paths = sorted(referenced_ldap_tables(desired.parameters, desired.services))
-        if table_paths and "ldap" not in _map_types(config_dir):
-            raise CommandError("this Postfix has no ldap: tables: install postfix-ldap, or give --without-ldap")
-        if table_paths and not password and not options["dry_run"]:
-            raise CommandError("the ldap: tables need the cn=postfix password: give --ldap-password-file")
-        gid = grp.getgrnam("postfix").gr_gid
-        table_texts: dict[Path, str] = {}
-        for table in table_paths:
-            path = Path(table)
-            if path.parent != config_dir or path.name not in tables:
-                raise CommandError(f"the configuration names an ldap: table this command does not write: {table}")
-            try:
-                text = ldap_table_text(tables[path.name], password or "dry-run-placeholder")
-            except MergeError as exc:
-                raise CommandError(str(exc)) from None
-            if _needs_writing(path, text, LDAP_TABLE_MODE, 0, gid):
-                table_texts[path] = text
-        if options["dry_run"]:
+        if dry_run:
             self._show(main_path, new_main, master_path, new_master, changes, table_texts)
             return
         # The tables first: main.cf never names one that is not there yet.
         for path, text in table_texts.items():
-            _write_atomically(path, text, LDAP_TABLE_MODE, 0, gid)
+            _write_atomically(path, text, LDAP_TABLE_MODE, 0, grp.getgrnam("postfix").gr_gid)
         for path, new in ((main_path, new_main), (master_path, new_master)):
             if new != path.read_text():
                 info = path.stat()
@@ -190,6 +173,26 @@ class Command(BaseCommand):
         else:
             self.stdout.write("nothing to change")
         self._check(config_dir)
+
+    def _ldap_tables(
+        self, config_dir: Path, desired: Desired, tables: dict[str, list[str]], password: str, dry_run: bool
+    ) -> dict[Path, str]:
+        """The ldap: tables the configuration uses that are missing or differ: path → text."""
+        paths = sorted(referenced_ldap_tables(desired.parameters, desired.services))
+        if paths and "ldap" not in _map_types(config_dir):
+            raise CommandError("this Postfix has no ldap: tables: install postfix-ldap, or give --without-ldap")
+        if paths and not password and not dry_run:
+            raise CommandError("the ldap: tables need the cn=postfix password: give --ldap-password-file")
+        gid = grp.getgrnam("postfix").gr_gid
+        texts: dict[Path, str] = {}
+        for table in paths:
+            path = Path(table)
+            if path.parent != config_dir or path.name not in tables:
+                raise CommandError(f"the configuration names an ldap: table this command does not write: {table}")
+            text = ldap_table_text(tables[path.name], password or "dry-run-placeholder")
+            if _needs_writing(path, text, LDAP_TABLE_MODE, 0, gid):
+                texts[path] = text
+        return texts
 
     def _show(
         self,
