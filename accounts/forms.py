@@ -370,8 +370,14 @@ class LdapSetupForm(forms.Form):
         except ldap_setup.SetupError as error:
             raise forms.ValidationError(str(error)) from None
 
-    def clean_bind_password_file(self) -> str:
-        return read_secret_file(self.cleaned_data["bind_password_file"])
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "bind_password_file" in cleaned:
+            try:
+                cleaned["bind_password"] = read_secret_file(cleaned["bind_password_file"])
+            except forms.ValidationError as error:
+                self.add_error("bind_password_file", error)
+        return cleaned
 
     def _absolute_path(self, name: str) -> Path | None:
         value = self.cleaned_data[name]

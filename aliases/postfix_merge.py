@@ -386,10 +386,34 @@ def _referenced_only(parameters: dict[str, str], services: list[Service]) -> dic
     return kept
 
 
+def without_ldap(desired: Desired) -> Desired:
+    """The configuration for a host without postfix-ldap: every ldap: table taken out of the lists
+    (the published tables alone then refuse suspended senders, within the publication delay).
+    Submission needs the ldap: tables for its checks by login, so it cannot be asked for too."""
+    if any(service.name in SHARED_SERVICES for service in desired.services):
+        raise MergeError("submission checks senders by login through ldap: tables: it needs postfix-ldap")
+    parameters = {}
+    for name, value in desired.parameters.items():
+        if "ldap:" not in value:
+            parameters[name] = value
+            continue
+        kept = [item for item in list_items(value) if "ldap:" not in item]
+        if kept:
+            parameters[name] = ", ".join(kept)
+    return Desired(_referenced_only(parameters, desired.services), desired.services)
+
+
 def referenced_ldap_tables(parameters: dict[str, str], services: list[Service]) -> set[str]:
     """Paths of the ldap: tables the configuration uses."""
     texts = [*parameters.values(), *(value for service in services for _, value in service.options)]
     return {path for text in texts for path in re.findall(r"ldap:(/[^\s,}]+)", text)}
+
+
+def local_destination_conflicts(mydestination: str, domains: Iterable[str]) -> list[str]:
+    """Our domains that the host also lists in mydestination (expanded, as `postconf -x` prints
+    it): Postfix would deliver those to local Unix accounts, not to the mailboxes, and warn."""
+    local = {item.lower().rstrip(".") for item in list_items(mydestination)}
+    return sorted({domain.lower() for domain in domains} & local)
 
 
 def merge(host_main_cf: str, host_master_cf: str, desired: Desired) -> tuple[str, str, list[Change]]:

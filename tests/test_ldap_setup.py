@@ -196,6 +196,23 @@ def test_dry_run_prints_the_ldif_with_the_placeholder_explained_and_changes_noth
     assert "dn: olcDatabase={1}mdb,cn=config\nchangetype: modify\nadd: olcAccess" in output
 
 
+def test_admin_is_added_to_an_existing_admins_group(existing: ExistingDirectory, tmp_path: Path) -> None:
+    folder = tmp_path / "secrets"
+    setup(existing, folder)
+    carol = f"uid=carol,{settings.LDAP_PEOPLE_DN}"
+
+    dry = setup(existing, folder, "--admin", "carol", "--dry-run")
+    assert f"dn: {settings.LDAP_ADMIN_GROUP_DN}\nchangetype: modify\nadd: member\nmember: {carol}\n-" in dry
+    assert carol.lower() not in directory.member_dns(manager(existing), settings.LDAP_ADMIN_GROUP_DN)
+
+    output = setup(existing, folder, "--admin", "carol")
+    assert f"added {carol} to {settings.LDAP_ADMIN_GROUP_DN}" in output
+    assert carol.lower() in directory.member_dns(manager(existing), settings.LDAP_ADMIN_GROUP_DN)
+    assert "nothing to change" in setup(existing, folder, "--admin", "carol")
+    with pytest.raises(CommandError, match="no such user"):
+        setup(existing, folder, "--admin", "nobody")
+
+
 def test_an_existing_account_keeps_its_password_unless_a_file_names_another(
     existing: ExistingDirectory, tmp_path: Path
 ) -> None:
@@ -302,6 +319,10 @@ def test_a_hostile_name_in_the_settings_is_refused_before_anything_is_written(
 
 
 def test_a_wrong_manager_password_is_a_plain_error(existing: ExistingDirectory, tmp_path: Path) -> None:
+    existing.manager_password_file.write_text("two\nlines\n")
+    with pytest.raises(CommandError, match="bind_password_file: .* must hold one line") as refused:
+        setup(existing, tmp_path / "secrets")
+    assert "two" not in str(refused.value)  # the content is never quoted
     existing.manager_password_file.write_text("not-the-password\n")
     with pytest.raises(CommandError, match="refused cn=admin"):
         setup(existing, tmp_path / "secrets")

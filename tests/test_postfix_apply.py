@@ -18,6 +18,7 @@ from aliases.postfix_merge import (
     desired_from_generated,
     ldap_table_text,
     list_items,
+    local_destination_conflicts,
     main_cf_parameters,
     merge_main_cf,
     merge_master_cf,
@@ -46,6 +47,11 @@ DEBIAN_POSTINST = [
     "inet_interfaces=all",
     "inet_protocols=all",
 ]
+
+
+def table(name: str) -> str:
+    """A published table as the generator names it (its type is a setting once there is one)."""
+    return f"{getattr(settings, 'POSTFIX_MAP_TYPE', 'hash')}:{settings.POSTFIX_MAP_DIR}/{name}"
 
 
 def postconf(config_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -113,10 +119,9 @@ def test_applied_to_stock_debian_postfix_check_and_postconf_warn_about_nothing(h
     output = apply(host, "--ldap-password-file", str(password_file))
 
     assert_postfix_is_quiet(host)
-    maps = settings.POSTFIX_MAP_DIR
-    assert postconf(host, "-h", "virtual_alias_maps").stdout.strip() == f"hash:{maps}/virtual"
+    assert postconf(host, "-h", "virtual_alias_maps").stdout.strip() == table("virtual")
     recipient = postconf(host, "-h", "smtpd_recipient_restrictions").stdout
-    assert recipient.split(",")[0].strip() == f"check_recipient_access hash:{maps}/recipient_access"
+    assert recipient.split(",")[0].strip() == f"check_recipient_access {table('recipient_access')}"
     sender = postconf(host, "-h", "smtpd_sender_restrictions").stdout
     assert f"check_sender_access ldap:{host}/sender_block.cf" in sender
     # Debian's own settings stay as they were.
@@ -132,10 +137,10 @@ def test_applied_to_stock_debian_postfix_check_and_postconf_warn_about_nothing(h
     definitions = [d.name for d in parse_main_cf((host / "main.cf").read_text())]
     assert len(definitions) == len(set(definitions))
     # The ldap: table: the real password, root:postfix 0640; the password is never printed.
-    table = host / "sender_block.cf"
-    info = table.stat()
+    cf_file = host / "sender_block.cf"
+    info = cf_file.stat()
     assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (0o640, 0, grp.getgrnam("postfix").gr_gid)
-    assert f"bind_pw = {PASSWORD}\n" in table.read_text()
+    assert f"bind_pw = {PASSWORD}\n" in cf_file.read_text()
     assert not (host / "sasl_sender_block.cf").exists() and not (host / "sender_login_maps.cf").exists()
     assert PASSWORD not in output
     assert "postconf -c" in output and "no warnings" in output
@@ -177,7 +182,7 @@ def test_dry_run_shows_the_changes_with_the_password_masked_and_writes_nothing(h
     assert snapshot(host) == before
     assert "would main.cf: set virtual_alias_maps" in output
     assert "would master.cf: add service mailadmin-autoreply/unix" in output
-    assert f"+virtual_alias_maps = hash:{settings.POSTFIX_MAP_DIR}/virtual" in output
+    assert f"+virtual_alias_maps = {table('virtual')}" in output
     assert f"would write {host}/sender_block.cf (mode 0640 root:postfix):" in output
     assert "bind_pw = ********" in output
     assert PASSWORD not in output
@@ -202,14 +207,14 @@ def test_the_host_restrictions_and_tables_are_kept_and_ours_go_before_anything_t
     recipient = list_items(postconf(host, "-h", "smtpd_recipient_restrictions").stdout)
     assert recipient == [
         "reject_non_fqdn_recipient",
-        f"check_recipient_access hash:{settings.POSTFIX_MAP_DIR}/recipient_access",
+        f"check_recipient_access {table('recipient_access')}",
         f"check_policy_service inet:{settings.POLICY_HOST}:{settings.POLICY_PORT}",
         "permit_mynetworks",
         "check_policy_service unix:private/policy",
         "reject_unauth_destination",
     ]
     aliases = list_items(postconf(host, "-h", "virtual_alias_maps").stdout)
-    assert aliases == [f"hash:{settings.POSTFIX_MAP_DIR}/virtual", "hash:/etc/postfix/virtual"]
+    assert aliases == [table("virtual"), "hash:/etc/postfix/virtual"]
     text = (host / "main.cf").read_text()
     assert text.count("smtpd_delay_reject") == 1 and text.count("virtual_alias_maps") == 1
 
@@ -227,6 +232,35 @@ def test_a_setting_with_a_line_break_is_refused_before_anything_is_written(
     with pytest.raises(CommandError, match="control character"):
         apply(host, "--ldap-password-file", str(password_file))
     assert snapshot(host) == before
+
+
+def test_a_mail_domain_in_the_hosts_mydestination_is_refused_before_anything_is_written(
+    host: Path, password_file: Path
+) -> None:
+    assert (
+        postconf(host, "-e", f"mydomain={settings.MAIL_DOMAIN}", "mydestination=$myhostname, $mydomain").returncode == 0
+    )
+    before = snapshot(host)
+    with pytest.raises(CommandError, match=f"{settings.MAIL_DOMAIN}: in this host's mydestination"):
+        apply(host, "--ldap-password-file", str(password_file))
+    assert snapshot(host) == before
+    assert local_destination_conflicts("mail.example.org, Example.ORG., localhost", ["example.org", "x.org"]) == [
+        "example.org"
+    ]
+
+
+def test_without_ldap_the_published_tables_alone_are_merged_and_postfix_stays_quiet(host: Path) -> None:
+    output = apply(host, "--without-ldap")
+
+    assert_postfix_is_quiet(host)
+    assert "ldap:" not in (host / "main.cf").read_text()
+    assert list_items(postconf(host, "-h", "smtpd_sender_restrictions").stdout) == [
+        f"check_sender_access {table('sender_access')}"
+    ]
+    assert not list(host.glob(".*.tmp")) and not (host / "sender_block.cf").exists()
+    assert "nothing to change" in apply(host, "--without-ldap") and "sender_block.cf" not in output
+    with pytest.raises(CommandError, match="needs postfix-ldap"):
+        apply(host, "--without-ldap", "--submission")
 
 
 def test_without_the_password_file_nothing_is_written(host: Path) -> None:

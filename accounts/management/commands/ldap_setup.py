@@ -69,7 +69,7 @@ class Command(BaseCommand):
             rules = ldap_setup.access_rules(data["acl_format"], data["acl_database"])
         except ldap_setup.SetupError as exc:
             raise CommandError(str(exc)) from None
-        manager = directory.Manager(data["bind_dn"], data["bind_password_file"])
+        manager = directory.Manager(data["bind_dn"], data["bind_password"])
         try:
             done = self._directory(manager, data["password_dir"], data["admin"], options["dry_run"])
         except directory.DirectoryError as exc:

@@ -22,15 +22,18 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounts.forms import errors_text
 from aliases.forms import PostfixApplyForm
 from aliases.management.commands import postfix_config
+from aliases.models import Domain
 from aliases.postfix_merge import (
     Desired,
     MergeError,
     checked_lines,
     desired_from_generated,
     ldap_table_text,
+    local_destination_conflicts,
     masked,
     merge,
     referenced_ldap_tables,
+    without_ldap,
 )
 from audit.models import AuditLogUnavailable, record_event, require_audit_log
 
@@ -63,6 +66,27 @@ def generated_configuration(config_dir: Path) -> tuple[str, str, dict[str, list[
     return main_cf, master_cf, files
 
 
+def _expanded(config_dir: Path, parameter: str) -> str:
+    """A main.cf parameter's value with $names expanded, as Postfix uses it."""
+    result = subprocess.run(
+        [POSTCONF, "-c", str(config_dir), "-xh", parameter], capture_output=True, text=True, check=False, timeout=60
+    )
+    if result.returncode != 0:
+        raise CommandError(f"postconf -c {config_dir} cannot read {parameter}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def _map_types(config_dir: Path) -> set[str]:
+    result = subprocess.run(
+        [POSTCONF, "-c", str(config_dir), "-m"], capture_output=True, text=True, check=False, timeout=60
+    )
+    return set(result.stdout.split())
+
+
+def _our_domains() -> set[str]:
+    return {settings.MAIL_DOMAIN, settings.ALIAS_DOMAIN, *Domain.objects.values_list("name", flat=True)}
+
+
 def _write_atomically(path: Path, text: str, mode: int, uid: int, gid: int) -> None:
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -92,6 +116,7 @@ class Command(BaseCommand):
         parser.add_argument("-c", "--config-dir", default=str(settings.POSTFIX_CONFIG_DIR), help="like postconf -c")
         parser.add_argument("--submission", action="store_true", help="also the submission service (port 587)")
         parser.add_argument("--ldap-password-file", default="", help="file holding the cn=postfix password")
+        parser.add_argument("--without-ldap", action="store_true", help="a host without postfix-ldap: no ldap: tables")
         parser.add_argument("--dry-run", action="store_true", help="print the changes; write nothing")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -104,43 +129,36 @@ class Command(BaseCommand):
         )
         if not form.is_valid():
             raise CommandError(errors_text(form))
-        if not options["dry_run"]:
+        dry_run: bool = options["dry_run"]
+        if not dry_run:
             try:
                 require_audit_log()
             except AuditLogUnavailable as exc:
                 raise CommandError(str(exc)) from None
         config_dir: Path = form.cleaned_data["config_dir"]
-        password: str = form.cleaned_data["ldap_password"]
         main_path, master_path = config_dir / "main.cf", config_dir / "master.cf"
         try:
             main_cf, master_cf, tables = generated_configuration(config_dir)
-            desired: Desired = desired_from_generated(
-                main_cf, master_cf, ["submission"] if form.cleaned_data["submission"] else []
-            )
+            services = ["submission"] if form.cleaned_data["submission"] else []
+            desired = desired_from_generated(main_cf, master_cf, services)
+            if options["without_ldap"]:
+                desired = without_ldap(desired)
             new_main, new_master, changes = merge(main_path.read_text(), master_path.read_text(), desired)
+            table_texts = self._ldap_tables(config_dir, desired, tables, form.cleaned_data["ldap_password"], dry_run)
         except MergeError as exc:
             raise CommandError(str(exc)) from None
-        table_paths = sorted(referenced_ldap_tables(desired.parameters, desired.services))
-        if table_paths and not password and not options["dry_run"]:
-            raise CommandError("the ldap: tables need the cn=postfix password: give --ldap-password-file")
-        gid = grp.getgrnam("postfix").gr_gid
-        table_texts: dict[Path, str] = {}
-        for table in table_paths:
-            path = Path(table)
-            if path.parent != config_dir or path.name not in tables:
-                raise CommandError(f"the configuration names an ldap: table this command does not write: {table}")
-            try:
-                text = ldap_table_text(tables[path.name], password or "dry-run-placeholder")
-            except MergeError as exc:
-                raise CommandError(str(exc)) from None
-            if _needs_writing(path, text, LDAP_TABLE_MODE, 0, gid):
-                table_texts[path] = text
-        if options["dry_run"]:
+        clashes = local_destination_conflicts(_expanded(config_dir, "mydestination"), _our_domains())
+        if clashes:
+            raise CommandError(
+                f"{', '.join(clashes)}: in this host's mydestination, so Postfix would deliver to local"
+                " accounts instead of the mailboxes. Take them out of mydestination first."
+            )
+        if dry_run:
             self._show(main_path, new_main, master_path, new_master, changes, table_texts)
             return
         # The tables first: main.cf never names one that is not there yet.
         for path, text in table_texts.items():
-            _write_atomically(path, text, LDAP_TABLE_MODE, 0, gid)
+            _write_atomically(path, text, LDAP_TABLE_MODE, 0, grp.getgrnam("postfix").gr_gid)
         for path, new in ((main_path, new_main), (master_path, new_master)):
             if new != path.read_text():
                 info = path.stat()
@@ -155,6 +173,26 @@ class Command(BaseCommand):
         else:
             self.stdout.write("nothing to change")
         self._check(config_dir)
+
+    def _ldap_tables(
+        self, config_dir: Path, desired: Desired, tables: dict[str, list[str]], password: str, dry_run: bool
+    ) -> dict[Path, str]:
+        """The ldap: tables the configuration uses that are missing or differ: path → text."""
+        paths = sorted(referenced_ldap_tables(desired.parameters, desired.services))
+        if paths and "ldap" not in _map_types(config_dir):
+            raise CommandError("this Postfix has no ldap: tables: install postfix-ldap, or give --without-ldap")
+        if paths and not password and not dry_run:
+            raise CommandError("the ldap: tables need the cn=postfix password: give --ldap-password-file")
+        gid = grp.getgrnam("postfix").gr_gid
+        texts: dict[Path, str] = {}
+        for table in paths:
+            path = Path(table)
+            if path.parent != config_dir or path.name not in tables:
+                raise CommandError(f"the configuration names an ldap: table this command does not write: {table}")
+            text = ldap_table_text(tables[path.name], password or "dry-run-placeholder")
+            if _needs_writing(path, text, LDAP_TABLE_MODE, 0, gid):
+                texts[path] = text
+        return texts
 
     def _show(
         self,
