@@ -56,13 +56,16 @@ def shown(client, **query) -> set[int]:
 
 
 def test_a_person_sees_mail_of_their_own_addresses_and_nobody_elses(people) -> None:
+    through_alias = record(recipient=people["mail"], original=people["alias"]).pk
+    refused_alias = record(recipient=people["alias"], status="rejected", reply="550 5.1.1 This address is disabled").pk
+    through_catchall = record(recipient=people["mail"], original=f"anything@{people['catchall']}").pk
     own = {
         record(recipient=people["mail"]).pk,
         record(sender=people["mail"], recipient="friend@remote.example").pk,
-        record(recipient=people["mail"], original=people["alias"]).pk,
-        record(recipient=people["alias"], status="rejected", reply="550 5.1.1 This address is disabled").pk,
         record(recipient=people["tombstone"], status="rejected").pk,
-        record(recipient=people["mail"], original=f"anything@{people['catchall']}").pk,
+        through_alias,
+        refused_alias,
+        through_catchall,
     }
     theirs = {
         record(recipient=people["other_mail"]).pk,
@@ -72,6 +75,8 @@ def test_a_person_sees_mail_of_their_own_addresses_and_nobody_elses(people) -> N
     lookalike = record(recipient=f"someone@{people['catchall']}.evil.example").pk  # not the catch-all domain
 
     assert shown(people["owner"]) == own
+    assert shown(people["owner"], q=f"anything@{people['catchall']}") == {through_catchall}
+    assert shown(people["owner"], q=people["alias"]) == {through_alias, refused_alias}
     assert shown(people["other"]) == theirs
     for pk in own:
         assert people["owner"].get(f"/trail/{pk}/").status_code == 200

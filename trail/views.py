@@ -31,6 +31,7 @@ def search(request: HttpRequest) -> HttpResponse:
     assert isinstance(request.user, User)
     staff = _is_staff(request)
     own: set[str] | None = None
+    domains: set[str] = set()
     records = Delivery.objects.all()
     if not staff:
         try:
@@ -38,7 +39,7 @@ def search(request: HttpRequest) -> HttpResponse:
         except directory.DirectoryUnavailable:
             return _unavailable(request)
         records = records.filter(services.involving(own, domains))
-    form = TrailSearchForm(request.GET, own=own)
+    form = TrailSearchForm(request.GET, own=own, own_domains=domains)
     filtered = form.is_valid()
     records = form.filter(records) if filtered else records.none()
     page = Paginator(records, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -51,7 +52,8 @@ def search(request: HttpRequest) -> HttpResponse:
             "page": page,
             "filters_active": active,
             "staff": staff,
-            "own": sorted(own or ()),
+            "own_count": len(own or ()),
+            "own_domains": len(domains),
             "retention_days": settings.TRAIL_RETENTION_DAYS,
         },
     )
