@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.db import DatabaseError
 
 from benchmarks.trail import message_lines
-from trail import services
+from trail import services, tasks
 from trail.models import Delivery, LogPosition
 from trail.parser import Parser
 
@@ -205,9 +205,10 @@ def test_records_past_the_retention_are_deleted(log, settings) -> None:
     Delivery.objects.filter(pk__in=old).update(logged_at=services.timezone.now() - services.timedelta(days=31))
     settings.TRAIL_RETENTION_DAYS = 30
 
-    assert services.delete_expired() == 10
+    assert tasks.delete_expired_records() == 10  # what Celery beat runs hourly
     assert Delivery.objects.filter(host=host).count() == total - 10
-    assert services.delete_expired() == 0  # idempotent
+    assert tasks.delete_expired_records() == 0  # idempotent
+    assert settings.CELERY_BEAT_SCHEDULE["trail-retention"]["task"] == "trail.tasks.delete_expired_records"
 
 
 def test_follow_maillog_once_reads_the_configured_log(log, settings) -> None:
