@@ -97,6 +97,7 @@ def test_the_record_page_names_the_outcome_and_other_recipients_of_the_message_t
     mine = record(recipient=people["mail"], queue_id="4A1B2C3D4E", reply="delivered to maildir", relay="virtual")
     record(recipient=people["other_mail"], queue_id="4A1B2C3D4E")
     also_mine = record(recipient=people["alias"], queue_id="4A1B2C3D4E", status="bounced")
+    record(recipient=people["mail"], queue_id="4A1B2C3D4E", logged_at=timezone.now() - timedelta(days=20))  # id reused
 
     page = people["owner"].get(f"/trail/{mine.pk}/")
 

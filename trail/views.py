@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
@@ -14,6 +16,7 @@ from trail.forms import TrailSearchForm
 from trail.models import Delivery
 
 PAGE_SIZE = 50
+SAME_MESSAGE_WINDOW = timedelta(days=7)
 
 
 def _unavailable(request: HttpRequest) -> HttpResponse:
@@ -70,8 +73,13 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     except directory.DirectoryUnavailable:
         return _unavailable(request)
     record = get_object_or_404(visible, pk=pk)
+    # Short queue ids come back once their queue file's inode does: the same message is the same
+    # id on the same host within Postfix's longest queue lifetime (5 days by default).
+    near = (record.logged_at - SAME_MESSAGE_WINDOW, record.logged_at + SAME_MESSAGE_WINDOW)
     same_message = (
-        visible.filter(host=record.host, queue_id=record.queue_id).exclude(pk=record.pk)[:PAGE_SIZE]
+        visible.filter(host=record.host, queue_id=record.queue_id, logged_at__range=near).exclude(pk=record.pk)[
+            :PAGE_SIZE
+        ]
         if record.queue_id
         else []
     )
