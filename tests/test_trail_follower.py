@@ -2,6 +2,7 @@
 failed save. Whatever happens, the stored records are exactly those of the whole log read in
 one go: none lost, none doubled."""
 
+import gzip
 import os
 import random
 import secrets
@@ -152,7 +153,13 @@ def test_a_restart_resumes_where_the_last_one_stopped(log) -> None:
     assert LogPosition.objects.get(host=host).offset == path.stat().st_size
 
 
-@pytest.mark.parametrize("rotation", ["rename", "copytruncate"])
+def compress(path: Path) -> None:
+    with open(path, "rb") as plain, gzip.open(f"{path}.gz", "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    path.unlink()
+
+
+@pytest.mark.parametrize("rotation", ["rename", "copytruncate", "rename, then gzip", "copytruncate, then gzip"])
 def test_a_rotation_while_stopped_is_found_on_restart(log, rotation: str) -> None:
     path, writer, host = log
     writer.messages(range(0, 50))
@@ -160,15 +167,38 @@ def test_a_rotation_while_stopped_is_found_on_restart(log, rotation: str) -> Non
     first.catch_up()
     first.close()
     writer.messages(range(50, 80))  # written while the follower is stopped
-    if rotation == "rename":
-        os.rename(path, path.with_name("maillog.1"))
+    rotated = path.with_name("maillog.20261207-090000")
+    if rotation.startswith("rename"):
+        os.rename(path, rotated)
         writer.reopen()
     else:
-        shutil.copyfile(path, path.with_name("maillog.1"))
+        shutil.copyfile(path, rotated)
         os.truncate(path, 0)
+    if rotation.endswith("gzip"):
+        compress(rotated)
     writer.messages(range(80, 110))
     second = follower(path, host)
     second.catch_up()
+
+    assert stored(host) == expected(writer)
+
+
+def test_a_restart_in_the_middle_of_a_compressed_rotated_file_resumes_in_it(log) -> None:
+    path, writer, host = log
+    writer.messages(range(0, 50))
+    first = follower(path, host)
+    first.catch_up()
+    first.close()
+    writer.messages(range(50, 3000))  # several megabytes while stopped
+    os.rename(path, path.with_name("maillog.1"))
+    compress(path.with_name("maillog.1"))
+    writer.reopen()
+    writer.messages(range(3000, 3050))
+    second = follower(path, host)
+    assert second.step()  # one chunk of the decompressed rest, then stopped again
+    second.close()
+    third = follower(path, host)
+    third.catch_up()
 
     assert stored(host) == expected(writer)
 
