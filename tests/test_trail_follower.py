@@ -3,6 +3,7 @@ failed save. Whatever happens, the stored records are exactly those of the whole
 one go: none lost, none doubled."""
 
 import gzip
+import hashlib
 import os
 import random
 import secrets
@@ -19,6 +20,7 @@ from django.db import DatabaseError
 
 from benchmarks.trail import message_lines
 from trail import services, tasks
+from trail.logfile import LogReader, Position
 from trail.models import Delivery, LogPosition
 from trail.parser import Parser
 
@@ -293,3 +295,24 @@ def test_the_long_running_loop_starts_again_from_the_saved_position_after_a_data
     writer.close()
 
     assert stored(host) == want and len(saves) > 3
+
+
+def test_a_file_nothing_was_read_from_is_not_mistaken_for_an_older_rotated_one(tmp_path: Path) -> None:
+    # Saved at offset 0 (a new file right after a switch): its fingerprint is of no bytes, which
+    # every file matches; only the file itself, by inode, may be taken for it.
+    path = tmp_path / "maillog"
+    older = Writer(tmp_path / "maillog.1")
+    older.messages(range(0, 5))
+    older.close()
+    compress(tmp_path / "maillog.1")
+    plain = Writer(tmp_path / "maillog.2")  # another old one, not compressed
+    plain.messages(range(100, 103))
+    plain.close()
+    current = Writer(path)
+    current.messages(range(5, 10))
+    gone = Position(device=0, inode=1, offset=0, fingerprint=hashlib.sha256(b"").hexdigest(), fingerprint_length=0)
+    reader = LogReader(path, gone)
+
+    assert reader.read_lines() == current.written
+    current.close()
+    reader.close()

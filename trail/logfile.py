@@ -157,6 +157,8 @@ class LogReader:
                 continue
             if (st.st_dev, st.st_ino) == (position.device, position.inode):
                 by_identity.append(path)
+        if position.fingerprint_length == 0:  # nothing read yet: every file starts "the same"
+            candidates, compressed = by_identity, []
         for path in by_identity + [p for p in candidates if p not in by_identity]:
             fd = _open(path)
             if fd is None:
