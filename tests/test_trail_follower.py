@@ -8,7 +8,10 @@ import os
 import random
 import secrets
 import shutil
+import sqlite3
 import subprocess
+import sys
+import time
 from collections import Counter
 from io import StringIO
 from pathlib import Path
@@ -316,3 +319,50 @@ def test_a_file_nothing_was_read_from_is_not_mistaken_for_an_older_rotated_one(t
     assert reader.read_lines() == current.written
     current.close()
     reader.close()
+
+
+def test_follow_maillog_killed_at_any_moment_and_restarted_stores_every_record_once(tmp_path: Path) -> None:
+    # The real command in its own process and database, killed with SIGKILL (no clean-up at all)
+    # while the log grows, three times, then left to finish.
+    env = dict(
+        os.environ,
+        MAILADMIN_STATE_DIR=str(tmp_path),
+        MAILADMIN_DATABASE_URL="",
+        MAILADMIN_MAILLOG_FILE=str(tmp_path / "maillog"),
+        MAILADMIN_MAIL_HOST="crash",
+        MAILADMIN_MAILLOG_POLL_MS="20",
+        MAILADMIN_MAILLOG_TIME_ZONE="UTC",
+    )
+    manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, timeout=120)
+    writer = Writer(tmp_path / "maillog")
+    database = tmp_path / "mailadmin.sqlite3"
+
+    def saved_offset() -> int:
+        with sqlite3.connect(database) as db:
+            row = db.execute("SELECT MAX(`offset`) FROM trail_logposition").fetchone()
+        return row[0] or 0
+
+    offsets = [0]
+    for round_ in range(3):
+        writer.messages(range(round_ * 1000, round_ * 1000 + 50))
+        follower_process = subprocess.Popen([*manage, "follow_maillog"], env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while saved_offset() <= offsets[-1] and time.monotonic() < deadline:  # following now
+            time.sleep(0.05)
+        for start in range(round_ * 1000 + 50, (round_ + 1) * 1000, 50):
+            writer.messages(range(start, start + 50))
+            time.sleep(0.01)
+        time.sleep(random.Random(round_).uniform(0.0, 0.2))
+        follower_process.kill()
+        follower_process.wait()
+        offsets.append(saved_offset())
+    writer.close()
+    subprocess.run([*manage, "follow_maillog", "--once"], env=env, check=True, timeout=300, stdout=subprocess.DEVNULL)
+
+    assert offsets == sorted(offsets) and len(set(offsets)) == 4  # each one was killed while following
+    with sqlite3.connect(database) as db:
+        rows = db.execute(f"SELECT {', '.join(FIELDS)} FROM trail_delivery").fetchall()
+    found = Counter(tuple("None" if value is None else str(value) for value in row) for row in rows)
+    want = Counter(key(record)[1:] for record in Parser().parse(writer.written))
+    assert found == want
