@@ -118,6 +118,8 @@ def test_helpdesk_searches_by_address_queue_id_status_and_time(sign_in) -> None:
     assert shown(helpdesk, q="x@remote.example", status="bounced") == {old.pk}
     since = timezone.localtime(now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
     assert shown(helpdesk, q="x@remote.example", since=since) == {new.pk}
+    page = helpdesk.get(f"/trail/{new.pk}/").content.decode()
+    assert 'href="/trail/?q=x%40remote.example"' in page  # the record links to all mail of its addresses
     response = helpdesk.get("/trail/", {"q": "not an address"})
     assert "one mail address" in response.content.decode()
 

@@ -68,8 +68,9 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One record and the other outcomes of the same message that the viewer may see; 404 for a
     record that involves none of an end user's addresses."""
     assert isinstance(request.user, User)
+    staff = _is_staff(request)
     try:
-        visible = services.visible_to(request.user, _is_staff(request))
+        visible = services.visible_to(request.user, staff)
     except directory.DirectoryUnavailable:
         return _unavailable(request)
     record = get_object_or_404(visible, pk=pk)
@@ -83,4 +84,4 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
         if record.queue_id
         else []
     )
-    return render(request, "trail/detail.html", {"record": record, "same_message": same_message})
+    return render(request, "trail/detail.html", {"record": record, "same_message": same_message, "staff": staff})
