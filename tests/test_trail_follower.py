@@ -2,11 +2,16 @@
 failed save. Whatever happens, the stored records are exactly those of the whole log read in
 one go: none lost, none doubled."""
 
+import gzip
+import hashlib
 import os
 import random
 import secrets
 import shutil
+import sqlite3
 import subprocess
+import sys
+import time
 from collections import Counter
 from io import StringIO
 from pathlib import Path
@@ -17,7 +22,8 @@ from django.core.management import call_command
 from django.db import DatabaseError
 
 from benchmarks.trail import message_lines
-from trail import services
+from trail import services, tasks
+from trail.logfile import LogReader, Position
 from trail.models import Delivery, LogPosition
 from trail.parser import Parser
 
@@ -152,7 +158,13 @@ def test_a_restart_resumes_where_the_last_one_stopped(log) -> None:
     assert LogPosition.objects.get(host=host).offset == path.stat().st_size
 
 
-@pytest.mark.parametrize("rotation", ["rename", "copytruncate"])
+def compress(path: Path) -> None:
+    with open(path, "rb") as plain, gzip.open(f"{path}.gz", "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    path.unlink()
+
+
+@pytest.mark.parametrize("rotation", ["rename", "copytruncate", "rename, then gzip", "copytruncate, then gzip"])
 def test_a_rotation_while_stopped_is_found_on_restart(log, rotation: str) -> None:
     path, writer, host = log
     writer.messages(range(0, 50))
@@ -160,15 +172,38 @@ def test_a_rotation_while_stopped_is_found_on_restart(log, rotation: str) -> Non
     first.catch_up()
     first.close()
     writer.messages(range(50, 80))  # written while the follower is stopped
-    if rotation == "rename":
-        os.rename(path, path.with_name("maillog.1"))
+    rotated = path.with_name("maillog.20261207-090000")
+    if rotation.startswith("rename"):
+        os.rename(path, rotated)
         writer.reopen()
     else:
-        shutil.copyfile(path, path.with_name("maillog.1"))
+        shutil.copyfile(path, rotated)
         os.truncate(path, 0)
+    if rotation.endswith("gzip"):
+        compress(rotated)
     writer.messages(range(80, 110))
     second = follower(path, host)
     second.catch_up()
+
+    assert stored(host) == expected(writer)
+
+
+def test_a_restart_in_the_middle_of_a_compressed_rotated_file_resumes_in_it(log) -> None:
+    path, writer, host = log
+    writer.messages(range(0, 50))
+    first = follower(path, host)
+    first.catch_up()
+    first.close()
+    writer.messages(range(50, 3000))  # several megabytes while stopped
+    os.rename(path, path.with_name("maillog.1"))
+    compress(path.with_name("maillog.1"))
+    writer.reopen()
+    writer.messages(range(3000, 3050))
+    second = follower(path, host)
+    assert second.step()  # one chunk of the decompressed rest, then stopped again
+    second.close()
+    third = follower(path, host)
+    third.catch_up()
 
     assert stored(host) == expected(writer)
 
@@ -205,9 +240,10 @@ def test_records_past_the_retention_are_deleted(log, settings) -> None:
     Delivery.objects.filter(pk__in=old).update(logged_at=services.timezone.now() - services.timedelta(days=31))
     settings.TRAIL_RETENTION_DAYS = 30
 
-    assert services.delete_expired() == 10
+    assert tasks.delete_expired_records() == 10  # what Celery beat runs hourly
     assert Delivery.objects.filter(host=host).count() == total - 10
-    assert services.delete_expired() == 0  # idempotent
+    assert tasks.delete_expired_records() == 0  # idempotent
+    assert settings.CELERY_BEAT_SCHEDULE["trail-retention"]["task"] == "trail.tasks.delete_expired_records"
 
 
 def test_follow_maillog_once_reads_the_configured_log(log, settings) -> None:
@@ -262,3 +298,71 @@ def test_the_long_running_loop_starts_again_from_the_saved_position_after_a_data
     writer.close()
 
     assert stored(host) == want and len(saves) > 3
+
+
+def test_a_file_nothing_was_read_from_is_not_mistaken_for_an_older_rotated_one(tmp_path: Path) -> None:
+    # Saved at offset 0 (a new file right after a switch): its fingerprint is of no bytes, which
+    # every file matches; only the file itself, by inode, may be taken for it.
+    path = tmp_path / "maillog"
+    older = Writer(tmp_path / "maillog.1")
+    older.messages(range(0, 5))
+    older.close()
+    compress(tmp_path / "maillog.1")
+    plain = Writer(tmp_path / "maillog.2")  # another old one, not compressed
+    plain.messages(range(100, 103))
+    plain.close()
+    current = Writer(path)
+    current.messages(range(5, 10))
+    gone = Position(device=0, inode=1, offset=0, fingerprint=hashlib.sha256(b"").hexdigest(), fingerprint_length=0)
+    reader = LogReader(path, gone)
+
+    assert reader.read_lines() == current.written
+    current.close()
+    reader.close()
+
+
+def test_follow_maillog_killed_at_any_moment_and_restarted_stores_every_record_once(tmp_path: Path) -> None:
+    # The real command in its own process and database, killed with SIGKILL (no clean-up at all)
+    # while the log grows, three times, then left to finish.
+    env = dict(
+        os.environ,
+        MAILADMIN_STATE_DIR=str(tmp_path),
+        MAILADMIN_DATABASE_URL="",
+        MAILADMIN_MAILLOG_FILE=str(tmp_path / "maillog"),
+        MAILADMIN_MAIL_HOST="crash",
+        MAILADMIN_MAILLOG_POLL_MS="20",
+        MAILADMIN_MAILLOG_TIME_ZONE="UTC",
+    )
+    manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, timeout=120)
+    writer = Writer(tmp_path / "maillog")
+    database = tmp_path / "mailadmin.sqlite3"
+
+    def saved_offset() -> int:
+        with sqlite3.connect(database) as db:
+            row = db.execute("SELECT MAX(`offset`) FROM trail_logposition").fetchone()
+        return row[0] or 0
+
+    offsets = [0]
+    for round_ in range(3):
+        writer.messages(range(round_ * 1000, round_ * 1000 + 50))
+        follower_process = subprocess.Popen([*manage, "follow_maillog"], env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while saved_offset() <= offsets[-1] and time.monotonic() < deadline:  # following now
+            time.sleep(0.05)
+        for start in range(round_ * 1000 + 50, (round_ + 1) * 1000, 50):
+            writer.messages(range(start, start + 50))
+            time.sleep(0.01)
+        time.sleep(random.Random(round_).uniform(0.0, 0.2))
+        follower_process.kill()
+        follower_process.wait()
+        offsets.append(saved_offset())
+    writer.close()
+    subprocess.run([*manage, "follow_maillog", "--once"], env=env, check=True, timeout=300, stdout=subprocess.DEVNULL)
+
+    assert offsets == sorted(offsets) and len(set(offsets)) == 4  # each one was killed while following
+    with sqlite3.connect(database) as db:
+        rows = db.execute(f"SELECT {', '.join(FIELDS)} FROM trail_delivery").fetchall()
+    found = Counter(tuple("None" if value is None else str(value) for value in row) for row in rows)
+    want = Counter(key(record)[1:] for record in Parser().parse(writer.written))
+    assert found == want

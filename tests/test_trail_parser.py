@@ -235,3 +235,17 @@ def test_29_february_read_in_the_following_year() -> None:
     line = "Feb 29 10:00:00 mail postfix/smtp[1]: 1A2B3C4D5E: to=<x@y.example>, relay=none, delay=1, delays=0/0/0/1, dsn=4.4.1, status=deferred (down)"
     [record] = Parser().parse([line], now=datetime(2029, 1, 2, tzinfo=UTC))
     assert record.logged_at == datetime(2028, 2, 29, 10, tzinfo=UTC)
+
+
+def test_a_postscreen_reject_and_a_locally_submitted_message() -> None:
+    records = parse("""
+Dec  7 09:10:00 mail postfix/postscreen[4001]: NOQUEUE: reject: RCPT from [192.0.2.99]:51234: 550 5.7.1 Service unavailable; client [192.0.2.99] blocked using zen.spamhaus.org; from=<spam@bad.example>, to=<anna@example.org>, proto=ESMTP, helo=<bad>
+Dec  7 09:10:01 mail postfix/pickup[4002]: 2C3D4E5F6A: uid=33 from=<www-data>
+Dec  7 09:10:01 mail postfix/qmgr[900]: 2C3D4E5F6A: from=<www-data@example.org>, size=500, nrcpt=1 (queue active)
+Dec  7 09:10:01 mail postfix/virtual[4003]: 2C3D4E5F6A: to=<anna@example.org>, relay=virtual, delay=0.01, delays=0/0/0/0.01, dsn=2.0.0, status=sent (delivered to maildir)
+""")
+    assert [(r.status, r.client, r.sender, r.recipient) for r in records] == [
+        ("rejected", "[192.0.2.99]:51234", "spam@bad.example", "anna@example.org"),
+        ("sent", "local", "www-data@example.org", "anna@example.org"),
+    ]
+    assert records[0].reply.startswith("550 5.7.1 Service unavailable; client [192.0.2.99] blocked")

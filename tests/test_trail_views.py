@@ -56,13 +56,16 @@ def shown(client, **query) -> set[int]:
 
 
 def test_a_person_sees_mail_of_their_own_addresses_and_nobody_elses(people) -> None:
+    through_alias = record(recipient=people["mail"], original=people["alias"]).pk
+    refused_alias = record(recipient=people["alias"], status="rejected", reply="550 5.1.1 This address is disabled").pk
+    through_catchall = record(recipient=people["mail"], original=f"anything@{people['catchall']}").pk
     own = {
         record(recipient=people["mail"]).pk,
         record(sender=people["mail"], recipient="friend@remote.example").pk,
-        record(recipient=people["mail"], original=people["alias"]).pk,
-        record(recipient=people["alias"], status="rejected", reply="550 5.1.1 This address is disabled").pk,
         record(recipient=people["tombstone"], status="rejected").pk,
-        record(recipient=people["mail"], original=f"anything@{people['catchall']}").pk,
+        through_alias,
+        refused_alias,
+        through_catchall,
     }
     theirs = {
         record(recipient=people["other_mail"]).pk,
@@ -72,6 +75,8 @@ def test_a_person_sees_mail_of_their_own_addresses_and_nobody_elses(people) -> N
     lookalike = record(recipient=f"someone@{people['catchall']}.evil.example").pk  # not the catch-all domain
 
     assert shown(people["owner"]) == own
+    assert shown(people["owner"], q=f"anything@{people['catchall']}") == {through_catchall}
+    assert shown(people["owner"], q=people["alias"]) == {through_alias, refused_alias}
     assert shown(people["other"]) == theirs
     for pk in own:
         assert people["owner"].get(f"/trail/{pk}/").status_code == 200
@@ -92,6 +97,7 @@ def test_the_record_page_names_the_outcome_and_other_recipients_of_the_message_t
     mine = record(recipient=people["mail"], queue_id="4A1B2C3D4E", reply="delivered to maildir", relay="virtual")
     record(recipient=people["other_mail"], queue_id="4A1B2C3D4E")
     also_mine = record(recipient=people["alias"], queue_id="4A1B2C3D4E", status="bounced")
+    record(recipient=people["mail"], queue_id="4A1B2C3D4E", logged_at=timezone.now() - timedelta(days=20))  # id reused
 
     page = people["owner"].get(f"/trail/{mine.pk}/")
 
@@ -112,6 +118,8 @@ def test_helpdesk_searches_by_address_queue_id_status_and_time(sign_in) -> None:
     assert shown(helpdesk, q="x@remote.example", status="bounced") == {old.pk}
     since = timezone.localtime(now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
     assert shown(helpdesk, q="x@remote.example", since=since) == {new.pk}
+    page = helpdesk.get(f"/trail/{new.pk}/").content.decode()
+    assert 'href="/trail/?q=x%40remote.example"' in page  # the record links to all mail of its addresses
     response = helpdesk.get("/trail/", {"q": "not an address"})
     assert "one mail address" in response.content.decode()
 

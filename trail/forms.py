@@ -30,9 +30,11 @@ class TrailSearchForm(forms.Form):
         label="To", required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )
 
-    def __init__(self, *args: Any, own: Collection[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, own: Collection[str] | None = None, own_domains: Collection[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.own = own
+        self.own, self.own_domains = own, own_domains
 
     def clean_q(self) -> str:
         value = str(self.cleaned_data["q"]).strip()
@@ -43,7 +45,7 @@ class TrailSearchForm(forms.Form):
         if not ADDRESS.match(value):
             raise forms.ValidationError("Give one mail address (name@domain) or a queue id.", code="invalid")
         value = value.lower()
-        if self.own is not None and value not in self.own:
+        if self.own is not None and value not in self.own and value.rpartition("@")[2] not in self.own_domains:
             raise forms.ValidationError(
                 "You can see the mail of your own addresses only: your mailbox and your aliases.", code="not_own"
             )

@@ -11,12 +11,19 @@ that replaced it, even under the same inode. Two ways a log is rotated:
   fingerprint) is read from the offset, then the cut file from its start. Lines written between
   the copy and the cut are lost by copytruncate itself (logrotate(8) says so).
 After a restart the saved file is looked for under the name, then among its siblings (by inode,
-then by fingerprint), so a rotation while the follower was stopped loses nothing either.
+then by fingerprint, then compressed ones by the fingerprint of their content), so a rotation
+while the follower was stopped loses nothing either. A compressed sibling is decompressed into
+an unnamed temporary file and read from there: offsets and fingerprints are of the content.
 """
 
+import bz2
+import gzip
 import hashlib
 import logging
+import lzma
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +32,13 @@ logger = logging.getLogger(__name__)
 
 FINGERPRINT_BYTES = 1024
 CHUNK_BYTES = 1 << 20
-COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4")
+# What logrotate and `postfix logrotate` compress with, as far as the standard library reads it.
+DECOMPRESSORS: dict[str, type[gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile]] = {
+    ".gz": gzip.GzipFile,
+    ".bz2": bz2.BZ2File,
+    ".xz": lzma.LZMAFile,
+}
+COMPRESSED = (*DECOMPRESSORS, ".zst", ".lz4")
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,27 @@ def _matches(fd: int, position: Position) -> bool:
     return st.st_size >= position.offset and _fingerprint(fd, position.fingerprint_length) == position.fingerprint
 
 
+def _decompressed(path: Path, position: Position) -> _Source | None:
+    """A compressed rotated file whose content starts as the saved file did, decompressed into an
+    unnamed temporary file (gone when closed), positioned at the saved offset."""
+    try:
+        with DECOMPRESSORS[path.suffix](path, "rb") as packed:
+            head = packed.read(position.fingerprint_length)
+            if hashlib.sha256(head).hexdigest() != position.fingerprint:
+                return None
+            content = tempfile.TemporaryFile()  # noqa: SIM115 -- its descriptor outlives this block
+            content.write(head)
+            shutil.copyfileobj(packed, content, CHUNK_BYTES)
+    except (OSError, EOFError, lzma.LZMAError):  # unreadable or cut short: not the file
+        return None
+    fd = os.dup(content.fileno())
+    content.close()
+    if os.fstat(fd).st_size < position.offset:
+        os.close(fd)
+        return None
+    return _Source(path, fd, position.offset)
+
+
 class LogReader:
     def __init__(self, path: Path, position: Position | None = None, grace: float = 5.0) -> None:
         self.path = Path(path)
@@ -101,16 +135,20 @@ class LogReader:
             os.close(self._then[1])
             self._then = None
 
-    def _siblings(self) -> list[Path]:
+    def _siblings(self) -> tuple[list[Path], list[Path]]:
+        """The rotated files beside the log: plain ones, and compressed ones this can read."""
         try:
             names = sorted(p for p in self.path.parent.iterdir() if p.name.startswith(self.path.name))
         except FileNotFoundError:
-            return []
-        return [p for p in names if p != self.path and not p.name.endswith(COMPRESSED) and p.is_file()]
+            return [], []
+        names = [p for p in names if p != self.path and p.is_file()]
+        plain = [p for p in names if not p.name.endswith(COMPRESSED)]
+        return plain, [p for p in names if p.suffix in DECOMPRESSORS]
 
     def _find(self, position: Position, exclude_inode: int | None = None) -> _Source | None:
-        """The saved file among the rotated siblings: by identity first, then by its first bytes."""
-        candidates = self._siblings()
+        """The saved file among the rotated siblings: by identity first, then by its first bytes,
+        then a compressed one by the first bytes of its content."""
+        candidates, compressed = self._siblings()
         by_identity = []
         for path in candidates:
             try:
@@ -119,6 +157,8 @@ class LogReader:
                 continue
             if (st.st_dev, st.st_ino) == (position.device, position.inode):
                 by_identity.append(path)
+        if position.fingerprint_length == 0:  # nothing read yet: every file starts "the same"
+            candidates, compressed = by_identity, []
         for path in by_identity + [p for p in candidates if p not in by_identity]:
             fd = _open(path)
             if fd is None:
@@ -126,6 +166,10 @@ class LogReader:
             if os.fstat(fd).st_ino != exclude_inode and _matches(fd, position):
                 return _Source(path, fd, position.offset)
             os.close(fd)
+        for path in compressed:
+            found = _decompressed(path, position)
+            if found is not None:
+                return found
         return None
 
     def _resume(self, position: Position | None) -> None:

@@ -38,7 +38,7 @@ _DELIVERY = re.compile(
 )
 _REJECT = re.compile(
     r"(?:milter-)?reject: (?P<stage>[A-Z-]+) from (?P<client>[^\s\[]*\[[^\]]*\](?::\d+)?): (?P<reply>.*);"
-    r" from=<(?P<from>.*?)>(?: to=<(?P<to>.*?)>)?(?: proto=\S+)?(?: helo=<.*>)?\Z"
+    r" from=<(?P<from>.*?)>(?:,? to=<(?P<to>.*?)>)?(?:,? proto=[^\s,]+)?(?:,? helo=<.*>)?\Z"  # postscreen: commas
 )
 _DSN_IN_REPLY = re.compile(r"\d{3}[ -](\d\.\d{1,3}\.\d{1,3})\b")
 _MONTHS = {name: n for n, name in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
