@@ -11,5 +11,6 @@ urlpatterns = [
     path("handover/", include("handover.urls")),
     path("audit/", include("audit.urls")),
     path("second-factor/", include("mfa.urls")),
+    path("limits/", include("limits.urls")),
     path("activity/", include("activity.urls")),
 ]
