@@ -96,6 +96,13 @@ async def load(port: int, concurrency: int, total: int, mix: list[bytes]) -> tup
     return per_client * concurrency / (time.perf_counter() - start), latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc): what a decision costs the server,
+    whatever else the machine is doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[int(p) - 1] * 1000
 
@@ -150,20 +157,25 @@ def main() -> None:
     python = sys.executable
     print(f"policy decisions over loopback, {args.requests} requests per row, {args.aliases} aliases and blocks")
     print(f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'server':<10} {'clients':>7} {'decisions/s':>12} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'vs echo':>8}")
+    print(
+        f"{'server':<10} {'clients':>7} {'decisions/s':>12} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+        f"{'vs echo':>8} {'server CPU us/decision':>23}"
+    )
     echo = start([python, "-c", ECHO, str(echo_port)], echo_port)
     real = start([python, "manage.py", "run_policy", "--port", str(policy_port)], policy_port)
     time.sleep(1.0)  # the first snapshot
     rates: dict[tuple[str, int], float] = {}
     try:
         for concurrency in (1, 10, 20):
-            for name, port in (("echo", echo_port), ("policy", policy_port)):
+            for name, port, process in (("echo", echo_port, echo), ("policy", policy_port, real)):
+                cpu = cpu_seconds(process.pid)
                 rate, latencies = asyncio.run(load(port, concurrency, args.requests, mix))
+                cost = (cpu_seconds(process.pid) - cpu) / len(latencies) * 1e6
                 rates[name, concurrency] = rate
                 ratio = f"{rate / rates['echo', concurrency]:.2f}" if name == "policy" else ""
                 print(
                     f"{name:<10} {concurrency:>7} {rate:>12,.0f} {percentile(latencies, 50):>7.2f} "
-                    f"{percentile(latencies, 95):>7.2f} {percentile(latencies, 99):>7.2f} {ratio:>8}"
+                    f"{percentile(latencies, 95):>7.2f} {percentile(latencies, 99):>7.2f} {ratio:>8} {cost:>23.0f}"
                 )
         accepted = asyncio.run(intake(addresses, args.messages))
         with_service = [smtp_transaction(RNG.choice(addresses)) for _ in range(100)]
