@@ -175,7 +175,8 @@ class PolicyService:
 
     async def run(self, host: str, port: int, started: threading.Event | None = None) -> None:
         await self._refresh_async()  # the first snapshot before the first answer
-        server = await protocol.listen(host, port, self.answer)
+        server = protocol.PolicyServer(self.answer)
+        await server.start(host, port)
         log.info("policy service listening on %s:%s", host, port)
         if started is not None:
             started.set()
@@ -184,15 +185,12 @@ class PolicyService:
             asyncio.create_task(self._every(settings.ACTIVITY_FLUSH_SECONDS, self.flush)),
         ]
         try:
-            async with server:
-                await server.serve_forever()
+            await server.serve_forever()
         finally:
             server.close()
-            # Postfix keeps its connections open: end them with the periodic work.
-            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
             await self.flush()  # what was counted since the last flush
             self._refresher.shutdown(wait=False)
             self._writer.shutdown(wait=True)
