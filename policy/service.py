@@ -14,11 +14,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection
-from django.utils import timezone
 
 from accounts import directory
 from activity.leaks import is_related, registrable_domain
@@ -68,7 +68,7 @@ class PolicyService:
         decision: Decision = decide(attributes, self.snapshot, is_related, registrable_domain)
         if decision.outcome is not None:
             # Whole seconds: enough for "last mail", and the flush adapts each distinct value once.
-            self.batch.add(decision.outcome, timezone.now().replace(microsecond=0))
+            self.batch.add(decision.outcome, datetime.now(UTC).replace(microsecond=0))
             if decision.outcome.block_id is not None:
                 log.info(
                     "refused sender=<%s> recipient=<%s> block=%s",
@@ -91,13 +91,13 @@ class PolicyService:
         now = time.monotonic()
         full = now >= self._next_full
         aliases_at, blocks_at = snapshot.generations()
-        if full or blocks_at != self._generations[1] or self._reload_flags:
+        if full or blocks_at != self._generations[1]:
             # Blocks first and on their own: they take effect before any slower read below.
-            self._reload_flags = False
             organisation, accounts, aliases = snapshot.blocks()
-            self.snapshot = replace(
-                self.snapshot, organisation=organisation, accounts=accounts, aliases=aliases, flagged=snapshot.flagged()
-            )
+            self.snapshot = replace(self.snapshot, organisation=organisation, accounts=accounts, aliases=aliases)
+        if full or self._reload_flags:  # a flush wrote new leak flags
+            self._reload_flags = False
+            self.snapshot = replace(self.snapshot, flagged=snapshot.flagged())
         recipients_changed = False
         if full or aliases_at != self._generations[0]:
             self._aliases = snapshot.alias_recipients()
