@@ -2,7 +2,7 @@
 Public Suffix List bundled in the publicsuffixlist package (never fetched at run time)."""
 
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
@@ -12,6 +12,7 @@ def _list() -> PublicSuffixList:
     return PublicSuffixList()  # the package's own snapshot of the list, read once (~30 ms)
 
 
+@lru_cache(maxsize=65536)  # the policy service asks for the same sender domains all day
 def registrable_domain(host: str) -> str | None:
     """mailer.shop.co.uk -> shop.co.uk; None for a public suffix itself or a malformed name."""
     host = host.strip(".").lower()

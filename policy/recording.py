@@ -1,5 +1,11 @@
 """Writing a batch of counts: increments, so several mail hosts sharing the database add up."""
 
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
+
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import DateTimeField, F, Value
@@ -40,38 +46,42 @@ UPSERT_SENDER = (
 )
 
 
+# Rows per statement: between chunks the flush thread lets the decisions run (see _chunks).
+CHUNK = 500
+
+
+def _chunks(cursor: CursorWrapper, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+    for i in range(0, len(rows), CHUNK):
+        cursor.executemany(statement, rows[i : i + CHUNK])
+        time.sleep(0)  # give the interpreter to the event loop between chunks
+
+
+def _adapter() -> Callable[[datetime], Any]:
+    """The database's form of a timestamp, made once per distinct value (they repeat: the
+    service counts with whole seconds)."""
+    return cache(connection.ops.adapt_datetimefield_value)
+
+
 def _upsert_daily(cursor: CursorWrapper, batch: Batch, live: set[int]) -> None:
     assert AliasDailyCount._meta.db_table == "activity_aliasdailycount"
-    ops = connection.ops
-    cursor.executemany(
-        UPSERT_DAILY,
-        [
-            (alias_id, ops.adapt_datefield_value(day), c.accepted, c.refused, ops.adapt_datetimefield_value(c.last_at))
-            for (alias_id, day), c in batch.daily.items()
-            if alias_id in live
-        ],
-    )
+    at, day_value = _adapter(), cache(connection.ops.adapt_datefield_value)
+    rows = [
+        (alias_id, day_value(day), c.accepted, c.refused, at(c.last_at))
+        for (alias_id, day), c in batch.daily.items()
+        if alias_id in live
+    ]
+    _chunks(cursor, UPSERT_DAILY, rows)
 
 
 def _upsert_senders(cursor: CursorWrapper, batch: Batch, live: set[int]) -> None:
     assert AliasSenderDomain._meta.db_table == "activity_aliassenderdomain"
-    ops = connection.ops
-    cursor.executemany(
-        UPSERT_SENDER,
-        [
-            (
-                alias_id,
-                domain,
-                s.last_sender,
-                s.accepted,
-                s.refused,
-                ops.adapt_datetimefield_value(s.first_at),
-                ops.adapt_datetimefield_value(s.last_at),
-            )
-            for (alias_id, domain), s in batch.senders.items()
-            if alias_id in live
-        ],
-    )
+    at = _adapter()
+    rows = [
+        (alias_id, domain, s.last_sender, s.accepted, s.refused, at(s.first_at), at(s.last_at))
+        for (alias_id, domain), s in batch.senders.items()
+        if alias_id in live
+    ]
+    _chunks(cursor, UPSERT_SENDER, rows)
 
 
 def write_batch(batch: Batch) -> None:

@@ -14,11 +14,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection
-from django.utils import timezone
 
 from accounts import directory
 from activity.leaks import is_related, registrable_domain
@@ -67,7 +67,8 @@ class PolicyService:
     def answer(self, attributes: Any) -> str:
         decision: Decision = decide(attributes, self.snapshot, is_related, registrable_domain)
         if decision.outcome is not None:
-            self.batch.add(decision.outcome, timezone.now())
+            # Whole seconds: enough for "last mail", and the flush adapts each distinct value once.
+            self.batch.add(decision.outcome, datetime.now(UTC).replace(microsecond=0))
             if decision.outcome.block_id is not None:
                 log.info(
                     "refused sender=<%s> recipient=<%s> block=%s",
@@ -90,13 +91,13 @@ class PolicyService:
         now = time.monotonic()
         full = now >= self._next_full
         aliases_at, blocks_at = snapshot.generations()
-        if full or blocks_at != self._generations[1] or self._reload_flags:
+        if full or blocks_at != self._generations[1]:
             # Blocks first and on their own: they take effect before any slower read below.
-            self._reload_flags = False
             organisation, accounts, aliases = snapshot.blocks()
-            self.snapshot = replace(
-                self.snapshot, organisation=organisation, accounts=accounts, aliases=aliases, flagged=snapshot.flagged()
-            )
+            self.snapshot = replace(self.snapshot, organisation=organisation, accounts=accounts, aliases=aliases)
+        if full or self._reload_flags:  # a flush wrote new leak flags
+            self._reload_flags = False
+            self.snapshot = replace(self.snapshot, flagged=snapshot.flagged())
         recipients_changed = False
         if full or aliases_at != self._generations[0]:
             self._aliases = snapshot.alias_recipients()
@@ -174,7 +175,8 @@ class PolicyService:
 
     async def run(self, host: str, port: int, started: threading.Event | None = None) -> None:
         await self._refresh_async()  # the first snapshot before the first answer
-        server = await protocol.listen(host, port, self.answer)
+        server = protocol.PolicyServer(self.answer)
+        await server.start(host, port)
         log.info("policy service listening on %s:%s", host, port)
         if started is not None:
             started.set()
@@ -183,15 +185,12 @@ class PolicyService:
             asyncio.create_task(self._every(settings.ACTIVITY_FLUSH_SECONDS, self.flush)),
         ]
         try:
-            async with server:
-                await server.serve_forever()
+            await server.serve_forever()
         finally:
             server.close()
-            # Postfix keeps its connections open: end them with the periodic work.
-            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
             await self.flush()  # what was counted since the last flush
             self._refresher.shutdown(wait=False)
             self._writer.shutdown(wait=True)

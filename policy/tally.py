@@ -10,14 +10,14 @@ from policy.decision import Outcome
 MAX_KEYS = 200_000
 
 
-@dataclass
+@dataclass(slots=True)
 class DailyCount:
     last_at: datetime
     accepted: int = 0
     refused: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class SenderCount:
     first_at: datetime
     last_at: datetime
@@ -38,27 +38,42 @@ class Batch:
         return len(self.daily) + len(self.senders) + len(self.stopped) + len(self.leaks)
 
     def add(self, outcome: Outcome, now: datetime) -> None:
-        if len(self) >= MAX_KEYS:
+        """Count one decision (the hot path: a few dictionary operations, objects made only for new keys)."""
+        if len(self.daily) + len(self.senders) >= MAX_KEYS:
             self.dropped += 1
             return
-        refused = outcome.block_id is not None
-        if outcome.block_id is not None:
-            mails, _ = self.stopped.get(outcome.block_id, (0, now))
-            self.stopped[outcome.block_id] = (mails + 1, now)
-        if outcome.alias_id is None:
+        block_id = outcome.block_id
+        refused = block_id is not None
+        if block_id is not None:
+            mails, _ = self.stopped.get(block_id, (0, now))
+            self.stopped[block_id] = (mails + 1, now)
+        alias_id = outcome.alias_id
+        if alias_id is None:
             return  # a mailbox or an untracked address: only its blocks are counted
-        daily = self.daily.setdefault((outcome.alias_id, now.date()), DailyCount(now))
-        daily.refused += refused
-        daily.accepted += not refused
-        daily.last_at = max(daily.last_at, now)
+        key = (alias_id, now.date())
+        daily = self.daily.get(key)
+        if daily is None:
+            daily = self.daily[key] = DailyCount(now)
+        elif now > daily.last_at:
+            daily.last_at = now
+        if refused:
+            daily.refused += 1
+        else:
+            daily.accepted += 1
         if outcome.sender_domain:
-            sender = self.senders.setdefault((outcome.alias_id, outcome.sender_domain), SenderCount(now, now))
+            sender_key = (alias_id, outcome.sender_domain)
+            sender = self.senders.get(sender_key)
+            if sender is None:
+                sender = self.senders[sender_key] = SenderCount(now, now)
+            elif now >= sender.last_at:
+                sender.last_at = now
             sender.last_sender = outcome.sender
-            sender.refused += refused
-            sender.accepted += not refused
-            sender.last_at = max(sender.last_at, now)
+            if refused:
+                sender.refused += 1
+            else:
+                sender.accepted += 1
         if outcome.leak_domain is not None:
-            self.leaks.setdefault((outcome.alias_id, outcome.leak_domain), (outcome.sender_domain, now))
+            self.leaks.setdefault((alias_id, outcome.leak_domain), (outcome.sender_domain, now))
 
     def merge(self, later: "Batch") -> None:
         """Put a batch that could not be written back in front of the counts made since."""

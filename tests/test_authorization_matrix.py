@@ -373,6 +373,9 @@ def _activity_object(name: str, alias: Alias) -> Alias | SenderBlock | LeakFlag:
             registrable_domain="pest.example",
             defaults={"sender_domain": "mx.pest.example", "flagged_at": timezone.now()},
         )[0]
+        domain = f"pest{secrets.token_hex(3)}.example"  # one flag per alias and domain
+        now = timezone.now()
+        return LeakFlag.objects.create(alias=alias, registrable_domain=domain, sender_domain=domain, flagged_at=now)
     pytest.fail(f"{name}: say which object <pk> points at in _activity_object()")
 
 

@@ -1,10 +1,15 @@
 """The policy decision as a pure function: attributes + snapshot -> action and what to count."""
 
 from datetime import UTC, datetime
+from io import StringIO
+from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.core.management import call_command
 
 from activity.leaks import is_related, registrable_domain, site_domain
+from policy import postfix
 from policy.decision import DUNNO, Recipient, Snapshot, block_keys, decide
 from policy.tally import Batch
 
@@ -151,3 +156,20 @@ def test_a_batch_that_failed_to_write_keeps_its_counts_in_front_of_newer_ones() 
     first.merge(later)
     assert first.daily[(OTHER_ALIAS, at.date())].accepted == 2
     assert first.daily[(OTHER_ALIAS, at.date())].last_at == at.replace(minute=5)
+
+
+def test_the_shipped_postfix_snippet_holds_the_generated_lines_for_the_default_settings() -> None:
+    shipped = (Path(__file__).resolve().parent.parent / "deploy" / "postfix" / "main.cf.policy").read_text()
+    for line in postfix.main_cf_lines(5, "DUNNO"):
+        assert line in shipped.splitlines()
+    assert "#   " + postfix.recipient_restrictions("127.0.0.1", 10040)[0] in shipped.splitlines()
+
+
+def test_postfix_config_prints_the_policy_check_between_the_alias_refusal_and_permit_mynetworks() -> None:
+    out = StringIO()
+    call_command("postfix_config", "--part", "main.cf", stdout=out)
+    lines = [line.strip() for line in out.getvalue().splitlines()]
+    check = f"check_policy_service inet:{settings.POLICY_HOST}:{settings.POLICY_PORT},"
+    assert lines.index(check) == lines.index("permit_mynetworks,") - 1
+    assert lines[lines.index(check) - 1].startswith("check_recipient_access ")
+    assert f"smtpd_policy_service_default_action = {settings.POLICY_DEFAULT_ACTION}" in lines

@@ -183,3 +183,21 @@ def test_an_error_in_the_decision_answers_dunno_and_the_connection_goes_on() -> 
         loop.call_soon_threadsafe(task.cancel)
         thread.join(10)
     assert len(calls) == 3
+
+
+def test_a_client_that_never_reads_its_answers_is_throttled_and_others_are_served(service, blocked) -> None:
+    sender, alias = blocked
+    flood = connect()
+    flood.settimeout(0.2)
+    sent = 0
+    try:
+        for _ in range(2000):  # until the kernel buffers fill because the service stopped reading
+            flood.sendall(request(sender, alias) * 100)
+            sent += 1
+    except TimeoutError:
+        pass
+    assert sent < 2000, "the service kept reading from a client that reads nothing"
+    with connect() as sock:
+        sock.sendall(request(sender, alias))
+        assert answers(sock, 1) == [REJECT]
+    flood.close()
