@@ -2,6 +2,7 @@
 Content Security Policy blocks, one current navigation link. Screenshots of each land in
 test-artifacts/screenshots/pages/ for people to look at."""
 
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from aliases.models import Alias, Domain
+from api.models import ApiToken
 from audit.models import AuditEvent
 from outofoffice.models import VacationReply
 from tests.browser.conftest import ARTIFACTS, DESKTOP, PHONE
@@ -27,9 +29,11 @@ PAGES = {
         "/handover/edit/",
         "/handover/shared/",
         "/accounts/password/",
+        "/tokens/",
+        "/tokens/help/",
     ],
     "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a"],
-    "admin": ["/", "/directory/?q=a", "/aliases/domains/", "/aliases/publication/", "/audit/"],
+    "admin": ["/", "/directory/?q=a", "/aliases/domains/", "/aliases/publication/", "/audit/", "/tokens/all/"],
 }
 
 
@@ -58,6 +62,14 @@ def _populate(owner: User) -> None:
             "ends_at": timezone.now() + timedelta(days=5),
         },
     )
+    for name, scope in (("Bitwarden on my laptop", "manage"), ("Inventory script", "read")):
+        ApiToken.objects.create(
+            owner=owner,
+            name=name,
+            scope=scope,
+            digest=secrets.token_hex(32),
+            display_prefix="mat_" + secrets.token_hex(3),
+        )
     AuditEvent.objects.bulk_create(
         AuditEvent(action=action, actor_name=owner.username, target=target, detail=detail, client_address="127.0.0.1")
         for action, target, detail in [
