@@ -17,4 +17,5 @@ urlpatterns = [
     path("api/v1/", compat.addy.urls),
     path("api/", compat.simplelogin.urls),
     path("tokens/", include("api.urls")),
+    path("limits/", include("limits.urls")),
 ]

@@ -27,6 +27,7 @@ from aliases.models import Alias, Domain
 from api.models import ApiToken
 from api.services import digest_of
 from handover.models import HandoverNote, TopicDelegate
+from limits.models import SendingLimit
 from mfa import services
 from mfa.models import Passkey
 from tests.conftest import DEMO_PASSWORD, give_second_factor, sign_in_client
@@ -185,6 +186,11 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     # helpdesk member is refused even on an end user's).
     "tokens:staff_revoke": {"GET": ADMINS, "POST": ADMINS},
     "tokens:help": {"GET": SIGNED_IN, "POST": SIGNED_IN},
+    # Outbound limits and the heaviest senders: admins only.
+    "limits:list": {"GET": ADMINS, "POST": ADMINS},
+    "limits:edit": {"GET": ADMINS, "POST": ADMINS},
+    "limits:delete": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
+    "limits:senders": {"GET": ADMINS, "POST": ADMINS},
 }
 
 
@@ -285,6 +291,11 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
             kwargs["pk"] = objects["token"].pk
         elif parameter == "alias_id":
             kwargs["alias_id"] = objects["alias"].pk
+        elif parameter == "pk" and name.startswith("limits:"):
+            limit, _ = SendingLimit.objects.get_or_create(
+                scope="person", name=objects["uid"], defaults={"recipients_per_hour": 9}
+            )
+            kwargs["pk"] = limit.pk
         elif parameter == "pk" and name == "mfa:passkey_remove":
             # Made only here: a passkey would make every other URL ask the owner for it.
             owner = User.objects.get(username=objects["uid"])
