@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.paginator import Paginator
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -64,7 +65,9 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @admin_required
 def all_tokens(request: HttpRequest) -> HttpResponse:
     search = TokenSearchForm(request.GET)
-    tokens = ApiToken.objects.select_related("owner", "revoked_by").order_by("revoked_at", "-created_at", "-id")
+    # Active (not revoked) first, on SQLite and PostgreSQL alike (they sort NULL differently).
+    active_first = F("revoked_at").asc(nulls_first=True)
+    tokens = ApiToken.objects.select_related("owner", "revoked_by").order_by(active_first, "-created_at", "-id")
     if search.query:
         tokens = tokens.filter(owner__username__icontains=search.query)
     page = Paginator(tokens, TOKENS_PER_PAGE).get_page(request.GET.get("page"))

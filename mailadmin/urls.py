@@ -21,4 +21,5 @@ urlpatterns = [
     path("api/", compat.simplelogin.urls),
     path("tokens/", include("api.urls")),
     path("bulk/", include("bulk.urls")),
+    path("limits/", include("limits.urls")),
 ]

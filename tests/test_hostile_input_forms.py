@@ -133,9 +133,6 @@ class World:
             LeakFlag,
             ApiToken,
         ):
-        for model in (SenderSuspension, AuditEvent, MapGeneration, SendingLimit):
-            parts.append(repr(list(model.objects.order_by("pk").values())))
-        for model in (SenderBlock, BlockGeneration, LeakFlag):
             parts.append(repr(list(model.objects.order_by("pk").values())))
         if ldap:
             for uid in (self.target.uid, self.owner.directory_user.uid):  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 Content Security Policy blocks, one current navigation link. Screenshots of each land in
 test-artifacts/screenshots/pages/ for people to look at."""
 
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from aliases.models import Alias, Domain
+from api.models import ApiToken
 from audit.models import AuditEvent
 from outofoffice.models import VacationReply
 from tests.browser.conftest import ARTIFACTS, DESKTOP, PHONE
@@ -29,9 +31,23 @@ PAGES = {
         "/handover/shared/",
         "/accounts/password/",
         "/trail/",
+        "/tokens/",
+        "/tokens/help/",
+        "/activity/blocks/",
     ],
     "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a", "/trail/"],
-    "admin": ["/", "/directory/?q=a", "/aliases/domains/", "/aliases/publication/", "/audit/", "/bulk/"],
+    "admin": [
+        "/",
+        "/directory/?q=a",
+        "/aliases/domains/",
+        "/aliases/publication/",
+        "/audit/",
+        "/bulk/",
+        "/tokens/all/",
+        "/limits/",
+        "/limits/senders/",
+        "/activity/organisation/",
+    ],
 }
 
 
@@ -60,6 +76,14 @@ def _populate(owner: User) -> None:
             "ends_at": timezone.now() + timedelta(days=5),
         },
     )
+    for name, scope in (("Bitwarden on my laptop", "manage"), ("Inventory script", "read")):
+        ApiToken.objects.create(
+            owner=owner,
+            name=name,
+            scope=scope,
+            digest=secrets.token_hex(32),
+            display_prefix="mat_" + secrets.token_hex(3),
+        )
     AuditEvent.objects.bulk_create(
         AuditEvent(action=action, actor_name=owner.username, target=target, detail=detail, client_address="127.0.0.1")
         for action, target, detail in [
