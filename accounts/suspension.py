@@ -22,6 +22,7 @@ from accounts.models import SenderSuspension
 from aliases.models import Alias
 from aliases.publication import request_publication
 from audit.models import record_event
+from mailadmin.dates import format_datetime
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def suspend(
                 created_by=actor,
                 created_by_name=actor.get_username(),
             )
-            detail = f"until {until.isoformat()}" if until else "until reinstated"
+            detail = f"until {format_datetime(until, zone=True)}" if until else "until reinstated"
             record_event("suspension.suspend", request=request, actor=actor, target=uid, detail=detail)
             request_publication(f"suspend {uid}")
             if until is not None:

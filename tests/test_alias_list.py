@@ -101,7 +101,7 @@ def test_column_headings_sort_both_ways_and_say_so(owner, alias_domain) -> None:
     by_site = owner.get("/aliases/", {"sort": "site"})
     assert _shown(by_site) == ["c@alias.example.org", "a@alias.example.org", "b@alias.example.org"]
     html = by_site.content.decode()
-    assert 'aria-sort="ascending"><a href="?sort=-site">Site ▲' in html
+    assert 'aria-sort="ascending"><a href="?sort=-site">Site</a>' in html
     assert _shown(owner.get("/aliases/", {"sort": "-site"})) == [
         "b@alias.example.org",
         "a@alias.example.org",
