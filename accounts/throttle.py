@@ -1,6 +1,6 @@
 """Sign-in throttling. Each attempt claims a slot before its password is checked, and the
 claim and the count are one transaction, serialised per account, so parallel guesses cannot
-all pass one check. The limits (README "Sign-in and passwords"):
+all pass one check. The limits (docs/sign-in.md):
 
 - per account and client address: LOGIN_FAILURE_LIMIT failures per LOGIN_FAILURE_WINDOW;
 - per account, from addresses it has never signed in from: LOGIN_ACCOUNT_FAILURE_LIMIT

@@ -28,7 +28,7 @@ class AuditEvent(models.Model):
 
 
 def client_address(request: HttpRequest | None) -> str | None:
-    # REMOTE_ADDR only: behind a reverse proxy, the proxy must set it (see README).
+    # REMOTE_ADDR only: behind a reverse proxy, the proxy must set it (see docs/deploy.md).
     return request.META.get("REMOTE_ADDR") if request is not None else None
 
 

@@ -2,7 +2,7 @@
 
 The responder and the preview page both go through `evaluate`. The lookups are plain SQL:
 building the same queries through the ORM cost ~1.3 ms per copy against ~0.05 ms for the
-queries themselves (measured, see README "Out of office"), and this is the responder's hot path.
+queries themselves (measured, see docs/benchmarks.md), and this is the responder's hot path.
 """
 
 from dataclasses import dataclass
