@@ -211,7 +211,9 @@ class SiteAliasForm(AliasCreateForm):
         self.existing = (
             Alias.objects.filter(owner=self.owner, site=name).select_related("domain").order_by("-created_at").first()
         )
-        if self.existing is not None and not self.data.get("another"):
+        # Cleaned here already: "another" comes after "site" in the form.
+        another = self.fields["another"].to_python(self["another"].data)
+        if self.existing is not None and not another:
             raise ValidationError(
                 f"You already have {self.existing.address} for {name}. Use it, or make another one anyway.",
                 code="site-taken",

@@ -64,6 +64,7 @@ PAGES = {
     "overview": lambda n: "/",
     "vacation": lambda n: "/out-of-office/vacation/",
 }
+BASELINE_PAGE = "vacation"
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
@@ -261,18 +262,26 @@ def start_gunicorn(workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]
 def per_page(browsers: list[Browser], server: list[int], rounds: int, pages: list[str]) -> None:
     """Each page alone: every client asks for it `rounds` times; the server's CPU time over that
     phase divided by its requests is the page's CPU per request (gunicorn workers + slapd)."""
+    # The baseline, measured in the same run: the vacation page, the plainest signed-in page
+    # (one form, no list). A busy machine inflates every page's CPU time; the ratio much less.
+    baseline = BASELINE_PAGE if BASELINE_PAGE in pages else pages[0]
+    order = [baseline, *(name for name in pages if name != baseline)]
     print(f"\neach page alone ({len(browsers)} clients x {rounds} requests, no think time):")
-    print(f"{'page':22s} {'n':>6s} {'p50 ms':>9s} {'p95 ms':>9s} {'req/s':>7s} {'CPU ms/req':>11s}")
+    print(
+        f"{'page':22s} {'n':>6s} {'p50 ms':>9s} {'p95 ms':>9s} {'req/s':>7s} {'CPU ms/req':>11s} {'x ' + baseline:>14s}"
+    )
+    base_cpu = 0.0
     cpu_per_request: dict[str, float] = {}
-    for name in pages:
+    for name in order:
         before = cpu_seconds(server)
         samples, elapsed, _ = run_clients(browsers, rounds, 0.0, [name])
-        cpu = cpu_seconds(server) - before
+        per_request = (cpu_seconds(server) - before) / max(1, len(samples[name]))
+        base_cpu = base_cpu or per_request
         ordered = sorted(samples[name])
-        cpu_per_request[name] = cpu / max(1, len(ordered)) * 1000
+        cpu_per_request[name] = per_request * 1000
         print(
             f"{name:22s} {len(ordered):6d} {statistics.median(ordered) * 1000:9.1f} {_p95(ordered) * 1000:9.1f} "
-            f"{len(ordered) / elapsed:7.0f} {cpu_per_request[name]:11.2f}"
+            f"{len(ordered) / elapsed:7.0f} {per_request * 1000:11.2f} {per_request / base_cpu:14.2f}"
         )
     base = cpu_per_request.get("unsorted search (base)")
     for name in ("admin user search", "user list, filtered"):

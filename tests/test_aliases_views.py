@@ -64,6 +64,9 @@ def test_a_second_alias_for_the_same_site_gets_a_numbered_name(sign_in, domains)
     assert 'data-copy="twittercom@alias.example.org"' in offered
     assert 'name="another" value="1"' in offered
     assert Alias.objects.count() == 1
+    for not_asked in ("", "False", "0", "false"):
+        client.post("/aliases/new/site/", {"site": "https://twitter.com/", "another": not_asked})
+    assert Alias.objects.count() == 1
     client.post("/aliases/new/site/", {"site": "https://twitter.com/", "another": "1"})
     assert sorted(a.local_part for a in Alias.objects.all()) == ["twittercom", "twittercom2"]
 

@@ -92,7 +92,8 @@
   function switchInline(event) {
     var submitter = event.submitter;
     var form = event.target;
-    if (!submitter || !submitter.hasAttribute("data-inline") || !window.fetch || !window.FormData) return;
+    if (event.defaultPrevented || !submitter || !submitter.hasAttribute("data-inline")) return;
+    if (!window.fetch || !window.FormData) return;
     var row = submitter.closest("tr");
     if (!row || !row.id) return;
     event.preventDefault();

@@ -131,7 +131,7 @@ def test_a_form_marked_data_confirm_asks_first_and_nothing_happens_on_cancel(pag
     user = sign_in_as("end user")
     domain, _ = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})
     alias = Alias.objects.create(owner=User.objects.get(username=user.uid), local_part="confirmme", domain=domain)
-    page.goto("/aliases/")
+    page.goto(f"/aliases/{alias.pk}/")
     switch_off = page.locator("form").filter(has=page.get_by_role("button", name="Switch off"))
     # As a template would mark a destructive form:
     switch_off.evaluate("form => form.setAttribute('data-confirm', 'Switch confirmme off?')")
