@@ -11,4 +11,5 @@ urlpatterns = [
     path("handover/", include("handover.urls")),
     path("audit/", include("audit.urls")),
     path("second-factor/", include("mfa.urls")),
+    path("limits/", include("limits.urls")),
 ]
