@@ -300,14 +300,7 @@ def remove_from_group(uid: str, group_dn: str) -> None:
 
 def group_member_uids(group_dn: str) -> set[str]:
     with connection() as conn:
-        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
-        members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
-    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
-    return {
-        str(dn)[len("uid=") : -len(suffix)]
-        for dn in members
-        if str(dn).lower().startswith("uid=") and str(dn).lower().endswith(suffix)
-    }
+        return _members(conn, group_dn)
 
 
 def password_hash(uid: str) -> str | None:
@@ -464,29 +457,25 @@ def _any_uid(uids: "frozenset[str] | set[str]") -> str:
     return "(|" + "".join(f"(uid={escape_filter_chars(uid)})" for uid in sorted(uids)) + ")"
 
 
-def _rdn_value(dn: str) -> str:
-    return dn.split(",", 1)[0].split("=", 1)[1]
+def _members(conn: ldap3.Connection, group_dn: str) -> set[str]:
+    """uids of the people a role group lists (read at the group's own DN, wherever it is)."""
+    try:
+        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
+    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+        return set()
+    members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
+    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
+    return {
+        str(dn)[len("uid=") : -len(suffix)]
+        for dn in members
+        if str(dn).lower().startswith("uid=") and str(dn).lower().endswith(suffix)
+    }
 
 
 def _group_members(conn: ldap3.Connection) -> tuple[frozenset[str], frozenset[str]]:
-    """Both staff groups in one search."""
-    groups: dict[str, set[str]] = {
-        settings.LDAP_ADMIN_GROUP_DN.lower(): set(),
-        settings.LDAP_HELPDESK_GROUP_DN.lower(): set(),
-    }
-    names = "".join(f"(cn={escape_filter_chars(_rdn_value(dn))})" for dn in groups)
-    conn.search(settings.LDAP_GROUPS_DN, f"(&(objectClass=groupOfNames)(|{names}))", attributes=["member"])
-    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
-    for entry in conn.entries:
-        members = groups.get(entry.entry_dn.lower())
-        if members is None:
-            continue
-        for dn in entry.entry_attributes_as_dict.get("member", []):
-            text = str(dn)
-            if text.lower().startswith("uid=") and text.lower().endswith(suffix):
-                members.add(text[len("uid=") : -len(suffix)])
-    admins = frozenset(groups[settings.LDAP_ADMIN_GROUP_DN.lower()])
-    return admins, frozenset(groups[settings.LDAP_HELPDESK_GROUP_DN.lower()]) - admins
+    """The admins, and the helpdesk members who are not also admins."""
+    admins = frozenset(_members(conn, settings.LDAP_ADMIN_GROUP_DN))
+    return admins, frozenset(_members(conn, settings.LDAP_HELPDESK_GROUP_DN)) - admins
 
 
 def _listing_filter(
@@ -585,8 +574,8 @@ def list_users(
     """One sorted page of the mail users matching `query` (uid, cn or mail contains it) and the
     filters, with the number of all matches. `away` names the people whose vacation reply is in
     force now (the database knows that, not the directory). One connection: the change stamp,
-    and unless this very page was read since the directory last changed, three more searches
-    (the staff groups, the page, which of the page's people have no password)."""
+    and unless this very page was read since the directory last changed, four more searches
+    (the two staff groups, the page, which of the page's people have no password)."""
     with connection() as conn:
         stamp = _change_stamp(conn)
         key = (stamp, query.strip(), role, state, away, sort, descending, offset, limit)
