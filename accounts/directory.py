@@ -11,11 +11,12 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar, cast
 
 import ldap3
 from django.conf import settings
@@ -347,14 +348,7 @@ def remove_from_group(uid: str, group_dn: str) -> None:
 
 def group_member_uids(group_dn: str) -> set[str]:
     with connection() as conn:
-        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
-        members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
-    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
-    return {
-        str(dn)[len("uid=") : -len(suffix)]
-        for dn in members
-        if str(dn).lower().startswith("uid=") and str(dn).lower().endswith(suffix)
-    }
+        return _members(conn, group_dn)
 
 
 def password_hash(uid: str) -> str | None:
@@ -613,29 +607,25 @@ def _any_uid(uids: "frozenset[str] | set[str]") -> str:
     return "(|" + "".join(f"(uid={escape_filter_chars(uid)})" for uid in sorted(uids)) + ")"
 
 
-def _rdn_value(dn: str) -> str:
-    return dn.split(",", 1)[0].split("=", 1)[1]
+def _members(conn: ldap3.Connection, group_dn: str) -> set[str]:
+    """uids of the people a role group lists (read at the group's own DN, wherever it is)."""
+    try:
+        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
+    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+        return set()
+    members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
+    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
+    return {
+        str(dn)[len("uid=") : -len(suffix)]
+        for dn in members
+        if str(dn).lower().startswith("uid=") and str(dn).lower().endswith(suffix)
+    }
 
 
 def _group_members(conn: ldap3.Connection) -> tuple[frozenset[str], frozenset[str]]:
-    """Both staff groups in one search."""
-    groups: dict[str, set[str]] = {
-        settings.LDAP_ADMIN_GROUP_DN.lower(): set(),
-        settings.LDAP_HELPDESK_GROUP_DN.lower(): set(),
-    }
-    names = "".join(f"(cn={escape_filter_chars(_rdn_value(dn))})" for dn in groups)
-    conn.search(settings.LDAP_GROUPS_DN, f"(&(objectClass=groupOfNames)(|{names}))", attributes=["member"])
-    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
-    for entry in conn.entries:
-        members = groups.get(entry.entry_dn.lower())
-        if members is None:
-            continue
-        for dn in entry.entry_attributes_as_dict.get("member", []):
-            text = str(dn)
-            if text.lower().startswith("uid=") and text.lower().endswith(suffix):
-                members.add(text[len("uid=") : -len(suffix)])
-    admins = frozenset(groups[settings.LDAP_ADMIN_GROUP_DN.lower()])
-    return admins, frozenset(groups[settings.LDAP_HELPDESK_GROUP_DN.lower()]) - admins
+    """The admins, and the helpdesk members who are not also admins."""
+    admins = frozenset(_members(conn, settings.LDAP_ADMIN_GROUP_DN))
+    return admins, frozenset(_members(conn, settings.LDAP_HELPDESK_GROUP_DN)) - admins
 
 
 def _listing_filter(
@@ -700,14 +690,16 @@ def _sorted_page(
     return [_to_user(entry) for entry in conn.entries], int(response.content_count or 0)
 
 
-# Pages of the user list as slapd answered them, keyed by what was asked and by the directory's
-# change stamp (the suffix entry's contextCSN, kept by the syncprov overlay: every add, modify,
-# delete or group change in the database moves it, whichever tool made it). Each request reads
-# the stamp first, so a page is reused only while the directory is exactly as it was; without a
-# readable stamp nothing is reused. Per process, the least recently used pages go first.
-_LISTINGS: "OrderedDict[tuple[object, ...], UserListing]" = OrderedDict()
-_LISTINGS_LOCK = threading.Lock()
-LISTINGS_KEPT = 512
+# Answers slapd sorted and counted (user list pages, mailbox counts per domain), keyed by what
+# was asked and by the directory's change stamp: the suffix entry's contextCSN, kept by the
+# syncprov overlay, which every add, modify, delete or group change in the database moves,
+# whichever tool made it. Each request reads the stamp first, so an answer is reused only while
+# the directory is exactly as it was; without a readable stamp nothing is reused. Per process;
+# the least recently used answers go first.
+_ANSWERS: "OrderedDict[tuple[object, ...], object]" = OrderedDict()
+_ANSWERS_LOCK = threading.Lock()
+ANSWERS_KEPT = 512
+_T = TypeVar("_T")
 
 
 def _change_stamp(conn: ldap3.Connection) -> tuple[str, ...] | None:
@@ -718,6 +710,24 @@ def _change_stamp(conn: ldap3.Connection) -> tuple[str, ...] | None:
         return None
     values = conn.entries[0].entry_attributes_as_dict.get("contextCSN") if conn.entries else None
     return tuple(sorted(str(value) for value in values)) if values else None
+
+
+def _reused(conn: ldap3.Connection, question: tuple[object, ...], read: Callable[[], _T]) -> _T:
+    """The answer to `question` given under the directory's present change stamp, or `read()`."""
+    stamp = _change_stamp(conn)
+    if stamp is None:
+        return read()
+    key = (stamp, *question)
+    with _ANSWERS_LOCK:
+        if key in _ANSWERS:
+            _ANSWERS.move_to_end(key)
+            return cast(_T, _ANSWERS[key])
+    answer = read()
+    with _ANSWERS_LOCK:
+        _ANSWERS[key] = answer
+        while len(_ANSWERS) > ANSWERS_KEPT:
+            _ANSWERS.popitem(last=False)
+    return answer
 
 
 def list_users(
@@ -734,24 +744,13 @@ def list_users(
     """One sorted page of the mail users matching `query` (uid, cn or mail contains it) and the
     filters, with the number of all matches. `away` names the people whose vacation reply is in
     force now (the database knows that, not the directory). One connection: the change stamp,
-    and unless this very page was read since the directory last changed, three more searches
-    (the staff groups, the page, which of the page's people have no password)."""
+    and unless this very page was read since the directory last changed, four more searches
+    (the two staff groups, the page, which of the page's people have no password)."""
+    question = ("users", query.strip(), role, state, away, sort, descending, offset, limit)
     with connection() as conn:
-        stamp = _change_stamp(conn)
-        key = (stamp, query.strip(), role, state, away, sort, descending, offset, limit)
-        if stamp is not None:
-            with _LISTINGS_LOCK:
-                kept = _LISTINGS.get(key)
-                if kept is not None:
-                    _LISTINGS.move_to_end(key)
-                    return kept
-        listing = _read_listing(conn, query, role, state, away, sort, descending, offset, limit)
-    if stamp is not None:
-        with _LISTINGS_LOCK:
-            _LISTINGS[key] = listing
-            while len(_LISTINGS) > LISTINGS_KEPT:
-                _LISTINGS.popitem(last=False)
-    return listing
+        return _reused(
+            conn, question, lambda: _read_listing(conn, query, role, state, away, sort, descending, offset, limit)
+        )
 
 
 def _read_listing(
@@ -786,14 +785,19 @@ def _read_listing(
 
 def mailbox_counts(domains: list[str]) -> dict[str, int]:
     """How many entries have a mailbox in each of these domains: one search per domain on one
-    connection, counted by slapd (its virtual list view), whatever the number of people."""
-    counts: dict[str, int] = {}
-    with connection() as conn:
+    connection, counted by slapd (its virtual list view), whatever the number of people; reused
+    while the directory's change stamp stays the same."""
+
+    def read(conn: ldap3.Connection) -> dict[str, int]:
+        counts: dict[str, int] = {}
         for domain in domains:
             flt = f"(&(objectClass=mailAccount)(mail=*@{escape_filter_chars(domain)}))"
             _, total = _sorted_page(conn, flt, UserSort.MAIL, False, 0, 1)
             counts[domain] = total or 0
-    return counts
+        return counts
+
+    with connection() as conn:
+        return dict(_reused(conn, ("mailboxes", tuple(domains)), lambda: read(conn)))
 
 
 def users_with_mail(address: str) -> list[str]:

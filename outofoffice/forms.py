@@ -128,6 +128,23 @@ class PreviewForm(forms.Form):
         return headers
 
 
+class ReturnToForm(forms.Form):
+    """Where a staff edit of someone's vacation returns to: nowhere special, or the one page
+    that embeds the form (the person's directory page), never an address the client picks."""
+
+    next = forms.CharField(required=False, max_length=300)
+
+    def __init__(self, *args: Any, allowed: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allowed = allowed
+
+    def clean_next(self) -> str:
+        value: str = self.cleaned_data["next"]
+        if value not in ("", self.allowed):
+            raise forms.ValidationError("This form was sent from a page it cannot return to. Nothing was saved.")
+        return value
+
+
 class ConfirmClearForm(forms.Form):
     """The second step of clearing a vacation reply: only the confirmation page posts confirm=yes,
     so a stray click on the first button (or a replayed POST without it) clears nothing."""

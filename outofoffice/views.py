@@ -12,7 +12,7 @@ from accounts.forms import DIRECTORY_MAX_PAGE
 from accounts.roles import Action, acts_on, staff_required
 from handover.links import note_url_for
 from outofoffice.evaluation import evaluate, is_internal_sender
-from outofoffice.forms import ConfirmClearForm, PreviewForm, UserSearchForm, VacationForm
+from outofoffice.forms import ConfirmClearForm, PreviewForm, ReturnToForm, UserSearchForm, VacationForm
 from outofoffice.models import VacationReply
 from outofoffice.replies import reply_text
 from outofoffice.rules import parse_incoming
@@ -51,10 +51,19 @@ def vacation_for_staff(uid: str) -> tuple[directory.DirectoryUser, VacationReply
     return found, _vacation_of(found.uid, found.mail)
 
 
-def _edit(request: HttpRequest, vacation: VacationReply, context: dict[str, object], done_url: str) -> HttpResponse:
+def _edit(
+    request: HttpRequest,
+    vacation: VacationReply,
+    context: dict[str, object],
+    done_url: str,
+    refusal: str | None = None,
+) -> HttpResponse:
+    """`refusal`: why this submission is refused as a whole (shown, nothing saved)."""
     # The stored reply's status, taken before the form writes the posted values into it.
     status = vacation_status(vacation if vacation.pk else None)
     form = VacationForm(request.POST if request.method == "POST" else None, instance=vacation)
+    if refusal is not None and form.is_bound:
+        form.add_error(None, refusal)
     if request.method == "POST" and form.is_valid():
         saved = form.save(commit=False)
         save_vacation(saved, request)
@@ -151,14 +160,18 @@ def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
         return _unavailable(request)
     # The person's directory page edits the reply in place and is where saving leads back to.
     user_page = reverse("directory:detail", args=[target.uid])
-    back = user_page if request.POST.get("next") == user_page else ""
+    back_form = ReturnToForm(request.POST if request.method == "POST" else None, allowed=user_page)
+    back_form.is_valid()
+    back = back_form.cleaned_data.get("next", "") if back_form.is_bound else ""
+    refusal = str(back_form.errors["next"][0]) if back_form.is_bound and back_form.errors else None
     context = {
         "target": target,
         "preview_url": reverse("outofoffice:helpdesk_preview", args=[target.uid]),
         "clear_url": reverse("outofoffice:helpdesk_clear", args=[target.uid]),
         "next": back,
     }
-    return _edit(request, vacation, context, back or reverse("outofoffice:helpdesk_user", args=[target.uid]))
+    done = back or reverse("outofoffice:helpdesk_user", args=[target.uid])
+    return _edit(request, vacation, context, done, refusal)
 
 
 @staff_required

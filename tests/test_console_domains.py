@@ -69,3 +69,12 @@ def test_a_domain_page_shows_its_kind_chosen(sign_in: Any) -> None:
     domain = Domain.objects.create(name="kept.example", is_alias_domain=True)
     page = sign_in("admin").get(f"/aliases/domains/{domain.pk}/").content.decode()
     assert re.search(r'type="radio" name="kind" value="alias"[^>]*checked', page)
+
+
+def test_mailbox_counts_follow_the_directory(sign_in: Any, make_directory_user: Any) -> None:
+    admin: Client = sign_in("admin")
+    Domain.objects.create(name="growing.example")
+    make_directory_user(mail="first@growing.example")
+    assert _cell(_row(admin.get("/aliases/domains/").content.decode(), "growing.example"), "Mailboxes") == "1"
+    make_directory_user(mail="second@growing.example")
+    assert _cell(_row(admin.get("/aliases/domains/").content.decode(), "growing.example"), "Mailboxes") == "2"

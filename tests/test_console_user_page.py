@@ -34,7 +34,7 @@ def test_helpdesk_sets_an_end_users_vacation_from_the_user_page_and_comes_back_t
     assert "“Away”" in helpdesk.get(page_url).content.decode()
 
 
-def test_a_next_address_other_than_the_persons_page_is_ignored(sign_in: Any, make_directory_user: Any) -> None:
+def test_a_return_address_other_than_the_persons_page_is_refused(sign_in: Any, make_directory_user: Any) -> None:
     helpdesk = sign_in("helpdesk")
     person = make_directory_user()
     for elsewhere in ("https://evil.example/", "//evil.example/", "/directory/users/someoneelse/", "/"):
@@ -42,7 +42,14 @@ def test_a_next_address_other_than_the_persons_page_is_ignored(sign_in: Any, mak
             f"/out-of-office/helpdesk/{person.uid}/",
             {"next": elsewhere, "subject": "x", "body": "y", "interval_days": "7"},
         )
-        assert response["Location"] == f"/out-of-office/helpdesk/{person.uid}/", elsewhere
+        assert response.status_code == 200, elsewhere
+        assert "sent from a page it cannot return to" in response.content.decode()
+    assert not VacationReply.objects.filter(uid=person.uid).exists()
+    # Without a return address the helpdesk page saves and stays where it is.
+    response = helpdesk.post(
+        f"/out-of-office/helpdesk/{person.uid}/", {"subject": "x", "body": "y", "interval_days": "7"}
+    )
+    assert response["Location"] == f"/out-of-office/helpdesk/{person.uid}/"
 
 
 @pytest.mark.parametrize("target_role", ["helpdesk", "admin"])

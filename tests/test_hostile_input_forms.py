@@ -347,6 +347,15 @@ CASES = [
         single_line=("subject", "delegate"),
     ),
     Case(
+        # The same form, from the person's directory page (it returns there).
+        "helpdesk vacation from the user page",
+        lambda w: w.helpdesk,
+        lambda w: f"/out-of-office/helpdesk/{w.target.uid}/",
+        lambda w: {**_vacation(w), "next": f"/directory/users/{w.target.uid}/"},
+        ("next", "subject", "body"),
+        single_line=("subject",),
+    ),
+    Case(
         "helpdesk search",
         lambda w: w.helpdesk,
         lambda w: "/out-of-office/helpdesk/",

@@ -22,6 +22,6 @@ def vacation_editor(context: template.Context, person: DirectoryUser, may_edit: 
         "form": VacationForm(instance=vacation or VacationReply(uid=person.uid, address=person.mail))
         if may_edit
         else None,
-        "next": request.get_full_path() if request is not None else "",
+        "next": request.path if request is not None else "",
         "csrf_token": context.get("csrf_token"),
     }

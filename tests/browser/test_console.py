@@ -20,7 +20,7 @@ def test_helpdesk_finds_a_person_and_edits_their_vacation_from_the_user_page(
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
     page.get_by_label("Name, uid or address").fill(person.mail)
     page.get_by_label("State").select_option("active")
-    page.get_by_role("button", name="Show").click()
+    page.get_by_role("button", name="Search").click()
     expect(page.locator(".result-count")).to_have_text("1 user matches.")
     page.get_by_role("link", name=person.uid).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(person.uid)
