@@ -174,7 +174,14 @@ def user_suspend(request: HttpRequest, uid: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         assert isinstance(request.user, User)
         try:
-            suspension.suspend(uid, form.cleaned_data["reason"], form.cleaned_data["until"], request.user, request)
+            suspension.suspend(
+                uid,
+                form.cleaned_data["reason"],
+                form.cleaned_data["until"],
+                request.user,
+                request,
+                notify=form.cleaned_data["tell"],
+            )
         except suspension.SuspensionBusy as exc:
             form.add_error(None, str(exc))
             return render(request, "accounts/user_suspend.html", context, status=503)

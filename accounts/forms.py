@@ -256,6 +256,11 @@ class SuspendForm(forms.Form):
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
         help_text="In the time zone shown at the foot of the page. Empty: until an admin reinstates the user.",
     )
+    tell = forms.BooleanField(
+        label="Tell them by mail",
+        required=False,
+        help_text="The person gets a plain mail with the reason, the end and whom to contact; the admins get one too.",
+    )
 
     def clean_reason(self) -> str:
         reason: str = self.cleaned_data["reason"].replace("\r\n", "\n").strip()

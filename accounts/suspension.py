@@ -22,6 +22,7 @@ from accounts.models import SenderSuspension
 from aliases.models import Alias
 from aliases.publication import request_publication
 from audit.models import record_event
+from notices import services as notices
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,22 @@ def sender_access_entries(current_mail: Mapping[str, str] | None = None) -> list
     return [(address, action) for address in sorted(addresses)]
 
 
+SYSTEM = "system"
+
+
 def suspend(
-    uid: str, reason: str, until: datetime | None, actor: User, request: HttpRequest | None = None
+    uid: str,
+    reason: str,
+    until: datetime | None,
+    actor: User | None,
+    request: HttpRequest | None = None,
+    *,
+    notify: bool = False,
 ) -> SenderSuspension:
-    if uid == actor.get_username():
+    """Suspend `uid` (actor None: the system did it, e.g. an outbound limit). With `notify` the
+    person and the admins are told by mail once the suspension is recorded."""
+    actor_name = actor.get_username() if actor is not None else SYSTEM
+    if uid == actor_name:
         raise SuspensionError("You cannot suspend your own account.")
     if until is not None and until <= timezone.now():
         raise SuspensionError("The end of the suspension must be in the future.")
@@ -103,9 +116,11 @@ def suspend(
                 reason=reason,
                 until=until,
                 created_by=actor,
-                created_by_name=actor.get_username(),
+                created_by_name=actor_name,
             )
             detail = f"until {until.isoformat()}" if until else "until reinstated"
+            if actor is None:
+                detail = f"{detail}; {reason}"
             record_event("suspension.suspend", request=request, actor=actor, target=uid, detail=detail)
             request_publication(f"suspend {uid}")
             if until is not None:
@@ -119,7 +134,48 @@ def suspend(
     except Exception:
         _put_back_flag(uid, blocked=False)
         raise
+    if notify:
+        _tell(suspension, person.mail)
     return suspension
+
+
+def _tell(suspension: SenderSuspension, mail: str) -> None:
+    """The person learns why and until when, and whom to ask; every admin gets the figures."""
+    until = (
+        f"until {timezone.localtime(suspension.until):%Y-%m-%d %H:%M %Z}"
+        if suspension.until
+        else "until an administrator lifts it"
+    )
+    by = "automatically by the mail system" if suspension.created_by_name == SYSTEM else "by an administrator"
+    if mail:
+        notices.queue(
+            mail,
+            "Sending mail from your account is suspended",
+            f"Sending mail from your account ({suspension.uid}) was suspended {by}, {until}.\n\n"
+            f"Reason: {suspension.reason}\n\n"
+            f"Mail to you is still delivered. If you did not send this mail, your password may be\n"
+            f"known to someone else: change it, and contact {settings.ABUSE_CONTACT}.\n",
+            "suspension",
+        )
+    for address in _admin_addresses():
+        notices.queue(
+            address,
+            f"Sending suspended for {suspension.uid}",
+            f"Sending mail was suspended for {suspension.uid} ({mail or 'no mailbox'}) {by}, {until}.\n\n"
+            f"Reason: {suspension.reason}\n\n"
+            f"Lift it on the user's page in mailadmin once the account is safe again.\n",
+            "suspension-admin",
+        )
+
+
+def _admin_addresses() -> list[str]:
+    try:
+        admins = directory.group_member_uids(settings.LDAP_ADMIN_GROUP_DN)
+        people = [directory.get_user(uid) for uid in sorted(admins)]
+    except directory.DirectoryError:
+        log.warning("could not read the admins from the directory; no admin notice sent")
+        return []
+    return sorted({person.mail for person in people if person is not None and person.mail})
 
 
 def reinstate(uid: str, actor: User | None, request: HttpRequest | None = None, now: datetime | None = None) -> bool:

@@ -3,6 +3,7 @@
 Defaults run the demo on one machine; README.md lists every setting; docs/deploy.md the production values.
 """
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -83,6 +84,8 @@ INSTALLED_APPS = [
     "handover",
     "mfa",
     "bulk",
+    "notices",
+    "limits",
 ]
 
 MIDDLEWARE = [
@@ -428,6 +431,27 @@ CELERY_BEAT_SCHEDULE["second-factor-reset-notices"] = {
     "task": "mfa.tasks.send_reset_notices",
     "schedule": 60.0,
 }
+# Notices (suspensions) to one address in an hour; more are kept unsent and logged.
+NOTICE_MAX_PER_HOUR = env_int("NOTICE_MAX_PER_HOUR", 5)
+# --- Outbound limits (limits/; decided by the policy service on mail local people send) ------
+# Soft limits: past one, further mail is deferred (451 4.7.1). Past LIMIT_HARD_FACTOR times the
+# hourly/daily ones the sender is suspended for LIMIT_SUSPENSION_SECONDS, and told by mail.
+LIMIT_MESSAGES_PER_HOUR = env_int("LIMIT_MESSAGES_PER_HOUR", 100)
+LIMIT_RECIPIENTS_PER_HOUR = env_int("LIMIT_RECIPIENTS_PER_HOUR", 300)
+LIMIT_RECIPIENTS_PER_DAY = env_int("LIMIT_RECIPIENTS_PER_DAY", 1000)
+LIMIT_RECIPIENTS_PER_MESSAGE = env_int("LIMIT_RECIPIENTS_PER_MESSAGE", 100)
+LIMIT_HARD_FACTOR = env_int("LIMIT_HARD_FACTOR", 3)
+LIMIT_SUSPENSION_SECONDS = env_int("LIMIT_SUSPENSION_SECONDS", 24 * 3600)
+# Clients whose mail without a SASL login counts as sent by the envelope sender (webmail, scripts).
+LIMIT_LOCAL_NETWORKS = env_list("LIMIT_LOCAL_NETWORKS", ["127.0.0.0/8", "::1/128"])
+for _network in LIMIT_LOCAL_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"MAILADMIN_LIMIT_LOCAL_NETWORKS: {_network!r} is not a network") from None
+# Where every mail host counts: one Redis shared by all of them (a database number of its own).
+LIMIT_COUNTER_URL = env_str("LIMIT_COUNTER_URL", REDIS_URL)
+CELERY_BEAT_SCHEDULE["notices"] = {"task": "notices.tasks.send_pending_notices", "schedule": 60.0}
 
 # CSV import and export (bulk/, docs/import-export.md): the largest file and number of rows
 # one import takes. The worker resumes imports queued while the broker was down.

@@ -12,4 +12,5 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("second-factor/", include("mfa.urls")),
     path("bulk/", include("bulk.urls")),
+    path("limits/", include("limits.urls")),
 ]

@@ -25,6 +25,7 @@ from accounts import directory
 from aliases.models import Alias, Domain
 from bulk.models import ImportJob
 from handover.models import HandoverNote, TopicDelegate
+from limits.models import SendingLimit
 from mfa import services
 from mfa.models import Passkey
 from tests.conftest import DEMO_PASSWORD, give_second_factor, sign_in_client
@@ -156,6 +157,11 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
     "bulk:apply": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
     "bulk:passwords": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
     "bulk:export": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
+    # Outbound limits and the heaviest senders: admins only.
+    "limits:list": {"GET": ADMINS, "POST": ADMINS},
+    "limits:edit": {"GET": ADMINS, "POST": ADMINS},
+    "limits:delete": {"GET": each(LOGIN, DENIED, DENIED, DENIED, NOT_ALLOWED), "POST": ADMINS},
+    "limits:senders": {"GET": ADMINS, "POST": ADMINS},
 }
 
 
@@ -254,6 +260,11 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
             kwargs["pk"] = objects["note"].pk
         elif parameter == "pk" and name.startswith("bulk:"):
             kwargs["pk"] = objects["import"].pk  # an import of the ADMIN visitor
+        elif parameter == "pk" and name.startswith("limits:"):
+            limit, _ = SendingLimit.objects.get_or_create(
+                scope="person", name=objects["uid"], defaults={"recipients_per_hour": 9}
+            )
+            kwargs["pk"] = limit.pk
         elif parameter == "pk" and name == "mfa:passkey_remove":
             # Made only here: a passkey would make every other URL ask the owner for it.
             owner = User.objects.get(username=objects["uid"])

@@ -23,6 +23,7 @@ from accounts.models import SenderSuspension
 from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
 from audit.models import AuditEvent
 from handover.models import HandoverNote, TopicDelegate, WorkItem
+from limits.models import SendingLimit
 from mfa import services
 from outofoffice.models import ReplyLog, VacationReply
 from tests.conftest import DEMO_PASSWORD
@@ -120,7 +121,7 @@ class World:
         parts = []
         for model in (Alias, AliasTombstone, Domain, VacationReply, ReplyLog, HandoverNote, TopicDelegate, WorkItem):
             parts.append(repr(list(model.objects.order_by("pk").values())))
-        for model in (SenderSuspension, AuditEvent, MapGeneration):
+        for model in (SenderSuspension, AuditEvent, MapGeneration, SendingLimit):
             parts.append(repr(list(model.objects.order_by("pk").values())))
         if ldap:
             for uid in (self.target.uid, self.owner.directory_user.uid):  # type: ignore[attr-defined]
@@ -397,6 +398,14 @@ CASES = [
         directory=True,
     ),
     Case(
+        "sending limit",
+        lambda w: w.admin,
+        lambda w: "/limits/",
+        lambda w: {"scope": "domain", "name": f"l{_unique()}.example.org", "recipients_per_hour": "10"},
+        ("scope", "name", "messages_per_hour", "recipients_per_hour", "recipients_per_day", "recipients_per_message"),
+        single_line=("name",),
+    ),
+    Case(
         "audit filter",
         lambda w: w.admin,
         lambda w: "/audit/",
@@ -491,6 +500,9 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "bulk:job",
         "bulk:apply",
         "bulk:passwords",
+        "limits:edit",  # the same SendingLimitForm as "sending limit"
+        "limits:delete",
+        "limits:senders",
     }
     covered_paths = {
         "accounts:password",
@@ -509,6 +521,7 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "mfa:passkey_add",
         "bulk:index",
         "bulk:export",
+        "limits:list",
     }
     assert set(ALL_URLS) - without_fields - covered_paths == set()
 

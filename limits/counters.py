@@ -1,0 +1,145 @@
+"""Sending counters shared by every mail host: Redis with expiring buckets.
+
+Per sender, minute buckets (kept 61 minutes) sum to the last hour and hour buckets (kept 25
+hours) to the last day, so a window slides instead of resetting on the hour. Sorted sets per
+minute and per hour rank the heaviest senders. One pipelined round trip per counted recipient.
+
+When Redis does not answer, counting goes on in this process's memory with the same buckets
+(per host, so the limit holds on each host even if not across them) and the log says so once;
+when Redis answers again the shared counts take over (what was counted locally meanwhile is not
+carried over).
+"""
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import redis
+
+from limits.rules import Counts
+
+log = logging.getLogger(__name__)
+
+MINUTE_TTL = 61 * 60
+HOUR_TTL = 25 * 3600
+RECIPIENTS = "r"
+MESSAGES = "m"
+
+
+@dataclass(frozen=True)
+class Sender:
+    login: str
+    recipients: int
+    messages: int
+
+
+def _minutes(now: float) -> range:
+    current = math.floor(now / 60)
+    return range(current - 59, current + 1)
+
+
+def _hours(now: float) -> range:
+    current = math.floor(now / 3600)
+    return range(current - 23, current + 1)
+
+
+class LocalCounters:
+    """The per-host fallback: the same buckets in a dict, pruned as they age."""
+
+    def __init__(self) -> None:
+        self._minute: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        self._hour: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+
+    def add(self, login: str, messages: int, recipients: int, now: float) -> Counts:
+        self._prune(now)
+        minute, hour = math.floor(now / 60), math.floor(now / 3600)
+        for bucket in (self._minute[(login, minute)], self._hour[(login, hour)]):
+            bucket[0] += messages
+            bucket[1] += recipients
+        in_hour = [self._minute.get((login, m), [0, 0]) for m in _minutes(now)]
+        in_day = [self._hour.get((login, h), [0, 0]) for h in _hours(now)]
+        return Counts(
+            messages_hour=sum(b[0] for b in in_hour),
+            recipients_hour=sum(b[1] for b in in_hour),
+            recipients_day=sum(b[1] for b in in_day),
+        )
+
+    def _prune(self, now: float) -> None:
+        oldest_minute, oldest_hour = _minutes(now).start, _hours(now).start
+        for key in [k for k in self._minute if k[1] < oldest_minute]:
+            del self._minute[key]
+        for key in [k for k in self._hour if k[1] < oldest_hour]:
+            del self._hour[key]
+
+
+class Counters:
+    def __init__(self, url: str, prefix: str = "mailadmin:out", clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._prefix = prefix
+        self._clock = clock
+        self._local = LocalCounters()
+        self.shared = True
+
+    def _key(self, *parts: object) -> str:
+        return ":".join([self._prefix, *(str(p) for p in parts)])
+
+    def add(self, login: str, messages: int, recipients: int) -> Counts:
+        """Count `messages` and `recipients` for `login`; the counts over the windows after it."""
+        now = self._clock()
+        try:
+            counts = self._add_shared(login, messages, recipients, now)
+        except redis.RedisError as exc:
+            if self.shared:
+                log.warning("sending counters: Redis not answering (%s); counting on this host only", exc)
+                self.shared = False
+            return self._local.add(login, messages, recipients, now)
+        if not self.shared:
+            log.warning("sending counters: Redis answers again; shared counting resumed")
+            self.shared = True
+        return counts
+
+    def _add_shared(self, login: str, messages: int, recipients: int, now: float) -> Counts:
+        name = quote(login, safe="@.-_+")
+        minute, hour = math.floor(now / 60), math.floor(now / 3600)
+        pipe = self._redis.pipeline(transaction=False)
+        for key, ttl in ((self._key(name, "m", minute), MINUTE_TTL), (self._key(name, "h", hour), HOUR_TTL)):
+            pipe.hincrby(key, MESSAGES, messages)
+            pipe.hincrby(key, RECIPIENTS, recipients)
+            pipe.expire(key, ttl)
+        for kind, ttl, bucket in (("m", MINUTE_TTL, minute), ("h", HOUR_TTL, hour)):
+            for what, amount in ((RECIPIENTS, recipients), (MESSAGES, messages)):
+                if amount:
+                    top = self._key("top", what, kind, bucket)
+                    pipe.zincrby(top, amount, login)
+                    pipe.expire(top, ttl)
+        for m in _minutes(now):
+            pipe.hmget(self._key(name, "m", m), MESSAGES, RECIPIENTS)
+        for h in _hours(now):
+            pipe.hget(self._key(name, "h", h), RECIPIENTS)
+        replies = pipe.execute()
+        in_hour = replies[-84:-24]
+        in_day = replies[-24:]
+        return Counts(
+            messages_hour=sum(int(m or 0) for m, _ in in_hour),
+            recipients_hour=sum(int(r or 0) for _, r in in_hour),
+            recipients_day=sum(int(r or 0) for r in in_day),
+        )
+
+    def heaviest(self, window: str, limit: int = 25) -> list[Sender]:
+        """The senders with the most recipients in the last hour ("hour") or day ("day").
+        Raises redis.RedisError when the store does not answer."""
+        now = self._clock()
+        kind, buckets = ("m", _minutes(now)) if window == "hour" else ("h", _hours(now))
+        totals: dict[str, list[int]] = {}
+        for index, what in enumerate((RECIPIENTS, MESSAGES)):
+            keys = [self._key("top", what, kind, b) for b in buckets]
+            union: list[tuple[bytes, float]] = self._redis.zunion(keys, withscores=True, aggregate="SUM")  # type: ignore[assignment]
+            for member, score in union:
+                login = member.decode()
+                totals.setdefault(login, [0, 0])[index] = int(score)
+        heaviest = sorted(totals.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))[:limit]
+        return [Sender(login, recipients, messages) for login, (recipients, messages) in heaviest]
