@@ -15,7 +15,6 @@ Prints seconds, rows/s and the import's time over the baseline's.
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from django.core.management import call_command  # noqa: E402
 from accounts import administration, directory  # noqa: E402
 from aliases.models import Alias, AliasTombstone, Domain  # noqa: E402
 from aliases.services import create_alias  # noqa: E402
+from benchmarks.publication import stop_worker  # noqa: E402
 from bulk import csvfiles, tasks  # noqa: E402
 from bulk.models import ImportJob  # noqa: E402
 from mfa import sealing  # noqa: E402
@@ -54,14 +54,6 @@ def start_worker() -> subprocess.Popen[bytes]:
         # (scripts/bench publication measures publishing).
         env={**os.environ, "MAILADMIN_MAIL_HOST": "bench-import-no-maps"},
     )  # fmt: skip
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
 
 
 def timed(run: Callable[[], object]) -> float:
@@ -87,6 +79,15 @@ def through_worker(admin: User, kind: str, text: str, rows: int, source: ImportJ
             print(f"    … {job.processed_rows} of {rows} rows", flush=True)
         time.sleep(0.2)
     return job, time.perf_counter() - start
+
+
+def dry_run_and_import(admin: User, kind: str, text: str, rows: int, baseline: float) -> None:
+    dry, seconds = through_worker(admin, kind, text, rows, None)
+    report("dry run (worker)", rows, seconds, baseline)
+    print(f"    outcomes: {counts(dry)}")
+    job, seconds = through_worker(admin, kind, text, rows, dry)
+    report("import (worker)", rows, seconds, baseline)
+    print(f"    outcomes: {counts(job)}")
 
 
 def report(label: str, rows: int, seconds: float, baseline: float | None = None) -> None:
@@ -127,12 +128,7 @@ def aliases(admin: User, rows: int, owners: int) -> None:
     report("baseline: create_alias in a loop", rows, baseline)
     clear()
     text = "".join(csvfiles.csv_lines(("address", "owner"), ((f"{local}@{DOMAIN}", uid) for local, uid in table)))
-    dry, seconds = through_worker(admin, "aliases", text, rows, None)
-    report("dry run (worker)", rows, seconds, baseline)
-    print(f"    outcomes: {counts(dry)}")
-    job, seconds = through_worker(admin, "aliases", text, rows, dry)
-    report("import (worker)", rows, seconds, baseline)
-    print(f"    outcomes: {counts(job)}")
+    dry_run_and_import(admin, "aliases", text, rows, baseline)
     assert Alias.objects.filter(domain=domain).count() == rows
     clear()
 
@@ -161,12 +157,7 @@ def users(admin: User, rows: int) -> None:
             ("uid", "name", "mail"), ((uid, f"Bench Person {uid}", f"{uid}@{settings.MAIL_DOMAIN}") for uid in uids)
         )
     )
-    dry, seconds = through_worker(admin, "users", text, rows, None)
-    report("dry run (worker)", rows, seconds, baseline)
-    print(f"    outcomes: {counts(dry)}")
-    job, seconds = through_worker(admin, "users", text, rows, dry)
-    report("import (worker)", rows, seconds, baseline)
-    print(f"    outcomes: {counts(job)}")
+    dry_run_and_import(admin, "users", text, rows, baseline)
     clear()
 
 

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.http import HttpRequest
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import administration, directory
 from accounts.forms import UNAVAILABLE
@@ -399,6 +400,7 @@ def alias_address(item: NewAlias) -> str:
 # --- handing over the initial passwords ------------------------------------------------------
 
 
+@sensitive_variables()
 def hand_over_passwords(request: HttpRequest, job: ImportJob) -> list[tuple[str, str]] | None:
     """(uid, password) of every user the import created with a generated password, once: the
     sealed copies are removed in the same transaction. None when they were handed over before."""
@@ -420,6 +422,7 @@ def hand_over_passwords(request: HttpRequest, job: ImportJob) -> list[tuple[str,
 # --- exports ---------------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def export_users(request: HttpRequest, with_hashes: bool) -> Iterator[str]:
     """The users CSV (the import's format), read from the directory before the first line."""
     people = sorted(directory.iter_users(), key=lambda person: person.uid)

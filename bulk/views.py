@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
 from accounts import directory
@@ -108,6 +109,7 @@ def _download(lines: Iterator[str], name: str) -> HttpResponse:
 @admin_required
 @require_POST
 @recent_second_factor
+@sensitive_variables("passwords", "lines")
 def job_passwords(request: HttpRequest, pk: int) -> HttpResponse:
     job = _own_job(request, pk)
     if job.dry_run or job.kind != ImportJob.Kind.USERS or job.state != ImportJob.State.DONE:

@@ -335,6 +335,8 @@ def _arguments(name: str, pattern: URLPattern, objects: dict[str, object]) -> di
             kwargs["pk"] = objects["token"].pk
         elif parameter == "alias_id":
             kwargs["alias_id"] = objects["alias"].pk
+        elif parameter == "pk" and name.startswith("bulk:"):
+            kwargs["pk"] = objects["import"].pk  # an import of the ADMIN visitor
         elif parameter == "pk" and name.startswith("limits:"):
             limit, _ = SendingLimit.objects.get_or_create(
                 scope="person", name=objects["uid"], defaults={"recipients_per_hour": 9}

@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 from aliases.models import Alias, Domain
 from bulk import services
 from bulk.models import ImportJob
+from tests.browser.conftest import PHONE
 
 pytestmark = pytest.mark.browser
 
@@ -68,4 +69,7 @@ def test_an_admin_checks_a_csv_file_sees_the_errors_by_line_then_imports_the_goo
         owner.uid,
         "from the old server",
     )
+    page.set_viewport_size(PHONE)
+    page.goto(f"/bulk/imports/{ImportJob.objects.get(dry_run=True).pk}/")  # the errors table, on a phone
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
     assert page.console_problems == []  # type: ignore[attr-defined]
