@@ -22,6 +22,7 @@ from django.db import DatabaseError, IntegrityError, connection
 
 from accounts import directory
 from activity.leaks import is_related, registrable_domain
+from limits.services import OutboundSnapshot, build_guard
 from mailadmin.service_thread import ServiceThread
 from policy import protocol, snapshot
 from policy.decision import Decision, Recipient, Snapshot, decide
@@ -31,6 +32,8 @@ from policy.tally import Batch
 log = logging.getLogger("policy")
 
 FULL_REFRESH_SECONDS = 300.0
+# Sending limits, mail domains and lifted suspensions for the outbound check (limits/).
+OUTBOUND_REFRESH_SECONDS = 5.0
 DIRECTORY_RETRY_SECONDS = 10.0
 MISSING_OWNER_RETRY_SECONDS = 60.0
 # A batch refused by the database for its content (not for being down) is retried this often, then dropped.
@@ -61,10 +64,18 @@ class PolicyService:
         self._integrity_failures = 0
         self._refresher = ThreadPoolExecutor(1, thread_name_prefix="policy-refresh")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="policy-flush")
+        # Mail local people send: counted, deferred past a soft limit, suspended past a hard one.
+        self.outbound = OutboundSnapshot.empty()
+        self._next_outbound = 0.0
+        self._suspender = ThreadPoolExecutor(1, thread_name_prefix="policy-suspend")
+        self.guard = build_guard(lambda: self.outbound, self._suspender)
 
     # --- the hot path (event loop) ---------------------------------------------------------
 
     def answer(self, attributes: Any) -> str:
+        outbound = self.guard.check(attributes)
+        if outbound is not None:
+            return outbound
         decision: Decision = decide(attributes, self.snapshot, is_related, registrable_domain)
         if decision.outcome is not None:
             # Whole seconds: enough for "last mail", and the flush adapts each distinct value once.
@@ -110,6 +121,9 @@ class PolicyService:
             self._missing_owners = set(self.snapshot.accounts) - {r.owner_id for r in self._mailboxes.values()}
         if recipients_changed:
             self.snapshot = replace(self.snapshot, recipients={**self._mailboxes, **self._aliases})
+        if full or now >= self._next_outbound:
+            self.outbound = OutboundSnapshot.load()
+            self._next_outbound = now + OUTBOUND_REFRESH_SECONDS
         self._generations = (aliases_at, blocks_at)
         if full:
             self._next_full = now + FULL_REFRESH_SECONDS
@@ -194,6 +208,7 @@ class PolicyService:
             await self.flush()  # what was counted since the last flush
             self._refresher.shutdown(wait=False)
             self._writer.shutdown(wait=True)
+            self._suspender.shutdown(wait=True)
 
 
 class PolicyThread(ServiceThread):
