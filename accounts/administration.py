@@ -8,11 +8,43 @@ from accounts import directory
 from audit.models import record_event
 
 
-def create_mail_user(uid: str, name: str, mail: str, password: str, request: HttpRequest) -> directory.DirectoryUser:
-    given, _, surname = name.rpartition(" ")
-    person = directory.create_user(uid=uid, cn=name, sn=surname or name, given_name=given, mail=mail, password=password)
-    record_event("account.create", request=request, target=uid, detail=f"mailbox {mail}")
+def create_mail_user(
+    uid: str,
+    name: str,
+    mail: str,
+    password: str | None,
+    request: HttpRequest | None,
+    *,
+    hashed_password: str | None = None,
+    actor: User | None = None,
+) -> directory.DirectoryUser:
+    """`password` in clear, or `hashed_password` as a `{CRAM-MD5}` value (CSV import); `actor`
+    when there is no request (the import worker)."""
+    person = add_mail_user(uid, name, mail, password, hashed_password=hashed_password)
+    record_mail_user_created(uid, mail, request, actor=actor)
     return person
+
+
+def add_mail_user(
+    uid: str, name: str, mail: str, password: str | None, *, hashed_password: str | None = None
+) -> directory.DirectoryUser:
+    """The directory write of create_mail_user alone (the import records its events by batch)."""
+    given, _, surname = name.rpartition(" ")
+    return directory.create_user(
+        uid=uid,
+        cn=name,
+        sn=surname or name,
+        given_name=given,
+        mail=mail,
+        password=password,
+        hashed_password=hashed_password,
+    )
+
+
+def record_mail_user_created(
+    uid: str, mail: str, request: HttpRequest | None, *, actor: User | None = None, detail: str = ""
+) -> None:
+    record_event("account.create", request=request, actor=actor, target=uid, detail=f"mailbox {mail}{detail}")
 
 
 def disable_account(uid: str, reason: str, request: HttpRequest) -> None:

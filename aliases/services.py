@@ -21,6 +21,7 @@ from accounts.suspension import is_suspended
 from aliases.addresses import is_reserved
 from aliases.models import Alias, AliasTombstone, Domain
 from audit.models import AuditEvent, record_event
+from mailadmin.dates import format_datetime
 from postfix.publication import request_publication
 
 TAKEN = "{address} is not available. Choose another name."
@@ -92,7 +93,7 @@ def creation_refusal(owner: User, now: datetime | None = None) -> str | None:
 
 
 def create_alias(
-    request: HttpRequest,
+    request: HttpRequest | None,
     owner: User,
     *,
     local_part: str,
@@ -101,8 +102,10 @@ def create_alias(
     site: str = "",
     label: str = "",
     expires_at: datetime | None = None,
+    actor: User | None = None,
 ) -> Alias:
-    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check)."""
+    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check).
+    `actor`: who made it when not the owner (an admin's CSV import; no request in the worker)."""
     address = f"{local_part}@{domain.name}"
     with transaction.atomic():
         # One creation per owner at a time, so concurrent requests cannot all see room under the limit.
@@ -126,7 +129,12 @@ def create_alias(
                 )
         except IntegrityError:
             raise AliasRefused(TAKEN.format(address=address)) from None
-        record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
+        if actor is None or actor.pk == owner.pk:
+            record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
+        else:
+            # Not "alias.create": that counts against the actor's own creation rate.
+            detail = f"for {owner.get_username()}, {_describe(alias)}"
+            record_event("alias.create-for", request=request, actor=actor, target=address, detail=detail)
         request_publication(f"alias created: {address}", keys=[address])
     return alias
 
@@ -136,18 +144,50 @@ def _describe(alias: Alias) -> str:
     if alias.site:
         parts.append(f"site {alias.site}")
     if alias.expires_at:
-        parts.append(f"expires {alias.expires_at:%Y-%m-%d %H:%M %Z}")
+        parts.append(f"expires {format_datetime(alias.expires_at, zone=True)}")
     return ", ".join(parts)
 
 
-def set_alias_enabled(request: HttpRequest, alias: Alias, enabled: bool) -> None:
-    if alias.enabled == enabled:
+def set_alias_enabled(request: HttpRequest | None, alias: Alias, enabled: bool, actor: User | None = None) -> None:
+    set_aliases_enabled(request, [alias], enabled, actor)
+
+
+def _publication_reason(aliases: list[Alias], verb: str) -> str:
+    return f"alias {verb}: {aliases[0].address}" if len(aliases) == 1 else f"{len(aliases)} aliases {verb}"
+
+
+def set_aliases_enabled(
+    request: HttpRequest | None, aliases: list[Alias], enabled: bool, actor: User | None = None
+) -> list[Alias]:
+    """Switch several of one owner's aliases on or off in one transaction; returns those changed.
+    `actor`: who did it when there is no request (the worker running an admin's import)."""
+    changed = [alias for alias in aliases if alias.enabled != enabled]
+    if not changed:
+        return []
+    with transaction.atomic():
+        now = timezone.now()
+        Alias.objects.filter(pk__in=[a.pk for a in changed]).update(enabled=enabled, updated_at=now)
+        for alias in changed:
+            alias.enabled, alias.updated_at = enabled, now
+            record_event(
+                "alias.enable" if enabled else "alias.disable", request=request, actor=actor, target=alias.address
+            )
+        reason = _publication_reason(changed, "enabled" if enabled else "disabled")
+        request_publication(reason, keys=[alias.address for alias in changed])
+    return changed
+
+
+def delete_aliases(request: HttpRequest, aliases: list[Alias]) -> None:
+    """Delete several aliases at once: each is refused from now on and never created again."""
+    if not aliases:
         return
     with transaction.atomic():
-        alias.enabled = enabled
-        alias.save(update_fields=["enabled", "updated_at"])
-        record_event("alias.enable" if enabled else "alias.disable", request=request, target=alias.address)
-        request_publication(f"alias {'enabled' if enabled else 'disabled'}: {alias.address}", keys=[alias.address])
+        for alias in aliases:
+            address = alias.address.lower()
+            AliasTombstone.objects.get_or_create(address=address, defaults={"former_owner_id": alias.owner_id})
+            record_event("alias.delete", request=request, target=address)
+        Alias.objects.filter(pk__in=[a.pk for a in aliases]).delete()
+        request_publication(_publication_reason(aliases, "deleted"), keys=[alias.address for alias in aliases])
 
 
 def update_alias(
@@ -171,12 +211,7 @@ def update_alias(
 
 def delete_alias(request: HttpRequest, alias: Alias) -> None:
     """The address is refused from now on and can never be created again."""
-    address = alias.address.lower()
-    with transaction.atomic():
-        AliasTombstone.objects.get_or_create(address=address, defaults={"former_owner_id": alias.owner_id})
-        alias.delete()
-        record_event("alias.delete", request=request, target=address)
-        request_publication(f"alias deleted: {address}", keys=[address])
+    delete_aliases(request, [alias])
 
 
 def save_domain(request: HttpRequest, domain: Domain, *, catchall_owner: tuple[str, str], created: bool) -> None:

@@ -61,7 +61,6 @@ class Postfix:
         self.data_dir = self.state_dir / "data"
         self.map_dir = settings.POSTFIX_MAP_DIR
         self.mail_dir = root / "mail"
-        self.log_file = self.state_dir / "maillog"
 
     def _context(self) -> ConfigContext:
         password = Slapd().password_file("postfix").read_text().strip()
@@ -77,8 +76,6 @@ queue_directory = {self.queue_dir}
 data_directory = {self.data_dir}
 mail_owner = postfix
 setgid_group = postdrop
-maillog_file_prefixes = {self.state_dir}
-maillog_file = {self.log_file}
 myhostname = mail.{settings.MAIL_DOMAIN}
 mydomain = {settings.MAIL_DOMAIN}
 myorigin = $mydomain

@@ -198,6 +198,12 @@ def test_deploy_files_are_what_the_generator_prints_for_their_example_settings()
         "VACATION_HANDOFF_PORT": 10027,
         "RESPONDER_HOST": "127.0.0.1",
         "RESPONDER_PORT": 10026,
+        "POLICY_HOST": "127.0.0.1",
+        "POLICY_PORT": 10040,
+        "POLICY_TIMEOUT": 5,
+        "POLICY_DEFAULT_ACTION": "DUNNO",
+        "MAILLOG_FILE": Path("/var/log/postfix.log"),
+        "MAILLOG_POSTLOG": True,
     }
     deploy = Path(settings.BASE_DIR) / "deploy" / "postfix"
     with override_settings(**example):
@@ -209,7 +215,7 @@ def test_deploy_files_are_what_the_generator_prints_for_their_example_settings()
         )
         main_cf, master_cf, files = config.main_cf(ctx), config.master_cf(ctx), config.cf_files(ctx)
 
-    main_parts = ("main.cf.tables", "main.cf.sender-block", "main.cf.out-of-office")
+    main_parts = ("main.cf.tables", "main.cf.sender-block", "main.cf.out-of-office", "main.cf.policy", "main.cf.trail")
     master_parts = ("master.cf.submission", "master.cf.out-of-office")
     kept_main = [line for name in main_parts for line in _configuration_lines((deploy / name).read_text())]
     kept_master = [line for name in master_parts for line in _configuration_lines((deploy / name).read_text())]

@@ -1,6 +1,6 @@
 """Vacation replies through the private Postfix, the responder and the "outside world" server.
 
-The maps come from the real publication (aliases.publication); Postfix delivers the mailbox
+The maps come from the real publication (postfix.publication); Postfix delivers the mailbox
 copy itself and hands a second copy to the responder over LMTP.
 """
 

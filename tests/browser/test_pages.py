@@ -2,6 +2,7 @@
 Content Security Policy blocks, one current navigation link. Screenshots of each land in
 test-artifacts/screenshots/pages/ for people to look at."""
 
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -11,9 +12,11 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from aliases.models import Alias, Domain
+from api.models import ApiToken
 from audit.models import AuditEvent
 from outofoffice.models import VacationReply
 from tests.browser.conftest import ARTIFACTS, DESKTOP, PHONE
+from trail.models import Delivery
 
 pytestmark = pytest.mark.browser
 
@@ -27,9 +30,24 @@ PAGES = {
         "/handover/edit/",
         "/handover/shared/",
         "/accounts/password/",
+        "/trail/",
+        "/tokens/",
+        "/tokens/help/",
+        "/activity/blocks/",
     ],
-    "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a"],
-    "admin": ["/", "/directory/?q=a", "/aliases/domains/", "/aliases/publication/", "/audit/"],
+    "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a", "/trail/"],
+    "admin": [
+        "/",
+        "/directory/?q=a",
+        "/aliases/domains/",
+        "/aliases/publication/",
+        "/audit/",
+        "/bulk/",
+        "/tokens/all/",
+        "/limits/",
+        "/limits/senders/",
+        "/activity/organisation/",
+    ],
 }
 
 
@@ -58,6 +76,14 @@ def _populate(owner: User) -> None:
             "ends_at": timezone.now() + timedelta(days=5),
         },
     )
+    for name, scope in (("Bitwarden on my laptop", "manage"), ("Inventory script", "read")):
+        ApiToken.objects.create(
+            owner=owner,
+            name=name,
+            scope=scope,
+            digest=secrets.token_hex(32),
+            display_prefix="mat_" + secrets.token_hex(3),
+        )
     AuditEvent.objects.bulk_create(
         AuditEvent(action=action, actor_name=owner.username, target=target, detail=detail, client_address="127.0.0.1")
         for action, target, detail in [
@@ -65,6 +91,38 @@ def _populate(owner: User) -> None:
             ("alias.disable", "news1@" + settings.ALIAS_DOMAIN, ""),
             ("vacation.set", owner.username, "enabled, until next week"),
             ("suspension.suspend", "mallory", "Sent 4000 spam messages from a phished password; see ticket 4711 " * 2),
+        ]
+    )
+    # The delivery trail: the owner's mail, with Postfix's longest kinds of text.
+    Delivery.objects.bulk_create(
+        Delivery(logged_at=timezone.now(), host="mx1", queue_id="4A1B2C3D4E", status=status, **fields)
+        for status, fields in [
+            ("sent", {"recipient": owner.email, "original_recipient": f"shop0@{settings.ALIAS_DOMAIN}"}),
+            (
+                "rejected",
+                {
+                    "recipient": f"news1@{settings.ALIAS_DOMAIN}",
+                    "reply": "550 5.1.1 <news1@alias>: Recipient address rejected: This address is disabled",
+                },
+            ),
+            (
+                "bounced",
+                {
+                    "sender": owner.email,
+                    "recipient": "a-very-long-recipient-name.with.dots@subdomain.example-partner.co.uk",
+                    "reply": "host mx.example-partner.co.uk[203.0.113.9] said: 550 5.1.1 "
+                    "<a-very-long-recipient-name.with.dots@subdomain.example-partner.co.uk>: Recipient address "
+                    "rejected: User unknown in virtual mailbox table (in reply to RCPT TO command)",
+                },
+            ),
+            (
+                "deferred",
+                {
+                    "sender": owner.email,
+                    "recipient": "friend@down.example",
+                    "reply": "connect to mx.down.example[203.0.113.50]:25: Connection refused",
+                },
+            ),
         ]
     )
 
