@@ -11,8 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
+from aliases.models import Alias, AliasTombstone, Domain
 from audit.models import AuditEvent
+from postfix.models import MapGeneration
 
 pytestmark = pytest.mark.django_db
 
