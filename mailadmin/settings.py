@@ -320,6 +320,8 @@ POSTFIX_MAPS = (
     "mailbox_domains",
     "alias_domains",
     "mailboxes",
+    # Who may send as each mailbox and live alias: SASL logins (smtpd_sender_login_maps).
+    "sender_login",
 )
 
 # --- Map publication ----------------------------------------------------------------------
