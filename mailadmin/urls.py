@@ -21,5 +21,4 @@ urlpatterns = [
     path("api/", compat.simplelogin.urls),
     path("tokens/", include("api.urls")),
     path("bulk/", include("bulk.urls")),
-    path("limits/", include("limits.urls")),
 ]
