@@ -143,6 +143,7 @@ def test_counts_and_sender_domains_appear_after_a_flush(policy, owner) -> None:
     assert SenderBlock.objects.get(alias=alias).stopped >= 1
     page = client.get(f"/aliases/{alias.pk}/").content.decode()
     assert "fine.example" in page and "Block this domain" in page
+    assert f"{counts.accepted} accepted, {counts.refused} refused" in page  # 30 days and all time
     listing = client.get("/aliases/", {"sort": "most-mail"}).content.decode()
     assert listing.index(alias.address) < listing.index(owner["site"].address)
 
