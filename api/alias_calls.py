@@ -19,12 +19,25 @@ from django.utils import timezone
 
 from accounts.roles import Role, role_of
 from aliases.addresses import site_name
-from aliases.forms import AliasEditForm, AliasSearchForm, SiteAliasForm, proposal_for
+from aliases.forms import (
+    AliasCreateForm,
+    AliasEditForm,
+    AliasSearchForm,
+    CustomAliasForm,
+    RandomAliasForm,
+    SiteAliasForm,
+    proposal_for,
+)
 from aliases.models import Alias, Domain
 from aliases.services import AliasRefused, create_alias, creation_refusal, update_alias, usable_domains
-from aliases.views import CREATE_FORMS
 
 MAX_SITE = 255  # as SiteAliasForm's site field
+# The kinds of the web's "New address" pages, and their forms.
+CREATE_FORMS: dict[str, type[AliasCreateForm]] = {
+    "site": SiteAliasForm,
+    "random": RandomAliasForm,
+    "custom": CustomAliasForm,
+}
 # Form field -> the name the API uses for it.
 API_NAMES = {"label": "note", "__all__": "non_field"}
 
