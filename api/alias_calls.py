@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.roles import Role, role_of
-from aliases.addresses import site_name
+from aliases.addresses import normalize_domain, site_name
 from aliases.forms import (
     AliasCreateForm,
     AliasEditForm,
@@ -105,7 +105,11 @@ def _domain_choice(owner: User, name: str) -> str:
     it came, and the form refuses it as the web page would."""
     if not name:
         return ""
-    found = usable_domains(owner).filter(name=name.strip().lower()).values_list("pk", flat=True).first()
+    try:
+        wanted = normalize_domain(name.strip())
+    except ValidationError:
+        return name  # not a domain name at all (nor anything the database should be asked about)
+    found = usable_domains(owner).filter(name=wanted).values_list("pk", flat=True).first()
     return str(found) if found is not None else name
 
 
