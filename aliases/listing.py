@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape  # the standard library's: Django's checks every argument for lazy text
 
+from django.db.models import Count, QuerySet
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
+from aliases.forms import AliasSearchForm
 from aliases.models import Alias
 from mailadmin.dates import relative
 
@@ -98,6 +100,30 @@ def render_row(alias: Alias, row: RowContext, message: str = "") -> str:
 
 def render_rows(aliases: list[Alias], row: RowContext) -> SafeString:
     return mark_safe("\n".join(render_row(alias, row) for alias in aliases))  # noqa: S308 -- every value escaped above
+
+
+def state_counts(aliases: QuerySet[Alias], search: AliasSearchForm, now: datetime) -> dict[str, int]:
+    """How many of these aliases there are in all and in each state (one query)."""
+    counts: dict[str, int] = aliases.aggregate(
+        all=Count("id"), **{key: Count("id", filter=state.matches(now)) for key, state in search.STATES.items()}
+    )
+    return counts
+
+
+def filter_links(search: AliasSearchForm, counts: dict[str, int]) -> list[tuple[str, str, int, str]]:
+    """(state key, label, count, link) for All and each state."""
+    return [("", "All", counts["all"], search.link(state=""))] + [
+        (key, state.label.capitalize(), counts[key], search.link(state=key)) for key, state in search.STATES.items()
+    ]
+
+
+def headings(search: AliasSearchForm) -> list[tuple[Column, str, str]]:
+    """(column, the link that sorts by it or "", its aria-sort value or "")."""
+    result = []
+    for column in COLUMNS:
+        sort, aria_sort = search.sort_link(column.sort)
+        result.append((column, search.link(sort=sort) if sort else "", aria_sort))
+    return result
 
 
 def related() -> list[str]:

@@ -4,7 +4,6 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -59,28 +58,18 @@ def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
     now = timezone.now()
     mine = Alias.objects.filter(owner_id=request.user.pk)
-    counts = mine.aggregate(
-        all=Count("id"), **{key: Count("id", filter=state.matches(now)) for key, state in search.STATES.items()}
-    )
-    found = search.filter(mine.select_related(*listing.related()), now)
-    paginator = Paginator(found, settings.ALIASES_PER_PAGE)
+    counts = listing.state_counts(mine, search, now)
+    paginator = Paginator(search.filter(mine.select_related(*listing.related()), now), settings.ALIASES_PER_PAGE)
     if not search.query:
         # Without a text search the filter's own count is the total: no second count query.
         paginator.__dict__["count"] = counts[search.state_key or "all"]
     page = paginator.get_page(request.GET.get("page"))
-    states = [("", "All", counts["all"], search.link(state=""))] + [
-        (key, state.label.capitalize(), counts[key], search.link(state=key)) for key, state in search.STATES.items()
-    ]
-    headings = []
-    for column in listing.COLUMNS:
-        sort, aria_sort = search.sort_link(column.sort)
-        headings.append((column, search.link(sort=sort) if sort else "", aria_sort))
     context = {
         "page": page,
         "rows": listing.render_rows(list(page.object_list), listing.RowContext.at(now)),
         "search": search,
-        "states": states,
-        "headings": headings,
+        "states": listing.filter_links(search, counts),
+        "headings": listing.headings(search),
         "quick": QuickSiteForm(),
         "pages": {
             "previous": search.link(page=page.previous_page_number()) if page.has_previous() else "",
