@@ -59,7 +59,7 @@ def alias_list(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     mine = Alias.objects.filter(owner_id=request.user.pk)
     counts = listing.state_counts(mine, search, now)
-    paginator = Paginator(search.filter(mine.select_related(*listing.related()), now), settings.ALIASES_PER_PAGE)
+    paginator = Paginator(search.filter(listing.values(mine), now), settings.ALIASES_PER_PAGE)
     if not search.query:
         # Without a text search the filter's own count is the total: no second count query.
         paginator.__dict__["count"] = counts[search.state_key or "all"]
@@ -166,7 +166,8 @@ def alias_enable(request: HttpRequest, pk: int) -> HttpResponse:
 def _switched(request: HttpRequest, alias: Alias, message: str) -> HttpResponse:
     if request.headers.get("X-Requested-With") == "fetch":
         # From the list with scripts running: the new row replaces the old one, nothing reloads.
-        return HttpResponse(listing.render_row(alias, listing.RowContext.at(timezone.now()), message))
+        row = listing.values_of(alias)
+        return HttpResponse(listing.render_row(row, listing.RowContext.at(timezone.now()), message))
     messages.success(request, message)
     return redirect(_back(request, alias))
 
