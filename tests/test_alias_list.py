@@ -8,9 +8,12 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from aliases import listing
+from aliases.forms import AliasSearchForm, AliasSort, AliasState
 from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
 from audit.models import AuditEvent
 
@@ -248,3 +251,27 @@ def test_rows_escape_whatever_a_note_or_site_holds(owner, alias_domain) -> None:
     for html in pages:
         assert "<img" not in html
         assert "&lt;img src=x onerror=alert(1)&gt;&quot;&#x27;&amp;" in html
+
+
+def test_another_app_adds_a_column_a_sort_and_a_state_with_one_entry_each(owner, alias_domain, monkeypatch) -> None:
+    # What the activity app does with its reverse relation; here through the owner relation.
+    monkeypatch.setattr(
+        listing,
+        "COLUMNS",
+        [
+            *listing.COLUMNS,
+            listing.Column("who", "Owner", lambda a, row: a["owner__username"], "who", ("owner__username",)),
+        ],
+    )
+    monkeypatch.setitem(AliasSearchForm.SORTS, "who", AliasSort("owner", ("owner__username", "id")))
+    monkeypatch.setitem(AliasSearchForm.STATES, "noted", AliasState("noted", lambda now: ~Q(label="")))
+    _make(owner, "plain", alias_domain)
+    _make(owner, "withnote", alias_domain, label="hello")
+    with CaptureQueriesContext(connection) as queries:
+        page = owner.get("/aliases/", {"state": "noted", "sort": "who"})
+    html = page.content.decode()
+    assert _shown(page) == ["withnote@alias.example.org"]
+    assert f"<td>{owner.user.username}</td>" in html
+    assert 'aria-sort="ascending"><a href="?state=noted&amp;sort=-who">Owner</a>' in html
+    assert re.search(r'>Noted <span class="count">1</span>', html)
+    assert len(queries) == 6  # the column's value comes with the page's one query
