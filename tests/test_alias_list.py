@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts import directory
 from aliases import listing
 from aliases.forms import AliasSearchForm, AliasSort, AliasState
 from aliases.models import Alias, AliasTombstone, Domain, MapGeneration
@@ -229,9 +230,12 @@ def test_the_site_field_refuses_what_is_not_a_host_name_or_web_address(owner, si
     assert not Alias.objects.exists()
 
 
-def test_the_list_costs_the_same_queries_for_a_search_a_filter_and_a_sort(owner, alias_domain) -> None:
+def test_the_list_costs_the_same_queries_for_a_search_a_filter_and_a_sort(owner, alias_domain, monkeypatch) -> None:
     Alias.objects.bulk_create(Alias(owner=owner.user, local_part=f"a{n:04}", domain=alias_domain) for n in range(120))
     owner.get("/aliases/")
+    opened = []
+    real = directory.connection
+    monkeypatch.setattr(directory, "connection", lambda: opened.append(1) or real())
     for params in ({}, {"q": "a00"}, {"q": "a0001@alias.example.org"}, {"state": "on"}, {"sort": "-site", "page": 2}):
         with CaptureQueriesContext(connection) as queries:
             assert owner.get("/aliases/", params).status_code == 200
@@ -239,6 +243,7 @@ def test_the_list_costs_the_same_queries_for_a_search_a_filter_and_a_sort(owner,
         # counts its matches (otherwise the state counts hold the total)
         expected = 7 if "q" in params else 6
         assert len(queries) == expected, (params, [q["sql"] for q in queries])
+    assert opened == []  # no LDAP round trip (the session's directory check is not due)
 
 
 def test_rows_escape_whatever_a_note_or_site_holds(owner, alias_domain) -> None:
