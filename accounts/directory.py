@@ -372,7 +372,9 @@ def password_hashes() -> dict[str, str]:
             generator=True,
         )
         return {
-            _plain(entry["attributes"].get("uid")): (entry["raw_attributes"].get("userPassword") or [b""])[0].decode()
+            _plain(entry["attributes"].get("uid")): (entry["raw_attributes"].get("userPassword") or [b""])[0].decode(
+                "utf-8", "replace"
+            )
             for entry in entries
             if entry.get("type") == "searchResEntry"
         }
