@@ -276,9 +276,10 @@ def create_user(
             conn.add(user_dn(uid), ["inetOrgPerson", "mailAccount"], attributes)
         except ldap3.core.exceptions.LDAPEntryAlreadyExistsResult:
             raise DirectoryError(f"a user with uid {uid!r} already exists") from None
-    user = get_user(uid)
-    assert user is not None
-    return user
+    # The entry as written (not read back: a CSV import adds thousands).
+    return DirectoryUser(
+        dn=user_dn(uid), uid=uid, cn=cn, given_name=given_name, sn=sn or cn, mail=mail.lower(), sender_blocked=False
+    )
 
 
 def delete_user(uid: str) -> None:
