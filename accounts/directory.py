@@ -4,17 +4,26 @@ Every function opens a connection, does its work and closes it; ldap3 errors bec
 DirectoryUnavailable (slapd down or unreachable) or DirectoryError (refused).
 """
 
+import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Iterator
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar, cast
 
 import ldap3
 from django.conf import settings
-from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPSocketOpenError
+from ldap.controls.sss import SSSRequestControl
+from ldap.controls.vlv import VLVRequestControl, VLVResponseControl
+from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPOperationResult, LDAPSocketOpenError
+from ldap3.core.results import RESULT_CODES
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
@@ -91,8 +100,10 @@ def _errors_translated() -> Iterator[None]:
 
 
 @contextmanager
-def connection() -> Iterator[ldap3.Connection]:
-    shared = _shared_connection.get()
+def connection(bind_dn: str | None = None, password: str | None = None) -> Iterator[ldap3.Connection]:
+    """A connection bound as the app's service account (the one of one_connection() when one is
+    open), or as bind_dn (the setup command binds as the directory's manager)."""
+    shared = _shared_connection.get() if bind_dn is None else None
     if shared is not None:
         with _errors_translated():
             yield shared
@@ -101,8 +112,8 @@ def connection() -> Iterator[ldap3.Connection]:
     try:
         conn = ldap3.Connection(
             server,
-            user=settings.LDAP_SERVICE_DN,
-            password=settings.LDAP_SERVICE_PASSWORD,
+            user=settings.LDAP_SERVICE_DN if bind_dn is None else bind_dn,
+            password=settings.LDAP_SERVICE_PASSWORD if password is None else password,
             receive_timeout=settings.LDAP_TIMEOUT,
             raise_exceptions=True,
             auto_bind=ldap3.AUTO_BIND_NO_TLS,
@@ -110,7 +121,8 @@ def connection() -> Iterator[ldap3.Connection]:
     except (LDAPSocketOpenError, LDAPCommunicationError) as exc:
         raise DirectoryUnavailable(f"the directory is unreachable ({settings.LDAP_URI})") from exc
     except LDAPException as exc:
-        raise DirectoryError(f"the directory refused the service account: {exc}") from exc
+        who = "the service account" if bind_dn is None else bind_dn
+        raise DirectoryError(f"the directory refused {who}: {exc}") from exc
     try:
         with _errors_translated():
             yield conn
@@ -337,14 +349,7 @@ def remove_from_group(uid: str, group_dn: str) -> None:
 
 def group_member_uids(group_dn: str) -> set[str]:
     with connection() as conn:
-        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
-        members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
-    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
-    return {
-        str(dn)[len("uid=") : -len(suffix)]
-        for dn in members
-        if str(dn).lower().startswith("uid=") and str(dn).lower().endswith(suffix)
-    }
+        return _members(conn, group_dn)
 
 
 def password_hash(uid: str) -> str | None:
@@ -437,6 +442,8 @@ class SessionFacts:
     password_digest: str
     # The DNs of the groups under LDAP_GROUPS_DN that list the person as a member.
     groups: frozenset[str]
+    # The sender-block flag (LDAP_SENDER_BLOCK_ATTR): set for a suspended sender.
+    sender_blocked: bool = False
 
 
 def session_facts(uid: str) -> SessionFacts | None:
@@ -446,12 +453,19 @@ def session_facts(uid: str) -> SessionFacts | None:
     dn = user_dn(uid)
     with connection() as conn:
         try:
-            conn.search(dn, "(objectClass=mailAccount)", ldap3.BASE, attributes=["userPassword"])
+            conn.search(
+                dn,
+                "(objectClass=mailAccount)",
+                ldap3.BASE,
+                attributes=["userPassword", settings.LDAP_SENDER_BLOCK_ATTR],
+            )
         except ldap3.core.exceptions.LDAPNoSuchObjectResult:
             return None
         if not conn.entries:
             return None
-        values = conn.entries[0].entry_attributes_as_dict.get("userPassword", [])
+        found = conn.entries[0].entry_attributes_as_dict
+        values = found.get("userPassword", [])
+        blocked = _is_true(found.get(settings.LDAP_SENDER_BLOCK_ATTR))
         conn.search(
             settings.LDAP_GROUPS_DN,
             f"(&(objectClass=groupOfNames)(member={escape_filter_chars(dn)}))",
@@ -461,4 +475,341 @@ def session_facts(uid: str) -> SessionFacts | None:
         groups = frozenset(str(entry.entry_dn).lower() for entry in conn.entries)
     raw = b"\0".join(sorted(v if isinstance(v, bytes) else str(v).encode() for v in values))
     digest = hmac.new(settings.SECRET_KEY.encode(), raw, hashlib.sha256).hexdigest()
-    return SessionFacts(has_password=bool(values), password_digest=digest, groups=groups)
+    return SessionFacts(has_password=bool(values), password_digest=digest, groups=groups, sender_blocked=blocked)
+
+
+# --- Setting up an existing directory (manage.py ldap_setup), bound as its manager -------------
+
+
+@dataclass(frozen=True)
+class Manager:
+    """Whoever may add entries under the base DN (slapd's rootdn or an admin account)."""
+
+    dn: str
+    password: str
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    dn: str
+    attributes: dict[str, list[str]]
+
+
+def ssha(password: str) -> str:
+    """slapd's salted SHA-1 userPassword format, checked by slapd itself on a simple bind."""
+    salt = secrets.token_bytes(8)
+    digest = hashlib.sha1(password.encode() + salt).digest()  # noqa: S324 -- the {SSHA} scheme
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def existing_dns(manager: Manager, dns: list[str]) -> set[str]:
+    """Which of these entries exist (compared case-insensitively; returned as given)."""
+    found = set()
+    with connection(manager.dn, manager.password) as conn:
+        for dn in dns:
+            try:
+                conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"])
+            except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+                continue
+            if conn.entries:
+                found.add(dn)
+    return found
+
+
+def add_entry(manager: Manager, entry: NewEntry) -> None:
+    with connection(manager.dn, manager.password) as conn:
+        classes = entry.attributes["objectClass"]
+        conn.add(entry.dn, classes, {k: v for k, v in entry.attributes.items() if k != "objectClass"})
+
+
+def member_dns(manager: Manager, group_dn: str) -> set[str]:
+    with connection(manager.dn, manager.password) as conn:
+        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
+        members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
+    return {str(dn).lower() for dn in members}
+
+
+def add_member(manager: Manager, group_dn: str, member_dn: str) -> None:
+    with connection(manager.dn, manager.password) as conn:
+        try:
+            conn.modify(group_dn, {"member": [(ldap3.MODIFY_ADD, [member_dn])]})
+        except ldap3.core.exceptions.LDAPAttributeOrValueExistsResult:
+            pass
+
+
+def set_entry_password(manager: Manager, dn: str, password: str) -> None:
+    with connection(manager.dn, manager.password) as conn:
+        conn.modify(dn, {"userPassword": [(ldap3.MODIFY_REPLACE, [ssha(password)])]})
+
+
+def can_bind(dn: str, password: str) -> bool:
+    """Whether dn binds with password (a service account's password file is still right)."""
+    try:
+        with connection(dn, password):
+            return True
+    except DirectoryUnavailable:
+        raise
+    except DirectoryError:
+        return False
+
+
+# --- The staff user list: sorted, filtered, counted and paged by slapd -------------------
+#
+# slapd's sssvlv overlay (server-side sort, RFC 2891, and virtual list view) answers one page
+# of a sorted result together with the number of matching entries, in one round trip, however
+# large the directory: nothing about people is kept here between requests.
+
+SORT_CONTROL = "1.2.840.113556.1.4.473"
+VLV_REQUEST = "2.16.840.1.113730.3.4.9"
+VLV_RESPONSE = "2.16.840.1.113730.3.4.10"
+# slapd answers a page past the end with RFC 2891's virtualListViewError, a code ldap3 2.9
+# does not know (its decoder fails with a KeyError); named here, it becomes an ordinary result.
+VLV_ERROR = 76
+RESULT_CODES.setdefault(VLV_ERROR, "virtualListViewError")
+
+
+class UserSort(StrEnum):
+    UID = "uid"
+    NAME = "cn"
+    MAIL = "mail"
+
+
+class UserRole(StrEnum):
+    ADMIN = "admin"
+    HELPDESK = "helpdesk"
+    END_USER = "end user"
+
+
+class UserState(StrEnum):
+    """One word per person, the first that holds: disabled (no password), suspended (the
+    sender-block flag), away (a vacation reply in force now, from the caller), active."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DISABLED = "disabled"
+    AWAY = "away"
+
+
+@dataclass(frozen=True)
+class UserListing:
+    users: list[DirectoryUser]
+    total: int  # entries matching the search and filters
+    offset: int  # of the first entry shown (0-based; moved back when past the end)
+    disabled: frozenset[str]  # uids on this page without a password
+    admins: frozenset[str]  # the staff groups' members, as read for this page
+    helpdesk: frozenset[str]
+
+
+class DirectoryCannotSort(DirectoryError):
+    """slapd has no sssvlv overlay (see docs/console.md)."""
+
+
+def _any_uid(uids: "frozenset[str] | set[str]") -> str:
+    if not uids:
+        return "(!(objectClass=*))"  # matches nothing
+    return "(|" + "".join(f"(uid={escape_filter_chars(uid)})" for uid in sorted(uids)) + ")"
+
+
+def _members(conn: ldap3.Connection, group_dn: str) -> set[str]:
+    """uids of the people a role group lists (read at the group's own DN, wherever it is)."""
+    try:
+        conn.search(group_dn, "(objectClass=groupOfNames)", ldap3.BASE, attributes=["member"])
+    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+        return set()
+    members = conn.entries[0].entry_attributes_as_dict.get("member", []) if conn.entries else []
+    suffix = "," + settings.LDAP_PEOPLE_DN.lower()
+    return {
+        str(dn)[len("uid=") : -len(suffix)]
+        for dn in members
+        if str(dn).lower().startswith("uid=") and str(dn).lower().endswith(suffix)
+    }
+
+
+def _group_members(conn: ldap3.Connection) -> tuple[frozenset[str], frozenset[str]]:
+    """The admins, and the helpdesk members who are not also admins."""
+    admins = frozenset(_members(conn, settings.LDAP_ADMIN_GROUP_DN))
+    return admins, frozenset(_members(conn, settings.LDAP_HELPDESK_GROUP_DN)) - admins
+
+
+def _listing_filter(
+    query: str,
+    role: UserRole | None,
+    state: UserState | None,
+    away: frozenset[str],
+    admins: frozenset[str],
+    helpdesk: frozenset[str],
+) -> str:
+    parts = ["(objectClass=mailAccount)"]
+    term = escape_filter_chars(query.strip())
+    if term:
+        parts.append(f"(|(uid=*{term}*)(cn=*{term}*)(mail=*{term}*))")
+    if role == UserRole.ADMIN:
+        parts.append(_any_uid(admins))
+    elif role == UserRole.HELPDESK:
+        parts.append(_any_uid(helpdesk))
+    elif role == UserRole.END_USER:
+        parts.append(f"(!{_any_uid(admins | helpdesk)})")
+    blocked = f"({settings.LDAP_SENDER_BLOCK_ATTR}=TRUE)"
+    if state == UserState.DISABLED:
+        parts.append("(!(userPassword=*))")
+    elif state == UserState.SUSPENDED:
+        parts.append(f"(userPassword=*){blocked}")
+    elif state == UserState.AWAY:
+        parts.append(f"(userPassword=*)(!{blocked}){_any_uid(away)}")
+    elif state == UserState.ACTIVE:
+        parts.append(f"(userPassword=*)(!{blocked})(!{_any_uid(away)})")
+    return "(&" + "".join(parts) + ")"
+
+
+def _sorted_page(
+    conn: ldap3.Connection, flt: str, sort: UserSort, descending: bool, offset: int, limit: int
+) -> tuple[list[DirectoryUser], int | None]:
+    """One page and the number of matches; None for both when the page lies past the end."""
+    rule = f"{'-' if descending else ''}{sort.value}:caseIgnoreOrderingMatch"
+    sss = SSSRequestControl(criticality=True, ordering_rules=[rule])
+    # VLV offsets count from 1; content_count 0 asks slapd to count.
+    vlv = VLVRequestControl(criticality=True, before_count=0, after_count=limit - 1, offset=offset + 1, content_count=0)
+    try:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            flt,
+            attributes=_attributes(),
+            controls=[
+                (SORT_CONTROL, True, sss.encodeControlValue()),
+                (VLV_REQUEST, True, vlv.encodeControlValue()),
+            ],
+        )
+    except ldap3.core.exceptions.LDAPUnavailableCriticalExtensionResult:
+        raise DirectoryCannotSort("the directory cannot sort: load slapd's sssvlv overlay") from None
+    except LDAPOperationResult as exc:
+        if exc.result == VLV_ERROR and offset > 0:
+            return [], None
+        raise
+    response = VLVResponseControl()
+    value = conn.result.get("controls", {}).get(VLV_RESPONSE, {}).get("value")
+    if value is None:
+        raise DirectoryCannotSort("the directory answered without a virtual list view")
+    response.decodeControlValue(value)
+    return [_to_user(entry) for entry in conn.entries], int(response.content_count or 0)
+
+
+# Answers slapd sorted and counted (user list pages, mailbox counts per domain), keyed by what
+# was asked and by the directory's change stamp: the suffix entry's contextCSN, kept by the
+# syncprov overlay, which every add, modify, delete or group change in the database moves,
+# whichever tool made it. Each request reads the stamp first, so an answer is reused only while
+# the directory is exactly as it was; without a readable stamp nothing is reused. Per process;
+# the least recently used answers go first.
+_ANSWERS: "OrderedDict[tuple[object, ...], object]" = OrderedDict()
+_ANSWERS_LOCK = threading.Lock()
+ANSWERS_KEPT = 512
+_T = TypeVar("_T")
+
+
+def _change_stamp(conn: ldap3.Connection) -> tuple[str, ...] | None:
+    """The directory's contextCSN values (one per server in a replicated directory), or None."""
+    try:
+        conn.search(settings.LDAP_BASE_DN, "(objectClass=*)", ldap3.BASE, attributes=["contextCSN"])
+    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+        return None
+    values = conn.entries[0].entry_attributes_as_dict.get("contextCSN") if conn.entries else None
+    return tuple(sorted(str(value) for value in values)) if values else None
+
+
+def _reused(conn: ldap3.Connection, question: tuple[object, ...], read: Callable[[], _T]) -> _T:
+    """The answer to `question` given under the directory's present change stamp, or `read()`."""
+    stamp = _change_stamp(conn)
+    if stamp is None:
+        return read()
+    key = (stamp, *question)
+    with _ANSWERS_LOCK:
+        if key in _ANSWERS:
+            _ANSWERS.move_to_end(key)
+            return cast(_T, _ANSWERS[key])
+    answer = read()
+    with _ANSWERS_LOCK:
+        _ANSWERS[key] = answer
+        while len(_ANSWERS) > ANSWERS_KEPT:
+            _ANSWERS.popitem(last=False)
+    return answer
+
+
+def list_users(
+    query: str = "",
+    *,
+    role: UserRole | None = None,
+    state: UserState | None = None,
+    away: frozenset[str] = frozenset(),
+    sort: UserSort = UserSort.UID,
+    descending: bool = False,
+    offset: int = 0,
+    limit: int = 25,
+) -> UserListing:
+    """One sorted page of the mail users matching `query` (uid, cn or mail contains it) and the
+    filters, with the number of all matches. `away` names the people whose vacation reply is in
+    force now (the database knows that, not the directory). One connection: the change stamp,
+    and unless this very page was read since the directory last changed, four more searches
+    (the two staff groups, the page, which of the page's people have no password)."""
+    question = ("users", query.strip(), role, state, away, sort, descending, offset, limit)
+    with connection() as conn:
+        return _reused(
+            conn, question, lambda: _read_listing(conn, query, role, state, away, sort, descending, offset, limit)
+        )
+
+
+def _read_listing(
+    conn: ldap3.Connection,
+    query: str,
+    role: UserRole | None,
+    state: UserState | None,
+    away: frozenset[str],
+    sort: UserSort,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> UserListing:
+    admins, helpdesk = _group_members(conn)
+    flt = _listing_filter(query, role, state, away, admins, helpdesk)
+    users, total = _sorted_page(conn, flt, sort, descending, offset, limit)
+    if total is None:  # past the end (people left meanwhile, or a typed address): the last page
+        users, total = _sorted_page(conn, flt, sort, descending, 0, limit)
+        offset = max(0, ((total or 0) - 1) // limit * limit)
+        if offset:
+            users, total = _sorted_page(conn, flt, sort, descending, offset, limit)
+    disabled: set[str] = set()
+    if users:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(!(userPassword=*)){_any_uid({u.uid for u in users})})",
+            attributes=["uid"],
+        )
+        disabled = {_first(entry, "uid") for entry in conn.entries}
+    return UserListing(users, total or 0, offset, frozenset(disabled), admins, helpdesk)
+
+
+def mailbox_counts(domains: list[str]) -> dict[str, int]:
+    """How many entries have a mailbox in each of these domains: one search per domain on one
+    connection, counted by slapd (its virtual list view), whatever the number of people; reused
+    while the directory's change stamp stays the same."""
+
+    def read(conn: ldap3.Connection) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for domain in domains:
+            flt = f"(&(objectClass=mailAccount)(mail=*@{escape_filter_chars(domain)}))"
+            _, total = _sorted_page(conn, flt, UserSort.MAIL, False, 0, 1)
+            counts[domain] = total or 0
+        return counts
+
+    with connection() as conn:
+        return dict(_reused(conn, ("mailboxes", tuple(domains)), lambda: read(conn)))
+
+
+def users_with_mail(address: str) -> list[str]:
+    """The uids of the entries whose mailbox address this is (case-insensitive, as slapd
+    compares mail): one for a person, several when entries share it."""
+    with connection() as conn:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(mail={escape_filter_chars(address)}))",
+            attributes=["uid"],
+        )
+        return sorted(_first(entry, "uid") for entry in conn.entries)

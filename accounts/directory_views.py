@@ -9,10 +9,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from accounts import administration, directory, suspension
+from accounts import administration, directory, people, suspension
 from accounts.assurance import recent_second_factor
 from accounts.forms import (
-    DIRECTORY_MAX_PAGE,
     UNAVAILABLE,
     CreateUserForm,
     DirectorySearchForm,
@@ -43,27 +42,32 @@ def _directory_user_or_404(uid: str) -> directory.DirectoryUser:
 @staff_required
 def user_list(request: HttpRequest) -> HttpResponse:
     form = DirectorySearchForm(request.GET)
-    users: list[directory.DirectoryUser] = []
-    more = False
-    page = 1
+    context: dict[str, object] = {"form": form, "rows": [], "total": 0}
     if form.is_valid():
         page = form.cleaned_data["page"] or 1
         try:
-            users, more = directory.search_users(form.cleaned_data["q"], limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+            found = people.people_page(
+                form.cleaned_data["q"], **form.listing(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+            )
         except directory.DirectoryUnavailable:
             return _unavailable(request)
-    suspended = set(
-        SenderSuspension.objects.active().filter(uid__in=[u.uid for u in users]).values_list("uid", flat=True)
-    )
-    context = {
-        "form": form,
-        "users": users,
-        "suspended": suspended,
-        "page": page,
-        "next_page": page + 1 if more and page < DIRECTORY_MAX_PAGE else None,
-        "previous_page": page - 1 if page > 1 else None,
-        "query": form.cleaned_data.get("q", "") if form.is_valid() else "",
-    }
+        except directory.DirectoryCannotSort:
+            message = "The directory cannot sort this list: slapd needs its sssvlv overlay (see docs/console.md)."
+            return render(request, "accounts/directory_unavailable.html", {"message": message}, status=503)
+        page = found.offset // PAGE_SIZE + 1
+        pages = max(1, -(-found.total // PAGE_SIZE))
+        context.update(
+            rows=found.rows,
+            total=found.total,
+            page=page,
+            pages=pages,
+            first_shown=found.offset + 1,
+            last_shown=found.offset + len(found.rows),
+            next_page=page + 1 if page < pages else None,
+            previous_page=page - 1 if page > 1 else None,
+            sort=form.cleaned_data.get("sort") or "uid",
+            filtered=any(form.cleaned_data.get(name) for name in ("q", "role", "state")),
+        )
     return render(request, "accounts/directory_list.html", context)
 
 
@@ -77,29 +81,22 @@ def user_detail(request: HttpRequest, uid: str) -> HttpResponse:
     aliases = Alias.objects.filter(owner__username=uid).select_related("domain").order_by("domain__name", "local_part")
     suspensions = SenderSuspension.objects.filter(uid=uid)[:20]
     events = AuditEvent.objects.filter(target=uid).order_by("-created_at", "-id")[:RECENT_EVENTS]
+    try:
+        roles = directory_roles()
+    except directory.DirectoryUnavailable:
+        return _unavailable(request)
     context = {
         "person": person,
+        "person_role": roles.of(uid),
         "has_password": has_password,
         "aliases": aliases,
         "suspensions": suspensions,
         "active_suspension": next((s for s in suspensions if s.is_active), None),
-        "vacation": _vacation_of(uid),
         "events": events,
-        "may": _allowed_actions(request, uid),
+        # Which actions the page offers (each view checks again): {"suspend": True, ...}.
+        "may": {action.name.lower(): may_act_on(request.user, uid, action, roles) for action in Action},
     }
     return render(request, "accounts/user_detail.html", context)
-
-
-def _allowed_actions(request: HttpRequest, uid: str) -> dict[str, bool]:
-    """Which action links the page shows (the views check again): {"suspend": True, ...}."""
-    roles = directory_roles()
-    return {action.name.lower(): may_act_on(request.user, uid, action, roles) for action in Action}
-
-
-def _vacation_of(uid: str) -> object | None:
-    from outofoffice.models import VacationReply
-
-    return VacationReply.objects.filter(uid=uid).first()
 
 
 @sensitive_post_parameters("new_password", "new_password_again")

@@ -1,5 +1,6 @@
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -9,11 +10,12 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts import directory, throttle
+from accounts import directory, ldap_setup, throttle
 from accounts.backends import MAX_PASSWORD_LENGTH
 from accounts.cram_md5 import verify_cram_md5
 from accounts.directory import DirectoryUnavailable, password_hash
 from audit.models import client_address
+from mailadmin import dates
 
 UNAVAILABLE = "The directory is not answering right now. Nothing was changed; please try again in a minute."
 
@@ -23,15 +25,37 @@ def _reject_control_characters(value: str) -> None:
         raise forms.ValidationError("Control characters are not allowed.")
 
 
+def read_secret_file(path_text: str) -> str:
+    """A one-line secret from a file (service passwords). The error never quotes the content."""
+    _reject_control_characters(path_text)
+    path = Path(path_text)
+    if not path.is_absolute():
+        raise forms.ValidationError("Give an absolute path.")
+    try:
+        content = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        raise forms.ValidationError(f"Cannot read {path_text}.") from None
+    secret = content.removesuffix("\n")
+    if not secret or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in secret):
+        raise forms.ValidationError(f"{path_text} must hold one line without spaces or control characters.")
+    return secret
+
+
+def errors_text(form: forms.Form) -> str:
+    """A form's errors on one line, for management commands."""
+    return "; ".join(f"{name}: {' '.join(str(e) for e in errors)}" for name, errors in form.errors.items())
+
+
 class SignInForm(forms.Form):
-    username = forms.CharField(label="User name", max_length=64, strip=True)
+    username = forms.CharField(label="User name or mail address", max_length=254, strip=True)
     password = forms.CharField(
         label="Password", max_length=MAX_PASSWORD_LENGTH, strip=False, widget=forms.PasswordInput
     )
 
     error_messages = {
-        "invalid": "That user name and password do not match. Both are case-sensitive.",
+        "invalid": "That user name (or address) and password do not match. The password is case-sensitive.",
         "throttled": "Too many failed sign-ins from this account or address. Wait a while and try again.",
+        "shared": "Several accounts have this mail address. Sign in with your user name instead.",
     }
 
     def __init__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
@@ -47,6 +71,8 @@ class SignInForm(forms.Form):
         password = cleaned.get("password")
         if not username or not password:
             return cleaned
+        if "@" in username:
+            username = self._uid_of_address(username)
         address = client_address(self.request)
         slot = throttle.claim(username, address)
         if slot is None:
@@ -62,6 +88,18 @@ class SignInForm(forms.Form):
         throttle.succeeded(slot, username, address)
         return cleaned
 
+    def _uid_of_address(self, address: str) -> str:
+        """The uid whose mailbox this is; an address nobody has is tried (and fails) as typed,
+        so that it costs a throttled attempt like any wrong name."""
+        _reject_control_characters(address)
+        try:
+            uids = directory.users_with_mail(address)
+        except DirectoryUnavailable:
+            raise forms.ValidationError(UNAVAILABLE, code="unavailable") from None
+        if len(uids) > 1:
+            raise forms.ValidationError(self.error_messages["shared"], code="shared")
+        return uids[0] if uids else address.lower()[:150]
+
 
 # --- Directory administration and sender suspension -----------------------------------
 
@@ -72,6 +110,8 @@ MAILBOX_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@[a-z0-9.-
 REASON_MAX_LENGTH = 2000
 # Deep pages cost a walk over every earlier entry; past this, refine the search.
 DIRECTORY_MAX_PAGE = 40
+# The staff user list pages with slapd's virtual list view: any page costs the same.
+DIRECTORY_LIST_MAX_PAGE = 100_000
 
 
 def _reject_control_characters_except_lines(value: str) -> None:
@@ -98,13 +138,46 @@ def address_in_use(address: str) -> bool:
 
 
 class DirectorySearchForm(forms.Form):
+    """The staff user list: search, filters, sort and page (a GET form: every field optional)."""
+
+    SORTS = {
+        "uid": (directory.UserSort.UID, False),
+        "-uid": (directory.UserSort.UID, True),
+        "name": (directory.UserSort.NAME, False),
+        "-name": (directory.UserSort.NAME, True),
+        "mail": (directory.UserSort.MAIL, False),
+        "-mail": (directory.UserSort.MAIL, True),
+    }
+
     q = forms.CharField(label="Name, uid or address", max_length=100, required=False, strip=True)
-    page = forms.IntegerField(min_value=1, max_value=DIRECTORY_MAX_PAGE, required=False)
+    role = forms.ChoiceField(
+        label="Role",
+        required=False,
+        choices=[("", "Any role"), *((role.value, role.value.capitalize()) for role in directory.UserRole)],
+    )
+    state = forms.ChoiceField(
+        label="State",
+        required=False,
+        choices=[("", "Any state"), *((state.value, state.value.capitalize()) for state in directory.UserState)],
+    )
+    sort = forms.ChoiceField(required=False, choices=[(key, key) for key in SORTS], widget=forms.HiddenInput)
+    page = forms.IntegerField(min_value=1, max_value=DIRECTORY_LIST_MAX_PAGE, required=False, widget=forms.HiddenInput)
 
     def clean_q(self) -> str:
         value: str = self.cleaned_data["q"]
         _reject_control_characters(value)
         return value
+
+    def listing(self) -> dict[str, Any]:
+        """The keyword arguments of accounts.people.people_page, from the cleaned data."""
+        data = self.cleaned_data
+        sort, descending = self.SORTS[data.get("sort") or "uid"]
+        return {
+            "role": directory.UserRole(data["role"]) if data.get("role") else None,
+            "state": directory.UserState(data["state"]) if data.get("state") else None,
+            "sort": sort,
+            "descending": descending,
+        }
 
 
 class NewPasswordFields(forms.Form):
@@ -249,11 +322,9 @@ class SuspendForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Shown to the user and to staff. It is never part of the SMTP reply.",
     )
-    until = forms.DateTimeField(
+    until = dates.DateTimeField(
         label="Lift automatically at (optional)",
         required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
         help_text="In the time zone shown at the foot of the page. Empty: until an admin reinstates the user.",
     )
     tell = forms.BooleanField(
@@ -274,3 +345,57 @@ class SuspendForm(forms.Form):
         if until is not None and until <= timezone.now():
             raise forms.ValidationError("The end must be in the future.")
         return until
+
+
+class LdapSetupForm(forms.Form):
+    """manage.py ldap_setup: who binds to set the directory up, where service passwords live."""
+
+    bind_dn = forms.CharField(max_length=1000)
+    bind_password_file = forms.CharField(max_length=4096)
+    password_dir = forms.CharField(max_length=4096)
+    admin = forms.CharField(max_length=64, required=False, strip=False)
+    acl_format = forms.ChoiceField(choices=[("ldif", "cn=config LDIF"), ("conf", "slapd.conf")])
+    acl_database = forms.CharField(max_length=1000)
+    acl_out = forms.CharField(max_length=4096, required=False)
+
+    def clean_bind_dn(self) -> str:
+        try:
+            return ldap_setup.checked_dn(self.cleaned_data["bind_dn"], "the bind DN")
+        except ldap_setup.SetupError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean_acl_database(self) -> str:
+        try:
+            return ldap_setup.checked_dn(self.cleaned_data["acl_database"], "the database DN")
+        except ldap_setup.SetupError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "bind_password_file" in cleaned:
+            try:
+                cleaned["bind_password"] = read_secret_file(cleaned["bind_password_file"])
+            except forms.ValidationError as error:
+                self.add_error("bind_password_file", error)
+        return cleaned
+
+    def _absolute_path(self, name: str) -> Path | None:
+        value = self.cleaned_data[name]
+        if not value:
+            return None
+        _reject_control_characters(value)
+        if not Path(value).is_absolute():
+            raise forms.ValidationError("Give an absolute path.")
+        return Path(value)
+
+    def clean_password_dir(self) -> Path | None:
+        return self._absolute_path("password_dir")
+
+    def clean_acl_out(self) -> Path | None:
+        return self._absolute_path("acl_out")
+
+    def clean_admin(self) -> str:
+        uid = self.cleaned_data["admin"]
+        if uid and not directory.UID_PATTERN.fullmatch(uid):
+            raise forms.ValidationError("Not a user name: a lower-case letter, then letters, digits, '.', '_' or '-'.")
+        return uid

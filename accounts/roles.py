@@ -8,16 +8,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
 from accounts import directory
 from accounts.forms import UNAVAILABLE
+
+# A view's response: a page, or a streamed one (the audit log's CSV export).
+_Response = TypeVar("_Response", bound=HttpResponseBase)
 
 
 class Role(StrEnum):
@@ -35,6 +39,7 @@ class Action(StrEnum):
     SUSPEND = "suspend"
     REINSTATE = "reinstate"
     RESET_SECOND_FACTOR = "reset second factor"  # remove their TOTP, passkeys and recovery codes
+    REVOKE_API_TOKEN = "revoke API token"  # stop one of their personal API tokens (api/)
 
 
 # What each staff role may do to someone else (helpdesk only to end users, see refusal()).
@@ -120,13 +125,13 @@ def may_act_on(actor: Any, target_uid: str, action: Action, roles: DirectoryRole
     return refusal(actor, target_uid, action, roles) is None
 
 
-def role_required(*roles: Role) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+def role_required(*roles: Role) -> Callable[[Callable[..., _Response]], Callable[..., _Response]]:
     """Signed in, and holding one of these roles; anything else is 403."""
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorator(view: Callable[..., _Response]) -> Callable[..., _Response]:
         @wraps(view)
         @login_required
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> _Response:
             if role_of(request.user) not in roles:
                 raise PermissionDenied
             return view(request, *args, **kwargs)

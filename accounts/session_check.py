@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from accounts import directory
 from accounts.forms import UNAVAILABLE
 from accounts.roles import group_name
+from mailadmin.security import is_token_only
 
 CHECKED_AT = "directory_checked_at"
 PASSWORD_DIGEST = "directory_password_digest"
@@ -23,6 +24,8 @@ STAFF_GROUP_DNS = ("LDAP_ADMIN_GROUP_DN", "LDAP_HELPDESK_GROUP_DN")
 
 def follow_directory(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
     def middleware(request: HttpRequest) -> HttpResponse:
+        if is_token_only(request):
+            return get_response(request)
         user = request.user
         if isinstance(user, User) and user.is_authenticated:
             now = time.time()
@@ -40,7 +43,7 @@ def follow_directory(get_response: Callable[[HttpRequest], HttpResponse]) -> Cal
 def recheck(request: HttpRequest, user: User, now: float) -> HttpResponse | None:
     """Check the session against the directory now; a response when it may not go on."""
     try:
-        facts = directory.session_facts(user.get_username())
+        facts = directory_standing(user)
     except directory.DirectoryUnavailable:
         # Whether this person still holds their role is unknown: serve nothing on stale
         # powers. The next request checks again.
@@ -50,10 +53,19 @@ def recheck(request: HttpRequest, user: User, now: float) -> HttpResponse | None
         logout(request)
         messages.info(request, "Your session has ended: your account changed in the directory. Please sign in again.")
         return redirect("accounts:login")
-    _mirror_roles(user, facts.groups)
     request.session[PASSWORD_DIGEST] = facts.password_digest
     request.session[CHECKED_AT] = now
     return None
+
+
+def directory_standing(user: User) -> directory.SessionFacts | None:
+    """The person as the directory has them now (None: the entry is gone), with their staff
+    roles mirrored from its groups. Web sessions (above) and API tokens (api/services.py) both
+    rest on it. Raises DirectoryUnavailable."""
+    facts = directory.session_facts(user.get_username())
+    if facts is not None:
+        _mirror_roles(user, facts.groups)
+    return facts
 
 
 def remember_password(request: HttpRequest) -> None:

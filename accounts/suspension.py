@@ -22,6 +22,7 @@ from accounts.models import SenderSuspension
 from aliases.models import Alias
 from aliases.publication import request_publication
 from audit.models import record_event
+from mailadmin.dates import format_datetime
 from notices import services as notices
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def suspend(
                 created_by=actor,
                 created_by_name=actor_name,
             )
-            detail = f"until {until.isoformat()}" if until else "until reinstated"
+            detail = f"until {format_datetime(until, zone=True)}" if until else "until reinstated"
             if actor is None:
                 detail = f"{detail}; {reason}"
             record_event("suspension.suspend", request=request, actor=actor, target=uid, detail=detail)
@@ -142,7 +143,7 @@ def suspend(
 def _tell(suspension: SenderSuspension, mail: str) -> None:
     """The person learns why and until when, and whom to ask; every admin gets the figures."""
     until = (
-        f"until {timezone.localtime(suspension.until):%Y-%m-%d %H:%M %Z}"
+        f"until {format_datetime(suspension.until, zone=True)}"
         if suspension.until
         else "until an administrator lifts it"
     )

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
@@ -31,7 +32,8 @@ def sign_in(request: HttpRequest) -> HttpResponse:
         session_check.remember_password(request)
         record_event("sign-in", request=request, target=form.user.get_username())
         return redirect(next_url or "home")
-    return render(request, "accounts/sign_in.html", {"form": form, "next": next_url})
+    context = {"form": form, "next": next_url, "help_text": settings.SIGN_IN_HELP}
+    return render(request, "accounts/sign_in.html", context)
 
 
 @require_POST

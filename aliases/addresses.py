@@ -156,24 +156,52 @@ def normalize_address_list(value: str) -> list[str]:
     return addresses
 
 
+SITE_SCHEMES = ("http", "https")
+NOT_A_SITE = "Enter the site's web address (https://shop.example.com/signup) or its host name (shop.example.com)."
+
+
+def _ascii_host(host: str) -> str:
+    # An internationalised name as people paste it (bücher.example) becomes its xn-- form; labels
+    # of anything but letters, digits and hyphens (emoji, punctuation) are not host names.
+    if host.isascii():
+        return host
+    if not all(label and all(c.isalnum() or c == "-" for c in label) for label in host.split(".")):
+        raise ValidationError(NOT_A_SITE, code="invalid")
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValidationError(NOT_A_SITE, code="invalid") from None
+
+
 def site_name(value: str) -> str:
-    """What a pasted URL or site name is remembered as: the host without www., or the name."""
+    """The host a pasted web address or a typed host name names: lower-case, without www.
+    Anything else (other schemes, markup, a bare word, an IP address) is a ValidationError."""
     _refuse_control_characters(value)
     text = value.strip()
-    if "://" in text or text.startswith("//") or ("." in text and " " not in text):
-        parts = urlsplit(text if "//" in text else f"//{text}")
-        try:
-            host = (parts.hostname or "").lower()
-        except ValueError:
-            host = ""
-        if host:
-            return host.removeprefix("www.")
-    return text
+    if not text:
+        raise ValidationError("Enter the site's address or name.", code="required")
+    scheme, separator, _ = text.partition("://")
+    if separator and scheme.lower() not in SITE_SCHEMES:
+        raise ValidationError(NOT_A_SITE, code="scheme")
+    url = text if separator else f"https://{text.removeprefix('//')}"
+    try:
+        parts = urlsplit(url)
+        host, _port = (parts.hostname or ""), parts.port  # .port raises for a port that is none
+    except ValueError:
+        raise ValidationError(NOT_A_SITE, code="invalid") from None
+    host = host.rstrip(".").removeprefix("www.")
+    try:
+        return normalize_domain(_ascii_host(host))
+    except ValidationError:
+        raise ValidationError(NOT_A_SITE, code="invalid") from None
 
 
 def propose_local_part(value: str) -> str:
     """A local part for a site: https://www.twitter.com/signup -> twittercom ("" if none)."""
-    name = site_name(value).lower()
+    try:
+        name = site_name(value)
+    except ValidationError:
+        return ""
     return re.sub(r"[^a-z0-9]", "", name)[: MAX_LOCAL_PART - 4]
 
 

@@ -1,15 +1,23 @@
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Any
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts import directory
-from accounts.forms import UNAVAILABLE
+from accounts.forms import UNAVAILABLE, read_secret_file
+from aliases.activity_columns import ACTIVITY_OLD_SORTS, ACTIVITY_SORTS, ACTIVITY_STATES
 from aliases.addresses import (
     MAX_LOCAL_PART,
     normalize_address,
@@ -21,6 +29,7 @@ from aliases.addresses import (
 )
 from aliases.models import Alias, Domain
 from aliases.services import address_in_use, creation_refusal, free_local_parts, random_local_part, usable_domains
+from mailadmin import dates
 
 MAX_CATCHALL_DESTINATIONS = 20
 
@@ -71,10 +80,9 @@ class AliasCreateForm(forms.Form):
         validators=[_refuse_control_characters],
         help_text="For you, to recognise the address later.",
     )
-    expires_on = forms.DateField(
+    expires_on = dates.DateField(
         label="Stops working on (optional)",
         required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
         help_text="From this day on, mail to the address is refused.",
     )
 
@@ -180,7 +188,7 @@ class SiteAliasForm(AliasCreateForm):
     site = forms.CharField(
         label="Site",
         max_length=255,
-        help_text="Paste the site's address (https://www.example.com/signup) or type its name.",
+        help_text="Paste the site's address (https://www.example.com/signup) or type its host name (example.com).",
     )
     local_part = forms.CharField(
         label="Name (before the @)",
@@ -193,11 +201,23 @@ class SiteAliasForm(AliasCreateForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["site"].widget.attrs.update(autocomplete="off", inputmode="url")
+        self.existing: Alias | None = None
+
+    # Posted as 1 by "Make another one anyway" once the form said the site already has one.
+    another = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def clean_site(self) -> str:
         name = site_name(self.cleaned_data["site"])
-        if not name:
-            raise ValidationError("Enter the site's address or name.")
+        self.existing = (
+            Alias.objects.filter(owner=self.owner, site=name).select_related("domain").order_by("-created_at").first()
+        )
+        # Cleaned here already: "another" comes after "site" in the form.
+        another = self.fields["another"].to_python(self["another"].data)
+        if self.existing is not None and not another:
+            raise ValidationError(
+                f"You already have {self.existing.address} for {name}. Use it, or make another one anyway.",
+                code="site-taken",
+            )
         return name
 
     def clean_local_part(self) -> str:
@@ -219,6 +239,12 @@ class SiteAliasForm(AliasCreateForm):
         self.chosen_local_part = proposal
 
 
+class QuickSiteForm(forms.Form):
+    """The site field alone, as the alias list offers it (posted to SiteAliasForm's page)."""
+
+    site = SiteAliasForm.base_fields["site"]
+
+
 def proposal_for(site: str, domain: Domain, person: str | None = None) -> str:
     """The first free name made from the site: twittercom, then twittercom2, twittercom3, ..."""
     base = propose_local_part(site)
@@ -238,10 +264,9 @@ def proposal_for(site: str, domain: Domain, person: str | None = None) -> str:
 
 class AliasEditForm(forms.Form):
     label = forms.CharField(label="Note", max_length=100, required=False, validators=[_refuse_control_characters])
-    expires_on = forms.DateField(
+    expires_on = dates.DateField(
         label="Stops working on",
         required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
         help_text="Leave empty to keep the address. From this day on, mail to it is refused.",
     )
     vacation_replies = forms.BooleanField(
@@ -273,53 +298,193 @@ class AliasEditForm(forms.Form):
         return _start_of_day(day) if day else None
 
 
+@dataclass(frozen=True)
+class AliasState:
+    label: str
+    matches: Callable[[datetime], Q]  # the aliases in this state at a moment
+
+
+@dataclass(frozen=True)
+class AliasSort:
+    label: str
+    ordering: tuple[str, ...]  # ascending; "-key" in the URL reverses every field
+
+
+def _live(now: datetime) -> Q:
+    return Q(enabled=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
 class AliasSearchForm(forms.Form):
-    SORTS = {
-        "new": ("-created_at", "-id"),
-        "old": ("created_at", "id"),
-        "address": ("local_part", "domain__name", "id"),
-        "site": ("site", "local_part", "id"),
-        "note": ("label", "local_part", "id"),
+    """The alias list's search, filter and sort. STATES and SORTS are open tables: an entry's
+    fields may be annotations reached through another app's reverse relations (the activity
+    figures, aliases/activity_columns.py), and the filter, the column heading's sort link and the
+    URL parameter follow."""
+
+    STATES: ClassVar[dict[str, AliasState]] = {
+        "on": AliasState("on", _live),
+        "off": AliasState("off", lambda now: Q(enabled=False)),
+        "expired": AliasState("expired", lambda now: Q(enabled=True, expires_at__lte=now)),
+        **{key: AliasState(label, matches) for key, (label, matches) in ACTIVITY_STATES.items()},
     }
-    q = forms.CharField(label="Search", max_length=100, required=False, validators=[_refuse_control_characters])
-    sort = forms.ChoiceField(
-        label="Sort by",
+    SORTS: ClassVar[dict[str, AliasSort]] = {
+        "created": AliasSort("created", ("created_at", "id")),
+        "address": AliasSort("address", ("local_part", "domain__name", "id")),
+        "site": AliasSort("site", ("site", "local_part", "id")),
+        "note": AliasSort("note", ("label", "local_part", "id")),
+        **{key: AliasSort(label, ordering) for key, (label, ordering) in ACTIVITY_SORTS.items()},
+    }
+    DEFAULT_SORT = "-created"
+    # Column headings that sort newest or largest first on the first click.
+    DESCENDING_FIRST = frozenset({"created", *ACTIVITY_SORTS})
+    # Earlier names of sort orders, still understood in bookmarks.
+    OLD_SORTS: ClassVar[dict[str, str]] = {"new": "-created", "old": "created", **ACTIVITY_OLD_SORTS}
+
+    q = forms.CharField(
+        label="Search",
+        max_length=320,
         required=False,
-        choices=[
-            ("new", "newest first"),
-            ("old", "oldest first"),
-            ("address", "address"),
-            ("site", "site"),
-            ("note", "note"),
-        ],
+        validators=[_refuse_control_characters],
+        help_text="A whole address as pasted from a mail, or part of a name, site or note.",
     )
+    state = forms.ChoiceField(label="Show", required=False)
+    sort = forms.ChoiceField(label="Sort by", required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        state = self.fields["state"]
+        assert isinstance(state, forms.ChoiceField)
+        state.choices = [("", "all"), *((key, entry.label) for key, entry in self.STATES.items())]
+        sort = self.fields["sort"]
+        assert isinstance(sort, forms.ChoiceField)
+        sort.choices = [
+            *((f"-{key}", f"{entry.label}, descending") for key, entry in self.SORTS.items()),
+            *((key, entry.label) for key, entry in self.SORTS.items()),
+            *((old, old) for old in self.OLD_SORTS),
+        ]
+
+    def _valid(self, name: str) -> str:
+        return str(self.cleaned_data.get(name) or "") if self.is_valid() else ""
 
     @property
     def query(self) -> str:
-        return str(self.cleaned_data.get("q") or "") if self.is_valid() else ""
+        return self._valid("q").strip()
+
+    @property
+    def state_key(self) -> str:
+        return self._valid("state")
 
     @property
     def sort_key(self) -> str:
-        return str(self.cleaned_data.get("sort") or "new") if self.is_valid() else "new"
+        key = self._valid("sort") or self.DEFAULT_SORT
+        return self.OLD_SORTS.get(key, key)
 
     @property
     def ordering(self) -> tuple[str, ...]:
-        return self.SORTS[self.sort_key]
+        key = self.sort_key
+        fields = self.SORTS[key.removeprefix("-")].ordering
+        return tuple(f"-{f}" for f in fields) if key.startswith("-") else fields
+
+    def filter(self, aliases: QuerySet[Alias, Any], now: datetime) -> QuerySet[Alias, Any]:
+        """The aliases matching the search and the state, in the chosen order."""
+        if self.query:
+            aliases = aliases.filter(_matching(self.query))
+        if self.state_key:
+            aliases = aliases.filter(self.STATES[self.state_key].matches(now))
+        return aliases.order_by(*self.ordering)
+
+    def sort_link(self, key: str) -> tuple[str, str]:
+        """(the sort parameter a column heading links to, its aria-sort value); ("", "") for a
+        column that does not sort (key "")."""
+        if not key:
+            return "", ""
+        current = self.sort_key
+        if current == key:
+            return f"-{key}", "ascending"
+        if current == f"-{key}":
+            return key, "descending"
+        return (f"-{key}" if key in self.DESCENDING_FIRST else key), "none"
 
     @property
     def page_query(self) -> str:
         """The search as a query string prefix for page links ("q=...&sort=...&")."""
-        params = {"q": self.query, "sort": self.sort_key} if self.query else {"sort": self.sort_key}
-        return urlencode(params) + "&"
+        return self.link()[1:] + "&"
+
+    def link(self, **changes: str | int) -> str:
+        """ "?q=…&state=…&sort=…" of this search with some values changed (page: first unless given)."""
+        params: dict[str, str | int] = {"q": self.query, "state": self.state_key, "sort": self.sort_key, **changes}
+        if params["sort"] == self.DEFAULT_SORT:
+            del params["sort"]
+        return "?" + urlencode({k: v for k, v in params.items() if v})
+
+
+def _matching(query: str) -> Q:
+    """A whole address as pasted (Name <a@b>, mailto:a@b) matches it exactly; other text matches
+    part of the name, site or note."""
+    _, address = parseaddr(query.removeprefix("mailto:"))
+    local_part, at, domain = (address or query).strip().strip("<>").lower().rpartition("@")
+    if at and local_part:
+        return Q(local_part=local_part, domain__name=domain) if domain else Q(local_part=local_part)
+    return Q(local_part__icontains=query) | Q(site__icontains=query) | Q(label__icontains=query)
+
+
+MAX_BULK = 500
+
+
+class AliasIdsField(forms.Field):
+    """Alias ids ticked in the list (several values of one name); which are the user's own is
+    the view's check."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: Any) -> list[int]:
+        values = value if isinstance(value, list | tuple) else ([value] if value else [])
+        if len(values) > MAX_BULK:
+            raise ValidationError(f"Select at most {MAX_BULK} addresses at a time.")
+        if not all(isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 18 for v in values):
+            raise ValidationError("That selection is not a list of your addresses.")
+        return sorted({int(v) for v in values})
+
+
+class ListReturnForm(forms.Form):
+    """Where an action taken from the alias list goes back to: the list as it was (search,
+    filter, sort, page). Only a URL of the list itself is taken."""
+
+    next = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)
+
+    def clean_next(self) -> str:
+        value: str = self.cleaned_data["next"]
+        list_url = reverse("aliases:list")
+        if not value:
+            return ""
+        if not (
+            value.startswith(list_url)
+            and value.isprintable()
+            and "\\" not in value
+            and url_has_allowed_host_and_scheme(value, allowed_hosts=None)
+        ):
+            raise ValidationError("That is not a page of your alias list.")
+        return value
+
+
+class AliasBulkForm(ListReturnForm):
+    """Several aliases switched off, on or deleted at once, after one confirmation."""
+
+    ACTIONS: ClassVar[dict[str, str]] = {"off": "Switch off", "on": "Switch on", "delete": "Delete"}
+
+    action = forms.ChoiceField(choices=list(ACTIONS.items()), widget=forms.HiddenInput)
+    ids = AliasIdsField(error_messages={"required": "Select at least one address first (tick its box)."})
+    # "yes" from the confirmation page, or from the browser's confirm() when scripts run.
+    confirmed = forms.ChoiceField(choices=[("", ""), ("yes", "yes")], required=False, widget=forms.HiddenInput)
 
 
 class DomainForm(forms.Form):
     name = forms.CharField(label="Domain name", max_length=253, help_text="For example alias.example.org")
-    is_alias_domain = forms.BooleanField(
-        label="Alias domain",
-        required=False,
-        help_text="Holds only aliases (forwarding addresses), no mailboxes. Every user may make aliases here.",
-    )
+    KINDS = [
+        ("mailbox", "Mailbox domain: holds people's mailboxes from the directory"),
+        ("alias", "Alias domain: only forwarding addresses; every user may make aliases here"),
+    ]
+    # Chosen explicitly: a checkbox left alone made every new domain a mailbox domain.
+    kind = forms.ChoiceField(label="Kind of domain", choices=KINDS, widget=forms.RadioSelect)
     catchall_destinations = forms.CharField(
         label="Catch-all: deliver any other address of this domain to",
         required=False,
@@ -343,7 +508,7 @@ class DomainForm(forms.Form):
         if instance is not None:
             initial = {
                 "name": instance.name,
-                "is_alias_domain": instance.is_alias_domain,
+                "kind": "alias" if instance.is_alias_domain else "mailbox",
                 "catchall_destinations": "\n".join(instance.catchall_addresses),
                 "catchall_owner_uid": instance.catchall_owner.get_username() if instance.catchall_owner else "",
             }
@@ -404,9 +569,9 @@ class DomainForm(forms.Form):
             raise ValidationError(f"{uid} has no usable mail address in the directory.") from None
         return uid
 
-    def clean_is_alias_domain(self) -> bool:
-        value: bool = self.cleaned_data["is_alias_domain"]
-        if self.instance.is_alias_domain and not value:
+    def clean_kind(self) -> str:
+        value: str = self.cleaned_data["kind"]
+        if self.instance.is_alias_domain and value != "alias":
             count = Alias.objects.filter(domain_id=self.instance.pk).count()
             if count:
                 # Users chose these addresses on an alias domain; they would stop being offered.
@@ -426,6 +591,34 @@ class DomainForm(forms.Form):
         domain = self.instance
         if domain.pk is None:
             domain.name = self.cleaned_data["name"]
-        domain.is_alias_domain = self.cleaned_data["is_alias_domain"]
+        domain.is_alias_domain = self.cleaned_data["kind"] == "alias"
         domain.catchall_destinations = self.cleaned_data["catchall_destinations"]
         return domain
+
+
+class PostfixApplyForm(forms.Form):
+    """manage.py postfix_apply: where the host's Postfix configuration is, and the bind password."""
+
+    config_dir = forms.CharField(max_length=4096)
+    ldap_password_file = forms.CharField(max_length=4096, required=False)
+    submission = forms.BooleanField(required=False)
+
+    def clean_config_dir(self) -> Path:
+        value = self.cleaned_data["config_dir"]
+        _refuse_control_characters(value)
+        path = Path(value)
+        if not path.is_absolute():
+            raise ValidationError("Give an absolute path.")
+        missing = [name for name in ("main.cf", "master.cf") if not (path / name).is_file()]
+        if missing:
+            raise ValidationError(f"{value} has no {' or '.join(missing)}: is Postfix installed there?")
+        return path.resolve()
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        path = cleaned.get("ldap_password_file") or ""
+        try:
+            cleaned["ldap_password"] = read_secret_file(path) if path else ""
+        except ValidationError as error:
+            self.add_error("ldap_password_file", error)
+        return cleaned

@@ -1,5 +1,7 @@
 """The admin page showing how far each mail host has published the Postfix maps."""
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
@@ -30,6 +32,7 @@ def publication_status(request: HttpRequest) -> HttpResponse:
         for state in hosts
     ]
     context = {
+        "summary": _summary(rows),
         "requested": requested,
         "generation": generation,
         "rows": rows,
@@ -37,6 +40,20 @@ def publication_status(request: HttpRequest) -> HttpResponse:
         "reconcile_interval": settings.MAP_RECONCILE_INTERVAL,
     }
     return render(request, "aliases/publication.html", context)
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The state of all hosts in one phrase for people: failing, never, behind or up to date,
+    with when the least recent host last published."""
+    states = [row["state"] for row in rows]
+    failing = [state.host for state in states if state.last_error]
+    if failing:
+        return {"kind": "failing", "hosts": failing}
+    if not states or any(state.last_success_at is None for state in states):
+        return {"kind": "never"}
+    behind = [row["state"].host for row in rows if row["behind"]]
+    published_at = min(state.last_success_at for state in states)
+    return {"kind": "behind" if behind else "current", "hosts": behind, "published_at": published_at}
 
 
 @require_POST

@@ -22,6 +22,7 @@ from aliases.addresses import is_reserved
 from aliases.models import Alias, AliasTombstone, Domain
 from aliases.publication import request_publication
 from audit.models import AuditEvent, record_event
+from mailadmin.dates import format_datetime
 
 TAKEN = "{address} is not available. Choose another name."
 RANDOM_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud or typed from paper
@@ -143,18 +144,49 @@ def _describe(alias: Alias) -> str:
     if alias.site:
         parts.append(f"site {alias.site}")
     if alias.expires_at:
-        parts.append(f"expires {alias.expires_at:%Y-%m-%d %H:%M %Z}")
+        parts.append(f"expires {format_datetime(alias.expires_at, zone=True)}")
     return ", ".join(parts)
 
 
 def set_alias_enabled(request: HttpRequest | None, alias: Alias, enabled: bool, actor: User | None = None) -> None:
-    if alias.enabled == enabled:
+    set_aliases_enabled(request, [alias], enabled, actor)
+
+
+def _publication_reason(aliases: list[Alias], verb: str) -> str:
+    return f"alias {verb}: {aliases[0].address}" if len(aliases) == 1 else f"{len(aliases)} aliases {verb}"
+
+
+def set_aliases_enabled(
+    request: HttpRequest | None, aliases: list[Alias], enabled: bool, actor: User | None = None
+) -> list[Alias]:
+    """Switch several of one owner's aliases on or off in one transaction; returns those changed.
+    `actor`: who did it when there is no request (the worker running an admin's import)."""
+    changed = [alias for alias in aliases if alias.enabled != enabled]
+    if not changed:
+        return []
+    with transaction.atomic():
+        now = timezone.now()
+        Alias.objects.filter(pk__in=[a.pk for a in changed]).update(enabled=enabled, updated_at=now)
+        for alias in changed:
+            alias.enabled, alias.updated_at = enabled, now
+            record_event(
+                "alias.enable" if enabled else "alias.disable", request=request, actor=actor, target=alias.address
+            )
+        request_publication(_publication_reason(changed, "enabled" if enabled else "disabled"))
+    return changed
+
+
+def delete_aliases(request: HttpRequest, aliases: list[Alias]) -> None:
+    """Delete several aliases at once: each is refused from now on and never created again."""
+    if not aliases:
         return
     with transaction.atomic():
-        alias.enabled = enabled
-        alias.save(update_fields=["enabled", "updated_at"])
-        record_event("alias.enable" if enabled else "alias.disable", request=request, actor=actor, target=alias.address)
-        request_publication(f"alias {'enabled' if enabled else 'disabled'}: {alias.address}")
+        for alias in aliases:
+            address = alias.address.lower()
+            AliasTombstone.objects.get_or_create(address=address, defaults={"former_owner_id": alias.owner_id})
+            record_event("alias.delete", request=request, target=address)
+        Alias.objects.filter(pk__in=[a.pk for a in aliases]).delete()
+        request_publication(_publication_reason(aliases, "deleted"))
 
 
 def update_alias(
@@ -178,12 +210,7 @@ def update_alias(
 
 def delete_alias(request: HttpRequest, alias: Alias) -> None:
     """The address is refused from now on and can never be created again."""
-    address = alias.address.lower()
-    with transaction.atomic():
-        AliasTombstone.objects.get_or_create(address=address, defaults={"former_owner_id": alias.owner_id})
-        alias.delete()
-        record_event("alias.delete", request=request, target=address)
-        request_publication(f"alias deleted: {address}")
+    delete_aliases(request, [alias])
 
 
 def save_domain(request: HttpRequest, domain: Domain, *, catchall_owner: tuple[str, str], created: bool) -> None:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:pk>/disable/", views.alias_disable, name="disable"),
     path("<int:pk>/enable/", views.alias_enable, name="enable"),
     path("<int:pk>/delete/", views.alias_delete, name="delete"),
+    path("selected/", views.alias_bulk, name="bulk"),
     path("domains/", views.domain_list, name="domains"),
     path("domains/new/", views.domain_create, name="domain_create"),
     path("domains/<int:pk>/", views.domain_edit, name="domain_edit"),

@@ -4,19 +4,25 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from accounts import directory
 from accounts.roles import Role, admin_required, role_of
+from aliases import listing
 from aliases.forms import (
+    AliasBulkForm,
     AliasCreateForm,
     AliasEditForm,
     AliasSearchForm,
     CustomAliasForm,
     DomainForm,
+    ListReturnForm,
+    QuickSiteForm,
     RandomAliasForm,
     SiteAliasForm,
     proposal_for,
@@ -26,11 +32,13 @@ from aliases.services import (
     AliasRefused,
     create_alias,
     delete_alias,
+    delete_aliases,
     delete_domain,
     domain_uses,
     get_own_alias,
     save_domain,
     set_alias_enabled,
+    set_aliases_enabled,
     update_alias,
 )
 
@@ -49,13 +57,28 @@ def _user(request: HttpRequest) -> User:
 @login_required
 def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
-    aliases = Alias.objects.filter(owner_id=request.user.pk).select_related("domain")
-    if search.query:
-        q = search.query
-        aliases = aliases.filter(Q(local_part__icontains=q) | Q(site__icontains=q) | Q(label__icontains=q))
-    page = Paginator(aliases.order_by(*search.ordering), settings.ALIASES_PER_PAGE).get_page(request.GET.get("page"))
-    quick = SiteAliasForm(_user(request), is_admin=role_of(request.user) == Role.ADMIN)
-    context = {"page": page, "search": search, "quick": quick, "page_query": search.page_query}
+    now = timezone.now()
+    mine = Alias.objects.filter(owner_id=request.user.pk)
+    counts = listing.state_counts(mine, search, now)
+    paginator = Paginator(search.filter(listing.values(mine), now), settings.ALIASES_PER_PAGE)
+    if not search.query:
+        # Without a text search the filter's own count is the total: no second count query.
+        paginator.__dict__["count"] = counts[search.state_key or "all"]
+    page = paginator.get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "rows": listing.render_rows(list(page.object_list), listing.RowContext.at(now)),
+        "search": search,
+        "states": listing.filter_links(search, counts),
+        "headings": listing.headings(search),
+        "quick": QuickSiteForm(),
+        "pages": {
+            "previous": search.link(page=page.previous_page_number()) if page.has_previous() else "",
+            "next": search.link(page=page.next_page_number()) if page.has_next() else "",
+        },
+        "here": request.get_full_path(),
+        "show_all": search.link(q=""),
+    }
     return render(request, "aliases/alias_list.html", context)
 
 
@@ -129,8 +152,7 @@ def alias_disable(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     set_alias_enabled(request, alias, False)
-    messages.success(request, f"{alias.address} is switched off: mail to it is refused.")
-    return redirect(_back(request, alias))
+    return _switched(request, alias, f"{alias.address} is switched off: mail to it is refused.")
 
 
 @login_required
@@ -139,14 +161,26 @@ def alias_enable(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     set_alias_enabled(request, alias, True)
-    messages.success(request, f"{alias.address} is switched on again.")
+    return _switched(request, alias, f"{alias.address} is switched on again.")
+
+
+def _switched(request: HttpRequest, alias: Alias, message: str) -> HttpResponse:
+    if request.headers.get("X-Requested-With") == "fetch":
+        # From the list with scripts running: the new row replaces the old one, nothing reloads.
+        row = listing.values_of(alias)
+        return HttpResponse(listing.render_row(row, listing.RowContext.at(timezone.now()), message))
+    messages.success(request, message)
     return redirect(_back(request, alias))
 
 
-def _back(request: HttpRequest, alias: Alias) -> str:
-    # From the list, back to the same page of the list; otherwise to the alias.
-    if request.POST.get("from") == "list":
-        return "aliases:list"
+def _back(request: HttpRequest, alias: Alias | None = None) -> str:
+    """Back to the list as it was (search, filter, sort, page) when the request came from it;
+    otherwise to the alias, or to the list."""
+    form = ListReturnForm(request.POST)
+    if form.is_valid() and form.cleaned_data["next"]:
+        return str(form.cleaned_data["next"])
+    if request.POST.get("from") == "list" or alias is None:
+        return reverse("aliases:list")
     return reverse("aliases:detail", args=[alias.pk])
 
 
@@ -161,10 +195,54 @@ def alias_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "aliases/alias_delete.html", {"alias": alias})
 
 
+@login_required
+@require_POST
+def alias_bulk(request: HttpRequest) -> HttpResponse:
+    """Switch off, on or delete the ticked aliases: a confirmation first (the page, or the
+    browser's question when scripts run), then one transaction."""
+    form = AliasBulkForm(request.POST)
+    if not form.is_valid():
+        return render(request, "aliases/alias_bulk.html", {"form": form, "back": _back(request)})
+    ids = form.cleaned_data["ids"]
+    aliases = list(Alias.objects.filter(owner_id=request.user.pk, pk__in=ids).select_related("domain"))
+    if len(aliases) != len(ids):
+        raise Http404("No such alias.")  # someone else's id: as if it did not exist
+    action = form.cleaned_data["action"]
+    if form.cleaned_data["confirmed"] != "yes":
+        confirm = AliasBulkForm(initial={**form.cleaned_data, "confirmed": "yes", "next": _back(request)})
+        context = {"form": confirm, "aliases": aliases, "action": action, "back": _back(request)}
+        return render(request, "aliases/alias_bulk.html", context)
+    count = len(aliases)
+    what = f"{count} address{'es' if count != 1 else ''}"
+    if action == "delete":
+        delete_aliases(request, aliases)
+        messages.success(request, f"{what} deleted. Mail to them is refused from now on.")
+    else:
+        changed = set_aliases_enabled(request, aliases, action == "on")
+        state = "on" if action == "on" else "off"
+        already = count - len(changed)
+        messages.success(request, f"{what} switched {state}" + (f" ({already} already were)." if already else "."))
+    return redirect(_back(request))
+
+
 @admin_required
 def domain_list(request: HttpRequest) -> HttpResponse:
-    domains = Domain.objects.select_related("catchall_owner").order_by("name")
-    return render(request, "aliases/domain_list.html", {"domains": domains})
+    domains = list(
+        Domain.objects.select_related("catchall_owner").annotate(alias_count=Count("aliases")).order_by("name")
+    )
+    try:
+        mailboxes: dict[str, int] | None = directory.mailbox_counts([domain.name for domain in domains])
+    except directory.DirectoryError:  # unreachable, or no sssvlv overlay to count with
+        mailboxes = None  # the list is still worth showing; the counts say they are unknown
+    rows = [
+        {
+            "domain": domain,
+            "mailboxes": None if mailboxes is None else mailboxes.get(domain.name, 0),
+            "catchall_targets": 1 if domain.catchall_owner_id else len(domain.catchall_addresses),
+        }
+        for domain in domains
+    ]
+    return render(request, "aliases/domain_list.html", {"rows": rows, "directory_down": mailboxes is None})
 
 
 @admin_required

@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.db import models
+from django.db import DatabaseError, models
 from django.http import HttpRequest
 
 
@@ -54,3 +54,16 @@ def record_event(
         client_address=client_address(request),
         detail=detail,
     )
+
+
+class AuditLogUnavailable(Exception):
+    """The audit log cannot be written."""
+
+
+def require_audit_log() -> None:
+    """For commands that change other systems: fail before changing anything when their events
+    could not be recorded (the database not migrated yet, or not answering)."""
+    try:
+        AuditEvent.objects.exists()
+    except DatabaseError as exc:
+        raise AuditLogUnavailable(f"the audit log cannot be written ({exc}); run manage.py migrate first") from None

@@ -4,6 +4,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from django import forms
+from django.conf import settings
 from django.core.validators import EmailValidator, URLValidator
 from django.db import transaction
 from django.forms import BaseInlineFormSet, inlineformset_factory
@@ -12,6 +13,8 @@ from django.utils import timezone
 from accounts import directory
 from accounts.forms import UNAVAILABLE
 from handover.models import HandoverNote, TopicDelegate, WorkItem
+from mailadmin import dates
+from mailadmin.dates import format_datetime
 
 MAX_WORK_ITEMS = 30
 MAX_TOPIC_DELEGATES = 20
@@ -19,6 +22,45 @@ MAX_LINKS_PER_ITEM = 10
 MAX_LINK_LENGTH = 2000
 MAX_ABSENCE = timedelta(days=366)
 TIME_ZONES = sorted(available_timezones() - {"localtime", "Factory"})
+# Offered first, after the viewer's own zone and the site's: where most organisations are.
+COMMON_TIME_ZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Dublin",
+    "Europe/Lisbon",
+    "Europe/Paris",
+    "Europe/Berlin",
+    "Europe/Amsterdam",
+    "Europe/Zurich",
+    "Europe/Vienna",
+    "Europe/Rome",
+    "Europe/Madrid",
+    "Europe/Warsaw",
+    "Europe/Helsinki",
+    "Europe/Athens",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+)
+
+
+def time_zone_choices(first: list[str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The zone list: `first` and the common zones on top, then every other zone."""
+    known = set(TIME_ZONES)
+    common = [zone for zone in dict.fromkeys([*first, *COMMON_TIME_ZONES]) if zone in known]
+    rest = [zone for zone in TIME_ZONES if zone not in set(common)]
+    return [
+        ("Common time zones", [(zone, zone) for zone in common]),
+        ("All time zones", [(zone, zone) for zone in rest]),
+    ]
+
+
 # U+2028/U+2029 end a line in many viewers and mail clients even though they are not Cc;
 # bidi overrides and isolates can make a name or a link read as something else.
 _REFUSED = {"\u2028", "\u2029", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))}
@@ -91,10 +133,8 @@ class LinksField(MultiLineField):
         return "\n".join(links)
 
 
-class WallClockField(forms.DateTimeField):
+class WallClockField(dates.DateTimeField):
     """A date and time as the person typed it, without a zone; the form applies the zone they chose."""
-
-    widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 
     def to_python(self, value: Any) -> datetime | None:
         with timezone.override(UTC):
@@ -136,9 +176,7 @@ class DirectoryUserField(SingleLineField):
 class NoteForm(forms.ModelForm):
     starts_at = WallClockField(label="Away from")
     ends_at = WallClockField(label="Back on")
-    time_zone = forms.ChoiceField(
-        label="Time zone", choices=[(z, z) for z in TIME_ZONES], help_text="The zone of the two times above."
-    )
+    time_zone = forms.ChoiceField(label="Time zone", help_text="The zone of the two times above.")
     reachability = SingleLineField(
         label="Reachability",
         max_length=300,
@@ -153,19 +191,36 @@ class NoteForm(forms.ModelForm):
         model = HandoverNote
         fields = ["starts_at", "ends_at", "time_zone", "reachability", "pending_decisions", "contacts"]
 
-    def __init__(self, *args: Any, author_uid: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        author_uid: str,
+        absence: tuple[datetime | None, datetime | None] = (None, None),
+        **kwargs: Any,
+    ) -> None:
+        """`absence`: the start and end of the author's vacation reply, which a new note starts from."""
         super().__init__(*args, **kwargs)
         self.author_uid = author_uid
         note = self.instance
+        viewer_zone = timezone.get_current_timezone_name()
+        zone_field = self.fields["time_zone"]
+        assert isinstance(zone_field, forms.ChoiceField)
+        zone_field.choices = time_zone_choices([note.time_zone if note.pk else viewer_zone, settings.TIME_ZONE])
         if note.pk:
             self.initial.update(
                 starts_at=note.local_starts_at.replace(tzinfo=None),
                 ends_at=note.local_ends_at.replace(tzinfo=None),
                 primary_delegate=note.primary_delegate_uid,
             )
-        elif timezone.get_current_timezone_name() in TIME_ZONES:
-            # A new note starts in the viewer's own zone (the browser's, when it told us).
-            self.initial["time_zone"] = timezone.get_current_timezone_name()
+            return
+        # A new note starts in the viewer's own zone (the browser's, when it told us)...
+        zone = viewer_zone if viewer_zone in TIME_ZONES else settings.TIME_ZONE
+        self.initial["time_zone"] = zone
+        # ...and from the dates of their vacation reply, when it has them.
+        for name, moment in zip(("starts_at", "ends_at"), absence, strict=True):
+            if moment is not None:
+                self.initial[name] = moment.astimezone(ZoneInfo(zone)).replace(tzinfo=None, second=0, microsecond=0)
+                self.fields[name].help_text = "Taken from your vacation reply."
 
     def clean_primary_delegate(self) -> directory.DirectoryUser | None:
         user = self.cleaned_data.get("primary_delegate")
@@ -237,7 +292,7 @@ class WorkItemForm(forms.ModelForm):
     status = SingleLineField(label="Status", max_length=200, required=False)
     next_step = SingleLineField(label="Next step", max_length=300, required=False)
     next_step_owner = SingleLineField(label="Next step owner", max_length=200, required=False)
-    deadline = forms.DateField(label="Deadline", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    deadline = dates.DateField(label="Deadline", required=False)
     blockers = MultiLineField(label="Blockers", max_length=2000, rows=2)
 
     class Meta:
@@ -327,7 +382,7 @@ def describe(note: HandoverNote) -> str:
     urgent = sum(item.is_urgent for item in items)
     topic_uids = sorted({t.delegate_uid for t in note.topic_delegates.all()})
     return (
-        f"{note.starts_at:%Y-%m-%d %H:%M}Z to {note.ends_at:%Y-%m-%d %H:%M}Z; primary delegate "
+        f"{format_datetime(note.starts_at, zone=True)} to {format_datetime(note.ends_at, zone=True)}; primary delegate "
         f"{note.primary_delegate_uid}; topic delegates: {', '.join(topic_uids) or 'none'}; "
         f"{len(items)} work items ({urgent} urgent)"
     )

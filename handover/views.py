@@ -13,6 +13,7 @@ from audit.models import record_event
 from handover.access import notes_shared_with, own_note, readable_note_or_404
 from handover.forms import NoteForm, NoteSearchForm, TopicDelegateFormSet, WorkItemFormSet, describe, save_note
 from handover.models import HandoverNote
+from outofoffice.models import VacationReply
 
 # "Save and add another ..." buttons: where to land after saving.
 ADD_ANCHORS = {"item": "#new-item", "topic": "#new-topic"}
@@ -39,7 +40,8 @@ def edit(request: HttpRequest) -> HttpResponse:
     existing = own_note(user)
     note = existing or HandoverNote(author=user)
     data = request.POST if request.method == "POST" else None
-    form = NoteForm(data, instance=note, author_uid=uid)
+    absence = VacationReply.objects.filter(uid=uid).values_list("starts_at", "ends_at").first() or (None, None)
+    form = NoteForm(data, instance=note, author_uid=uid, absence=absence)
     topics = TopicDelegateFormSet(data, instance=note, prefix="topics", form_kwargs={"author_uid": uid})
     items = WorkItemFormSet(data, instance=note, prefix="items")
     if data is not None and all([form.is_valid(), topics.is_valid(), items.is_valid()]):

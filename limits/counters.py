@@ -24,6 +24,7 @@ from limits.rules import Counts
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 5.0
 MINUTE_TTL = 61 * 60
 HOUR_TTL = 25 * 3600
 RECIPIENTS = "r"
@@ -68,6 +69,11 @@ class LocalCounters:
             recipients_day=sum(b[1] for b in in_day),
         )
 
+    def reset(self, login: str) -> None:
+        for buckets in (self._minute, self._hour):
+            for key in [k for k in buckets if k[0] == login]:
+                del buckets[key]
+
     def _prune(self, now: float) -> None:
         oldest_minute, oldest_hour = _minutes(now).start, _hours(now).start
         for key in [k for k in self._minute if k[1] < oldest_minute]:
@@ -83,24 +89,41 @@ class Counters:
         self._clock = clock
         self._local = LocalCounters()
         self.shared = True
+        self._retry_at = 0.0
 
     def _key(self, *parts: object) -> str:
         return ":".join([self._prefix, *(str(p) for p in parts)])
 
     def add(self, login: str, messages: int, recipients: int) -> Counts:
-        """Count `messages` and `recipients` for `login`; the counts over the windows after it."""
+        """Count `messages` and `recipients` for `login`; the counts over the windows after it.
+        While Redis is down it is tried again every RETRY_SECONDS, not on every call, so a hung
+        Redis cannot slow every answer."""
         now = self._clock()
+        if self.shared or now >= self._retry_at:
+            try:
+                counts = self._add_shared(login, messages, recipients, now)
+            except redis.RedisError as exc:
+                if self.shared:
+                    log.warning("sending counters: Redis not answering (%s); counting on this host only", exc)
+                    self.shared = False
+                self._retry_at = now + RETRY_SECONDS
+            else:
+                if not self.shared:
+                    log.warning("sending counters: Redis answers again; shared counting resumed")
+                    self.shared = True
+                return counts
+        return self._local.add(login, messages, recipients, now)
+
+    def reset(self, login: str) -> None:
+        """Forget what `login` sent (an admin lifted their suspension): counting starts afresh."""
+        self._local.reset(login)
+        now = self._clock()
+        name = quote(login, safe="@.-_+")
+        keys = [self._key(name, "m", m) for m in _minutes(now)] + [self._key(name, "h", h) for h in _hours(now)]
         try:
-            counts = self._add_shared(login, messages, recipients, now)
+            self._redis.delete(*keys)
         except redis.RedisError as exc:
-            if self.shared:
-                log.warning("sending counters: Redis not answering (%s); counting on this host only", exc)
-                self.shared = False
-            return self._local.add(login, messages, recipients, now)
-        if not self.shared:
-            log.warning("sending counters: Redis answers again; shared counting resumed")
-            self.shared = True
-        return counts
+            log.warning("sending counters: could not reset %s in Redis (%s)", login, exc)
 
     def _add_shared(self, login: str, messages: int, recipients: int, now: float) -> Counts:
         name = quote(login, safe="@.-_+")
@@ -116,13 +139,14 @@ class Counters:
                     top = self._key("top", what, kind, bucket)
                     pipe.zincrby(top, amount, login)
                     pipe.expire(top, ttl)
-        for m in _minutes(now):
+        minutes, hours = _minutes(now), _hours(now)
+        for m in minutes:
             pipe.hmget(self._key(name, "m", m), MESSAGES, RECIPIENTS)
-        for h in _hours(now):
+        for h in hours:
             pipe.hget(self._key(name, "h", h), RECIPIENTS)
         replies = pipe.execute()
-        in_hour = replies[-84:-24]
-        in_day = replies[-24:]
+        in_day = replies[len(replies) - len(hours) :]
+        in_hour = replies[len(replies) - len(hours) - len(minutes) : len(replies) - len(hours)]
         return Counts(
             messages_hour=sum(int(m or 0) for m, _ in in_hour),
             recipients_hour=sum(int(r or 0) for _, r in in_hour),

@@ -1,15 +1,13 @@
 """Effective limits, and what the policy service does past a hard limit."""
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Generic, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from accounts import directory, suspension
@@ -22,7 +20,6 @@ from limits.rules import Limits
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 FIELDS = ("messages_per_hour", "recipients_per_hour", "recipients_per_day", "recipients_per_message")
 
 
@@ -101,45 +98,42 @@ def automatic_suspensions() -> Iterable[SenderSuspension]:
     return SenderSuspension.objects.active().filter(created_by_name=suspension.SYSTEM)
 
 
-class _Refreshing(Generic[T]):
-    """A value read from the database again once it is REFRESH_SECONDS old (the policy service
-    answers from memory; an admin's change reaches it within that time)."""
+@dataclass(frozen=True)
+class OutboundSnapshot:
+    """What the guard needs from the database, read by the policy service's refresh thread."""
 
-    REFRESH_SECONDS = 5.0
+    overrides: Overrides
+    domains: frozenset[str]
+    lifted: dict[str, float]  # uid and mailbox -> time.time() of the latest lift in 25 hours
 
-    def __init__(self, load: Callable[[], T]) -> None:
-        self._load = load
-        self._value: T | None = None
-        self._read_at = -1e9
+    @classmethod
+    def empty(cls) -> "OutboundSnapshot":
+        return cls(overrides=Overrides(domains={}, people={}), domains=frozenset(), lifted={})
 
-    def get(self) -> T:
-        now = time.monotonic()
-        if self._value is None or now - self._read_at > self.REFRESH_SECONDS:
-            try:
-                self._value = self._load()
-                self._read_at = now
-            except DatabaseError:
-                log.warning("outbound limits: database not answering; using what was read before")
-                if self._value is None:
-                    raise
-        return self._value
-
-
-def _local_domains() -> set[str]:
-    return {settings.MAIL_DOMAIN.lower(), *(name.lower() for name in Domain.objects.values_list("name", flat=True))}
+    @classmethod
+    def load(cls) -> "OutboundSnapshot":
+        since = timezone.now() - timedelta(hours=25)
+        lifted: dict[str, float] = {}
+        for uid, mail, at in SenderSuspension.objects.filter(lifted_at__gte=since).values_list(
+            "uid", "mail", "lifted_at"
+        ):
+            for key in (uid.lower(), mail.lower()):
+                if key and at is not None:
+                    lifted[key] = max(lifted.get(key, 0.0), at.timestamp())
+        domains = {settings.MAIL_DOMAIN.lower(), *(n.lower() for n in Domain.objects.values_list("name", flat=True))}
+        return cls(overrides=Overrides.load(), domains=frozenset(domains), lifted=lifted)
 
 
-def build_guard(executor: Executor) -> OutboundGuard:
-    """The guard as the policy service runs it: overrides and domains from memory, counters in
-    Redis, a suspension done on a worker thread so the answer does not wait for LDAP and mail."""
-    overrides = _Refreshing(Overrides.load)
-    domains = _Refreshing(_local_domains)
+def build_guard(snapshot: Callable[[], OutboundSnapshot], executor: Executor) -> OutboundGuard:
+    """The guard as the policy service runs it: the snapshot from memory, counters in Redis, a
+    suspension done on a worker thread so the answer does not wait for LDAP and mail."""
     return OutboundGuard(
         counters=Counters(settings.LIMIT_COUNTER_URL),
-        limits_for=lambda login, domain: overrides.get().effective(login, domain),
+        limits_for=lambda login, domain: snapshot().overrides.effective(login, domain),
         suspend=lambda login, why: executor.submit(_suspend_in_thread, login, why),
         local_networks=settings.LIMIT_LOCAL_NETWORKS,
-        local_domains=domains.get,
+        local_domains=lambda: snapshot().domains,
+        lifted_at=lambda login: snapshot().lifted.get(login),
         reject_text=settings.SUSPENSION_REJECT_TEXT,
     )
 
@@ -147,7 +141,8 @@ def build_guard(executor: Executor) -> OutboundGuard:
 def _suspend_in_thread(login: str, why: str) -> None:
     try:
         suspend_automatically(login, why)
+    except DatabaseError:
+        log.exception("outbound limit: automatic suspension of %s failed; a fresh connection next time", login)
+        connection.close()  # this worker thread's own connection, perhaps broken
     except Exception:
         log.exception("outbound limit: automatic suspension of %s failed", login)
-    finally:
-        close_old_connections()

@@ -23,6 +23,7 @@ PORT_VARIABLES = (
     "RESPONDER_PORT",
     "VACATION_HANDOFF_PORT",
     "WEB_PORT",
+    "POLICY_PORT",
 )
 
 
@@ -144,6 +145,8 @@ def run_demo() -> int:
                 str(settings.STATE_DIR / "celerybeat-schedule"),
             ],
             "responder": [python, "manage.py", "run_responder"],
+            "trail": [python, "manage.py", "follow_maillog"],
+            "policy": [python, "manage.py", "run_policy"],
             "outside": [python, "-m", "localservices.outside"],
         }
         for argv in commands.values():

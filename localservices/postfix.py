@@ -12,6 +12,8 @@ from localservices.process import ServiceError, read_pid, run, wait_for_port, wa
 from localservices.slapd import Slapd
 from mailadmin import settings
 from outofoffice import handoff
+from policy import postfix as policy_postfix
+from trail import postlog
 
 POSTFIX = "/usr/sbin/postfix"
 POSTMAP = "/usr/sbin/postmap"
@@ -54,20 +56,23 @@ class Postfix:
         self.data_dir = self.state_dir / "data"
         self.map_dir = settings.POSTFIX_MAP_DIR
         self.mail_dir = root / "mail"
-        self.log_file = self.state_dir / "maillog"
+        self.log_file = settings.MAILLOG_FILE  # the delivery trail follows it
 
     def _main_cf(self) -> str:
         maps = self.map_dir
         nobody = pwd.getpwnam("nobody")
         vacation_handoff = "\n".join(handoff.main_cf_lines(settings.VACATION_ROUTING_DOMAIN))
+        maillog = "\n".join(postlog.main_cf_lines(self.log_file, written_by_postfix=True))
+        # The policy service, exactly as `manage.py postfix_config` prints it.
+        policy_check = "\n".join(policy_postfix.recipient_restrictions(settings.POLICY_HOST, settings.POLICY_PORT))
+        policy_main = "\n".join(policy_postfix.main_cf_lines(settings.POLICY_TIMEOUT, settings.POLICY_DEFAULT_ACTION))
         return f"""\
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
 data_directory = {self.data_dir}
 mail_owner = postfix
 setgid_group = postdrop
-maillog_file_prefixes = {self.state_dir}
-maillog_file = {self.log_file}
+{maillog}
 myhostname = mail.{settings.MAIL_DOMAIN}
 mydomain = {settings.MAIL_DOMAIN}
 myorigin = $mydomain
@@ -98,6 +103,7 @@ smtpd_sender_restrictions =
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions =
     check_recipient_access hash:{maps}/recipient_access,
+{policy_check}
     permit_mynetworks,
     reject_unauth_destination
 # Quick retries so the demo and the tests see recovery in seconds, not minutes.
@@ -110,6 +116,7 @@ smtpd_hard_error_limit = 1000
 smtpd_client_connection_count_limit = 0
 default_process_limit = 50
 {vacation_handoff}
+{policy_main}
 """
 
     def _master_cf(self) -> str:

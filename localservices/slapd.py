@@ -70,6 +70,8 @@ pidfile {self.pidfile}
 argsfile {self.state_dir / "slapd.args"}
 modulepath /usr/lib/ldap
 moduleload back_mdb
+moduleload sssvlv
+moduleload syncprov
 sizelimit size.soft=500 size.hard=unlimited
 database mdb
 maxsize 4294967296
@@ -80,7 +82,10 @@ index uid,cn,mail eq,sub
 index member eq
 index {settings.LDAP_SENDER_BLOCK_ATTR} eq
 limits dn.exact="{app}" size=unlimited time=unlimited
-{access_rules(base)}"""
+{access_rules(base)}
+overlay sssvlv
+overlay syncprov
+"""
         )
 
     def _base_tree(self) -> str:

@@ -20,19 +20,9 @@ from aliases.models import Alias, MapGeneration, MapPublication
 from audit.models import AuditEvent
 from handover.models import HandoverNote, TopicDelegate
 from outofoffice.models import ReplyLog, VacationReply
+from outofoffice.status import away_now, vacation_status
 
 RECENT = 5
-
-
-def _vacation_state(vacation: VacationReply | None) -> str:
-    now = timezone.now()
-    if vacation is None or not vacation.enabled:
-        return "off"
-    if vacation.ends_at is not None and vacation.ends_at <= now:
-        return "ended"
-    if vacation.starts_at is not None and vacation.starts_at > now:
-        return "scheduled"
-    return "on"
 
 
 def _own(request: HttpRequest) -> dict[str, object]:
@@ -49,7 +39,7 @@ def _own(request: HttpRequest) -> dict[str, object]:
         "alias_enabled": counts["enabled"],
         "recent_aliases": list(aliases.select_related("domain")[:RECENT]),
         "vacation": vacation,
-        "vacation_state": _vacation_state(vacation),
+        "vacation_status": vacation_status(vacation),
         "handover_note": HandoverNote.objects.filter(author=user).first(),
         "handed_to_me": list(handed_to_me.select_related("author").order_by("starts_at", "id")[:RECENT]),
     }
@@ -57,9 +47,9 @@ def _own(request: HttpRequest) -> dict[str, object]:
 
 def _staff() -> dict[str, object]:
     now = timezone.now()
-    current = VacationReply.objects.filter(enabled=True).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+    current = away_now(now)
     return {
-        "vacations_current": list(current.order_by("starts_at", "uid")[:RECENT]),
+        "vacations_current": list(current[:RECENT]),
         "vacations_count": current.count(),
     }
 

@@ -76,3 +76,13 @@ def client_address_from_proxy(
         return get_response(request)
 
     return middleware
+
+
+# The alias API (api/) authenticates by personal token only. Under this prefix no session
+# cookie is ever accepted (so no CSRF hole), and the web session's directory re-check and the
+# second-factor policy stay out of the way: a token is checked against LDAP on every request.
+TOKEN_ONLY_PREFIX = "/api/"
+
+
+def is_token_only(request: HttpRequest) -> bool:
+    return request.path_info.startswith(TOKEN_ONLY_PREFIX)

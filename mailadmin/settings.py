@@ -83,9 +83,13 @@ INSTALLED_APPS = [
     "outofoffice",
     "handover",
     "mfa",
-    "bulk",
     "notices",
     "limits",
+    # Alias activity, sender blocks, leak alerts; the Postfix policy service (docs/policy.md).
+    "activity",
+    "policy",
+    "api",
+    "bulk",
 ]
 
 MIDDLEWARE = [
@@ -94,6 +98,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Production hardening: Content-Security-Policy and Permissions-Policy on every response.
     "mailadmin.security.security_headers",
+    # CORS on the extension calls of the alias API only (api/cors.py); before anything that could answer first.
+    "api.cors.extension_cors",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -107,6 +113,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Web UI: dates in the viewer's time zone (browser-provided `tz` cookie; see docs/web-interface.md).
     "mailadmin.timezones.TimezoneMiddleware",
+    # Staff console: the project's own 404 page, never Django's technical one (DEBUG or not).
+    "mailadmin.not_found.NotFoundMiddleware",
 ]
 
 ROOT_URLCONF = "mailadmin.urls"
@@ -127,6 +135,8 @@ TEMPLATES = [
             ],
             # Web UI: {% load navigation %} for the shared layout's links.
             "libraries": {"navigation": "mailadmin.navigation"},
+            # Dates: |exact, |day and |relative in every template (mailadmin/dates.py).
+            "builtins": ["mailadmin.dates"],
         },
     },
 ]
@@ -167,7 +177,10 @@ def _database(url: str) -> dict[str, object]:
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-LANGUAGE_CODE = "en-us"
+# The locale of dates and times on pages, in forms, audit details and mails (mailadmin/dates.py):
+# the default is a 24-hour English one ("7 Dec 2026, 09:00"; mailadmin/formats/en).
+LANGUAGE_CODE = env_str("LANGUAGE_CODE", "en-gb")
+FORMAT_MODULE_PATH = ["mailadmin.formats"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
@@ -453,6 +466,68 @@ for _network in LIMIT_LOCAL_NETWORKS:
 LIMIT_COUNTER_URL = env_str("LIMIT_COUNTER_URL", REDIS_URL)
 CELERY_BEAT_SCHEDULE["notices"] = {"task": "notices.tasks.send_pending_notices", "schedule": 60.0}
 
+# --- Alias activity, sender blocks and the policy service (activity/, policy/, docs/policy.md) ---
+# The policy service (manage.py run_policy) answers Postfix at RCPT on this loopback address.
+POLICY_HOST = env_str("POLICY_HOST", "127.0.0.1")
+POLICY_PORT = env_int("POLICY_PORT", 10040)
+# Postfix waits this long (seconds) for an answer, then takes POLICY_DEFAULT_ACTION: DUNNO lets
+# mail through while the service is down or slow (fail-open); "451 4.3.5 ..." defers it instead
+# (fail-closed: senders retry later, blocks always hold).
+POLICY_TIMEOUT = env_int("POLICY_TIMEOUT", 5)
+POLICY_DEFAULT_ACTION = env_str("POLICY_DEFAULT_ACTION", "DUNNO").strip()
+if POLICY_DEFAULT_ACTION != "DUNNO" and not (
+    POLICY_DEFAULT_ACTION[:1] in ("4", "5") and POLICY_DEFAULT_ACTION.isascii() and POLICY_DEFAULT_ACTION.isprintable()
+):
+    raise ImproperlyConfigured('MAILADMIN_POLICY_DEFAULT_ACTION must be DUNNO or a reply such as "451 4.3.5 Try again"')
+# The text after "550 5.7.1" for a blocked sender: neutral, the same for every kind of block.
+POLICY_REJECT_TEXT = env_str("POLICY_REJECT_TEXT", "Delivery to this recipient is not permitted").strip()
+if not (0 < len(POLICY_REJECT_TEXT) <= 200 and POLICY_REJECT_TEXT.isascii() and POLICY_REJECT_TEXT.isprintable()):
+    raise ImproperlyConfigured("MAILADMIN_POLICY_REJECT_TEXT must be one printable ASCII line of 1-200 characters")
+# How often (seconds) the service looks for changed blocks and aliases (two one-row reads); a
+# block saved on the web takes effect within this time, whether or not Celery or Redis run.
+POLICY_REFRESH_SECONDS = float(env_str("POLICY_REFRESH_SECONDS", "0.5"))
+# Counts are kept in memory and written every ACTIVITY_FLUSH_SECONDS: a crash loses at most
+# that many seconds of counts (never a block: blocks are rows written by the web app).
+ACTIVITY_FLUSH_SECONDS = env_int("ACTIVITY_FLUSH_SECONDS", 5)
+# Daily counts, sender domains and dismissed leak flags older than this are deleted (daily task).
+ACTIVITY_RETENTION_DAYS = env_int("ACTIVITY_RETENTION_DAYS", 90)
+if ACTIVITY_RETENTION_DAYS < 31:
+    raise ImproperlyConfigured("MAILADMIN_ACTIVITY_RETENTION_DAYS must be at least 31 (the list shows 30 days)")
+CELERY_BEAT_SCHEDULE["activity-retention"] = {"task": "activity.tasks.prune_activity", "schedule": 3600.0}
+# Leak alerts: a sender whose registrable domain (Public Suffix List) differs from the alias's
+# site is "unrelated", unless it is one of these mail services that send for many sites.
+LEAK_RELATED_DOMAINS = env_list(
+    "LEAK_RELATED_DOMAINS",
+    [
+        "amazonses.com",
+        "sendgrid.net",
+        "mailgun.org",
+        "mailchimpapp.net",
+        "mcsv.net",
+        "mcdlv.net",
+        "rsgsv.net",
+        "list-manage.com",
+        "mandrillapp.com",
+        "sparkpostmail.com",
+        "postmarkapp.com",
+        "sendinblue.com",
+        "brevo.com",
+        "customeriomail.com",
+        "mailjet.com",
+        "exacttarget.com",
+        "salesforce.com",
+        "zendesk.com",
+        "hubspotemail.net",
+        "klaviyomail.com",
+    ],
+)
+
+# Staff console (docs/console.md): the sign-in page's "Forgot your password?" text, saying whom
+# to ask; plain text, shown as typed.
+SIGN_IN_HELP = env_str(
+    "SIGN_IN_HELP", "Forgot your password? Ask your helpdesk or mail administrator to set a new one."
+)
+
 # CSV import and export (bulk/, docs/import-export.md): the largest file and number of rows
 # one import takes. The worker resumes imports queued while the broker was down.
 BULK_MAX_BYTES = env_int("BULK_MAX_BYTES", 10_000_000)
@@ -479,3 +554,42 @@ AUTH_LDAP_USER_SEARCH = LDAPSearch(LDAP_PEOPLE_DN, 1, "(&(objectClass=mailAccoun
 AUTH_LDAP_GROUP_SEARCH = LDAPSearch(LDAP_GROUPS_DN, 1, "(objectClass=groupOfNames)")
 AUTH_LDAP_GROUP_TYPE = GroupOfNamesType()
 AUTH_LDAP_MIRROR_GROUPS = True
+
+# --- Delivery trail (trail/, docs/delivery-trail.md) ----------------------------------------
+# The Postfix log `manage.py follow_maillog` reads: Postfix's own (maillog_file, written by
+# postlogd; the generated main.cf sets it when MAILLOG_POSTLOG is on) or syslog's mail.log.
+MAILLOG_FILE = Path(env_str("MAILLOG_FILE", str(STATE_DIR / "postfix" / "maillog")))
+MAILLOG_POSTLOG = env_bool("MAILLOG_POSTLOG", True)
+# The zone of the log's timestamps (the mail host's local time); empty: this machine's zone.
+MAILLOG_TIME_ZONE = env_str("MAILLOG_TIME_ZONE", "")
+import zoneinfo  # noqa: E402
+
+if MAILLOG_TIME_ZONE:
+    try:
+        zoneinfo.ZoneInfo(MAILLOG_TIME_ZONE)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ImproperlyConfigured(f"MAILADMIN_MAILLOG_TIME_ZONE: unknown time zone {MAILLOG_TIME_ZONE!r}") from None
+# How often the follower looks for new lines (ms), and how long after a rename-rotation it
+# keeps reading the old file while the new one stays empty (seconds).
+MAILLOG_POLL_MS = env_int("MAILLOG_POLL_MS", 500)
+MAILLOG_ROTATION_GRACE = env_int("MAILLOG_ROTATION_GRACE", 5)
+# Records older than this many days are deleted (hourly).
+TRAIL_RETENTION_DAYS = env_int("TRAIL_RETENTION_DAYS", 30)
+if TRAIL_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("MAILADMIN_TRAIL_RETENTION_DAYS must be at least 1")
+CELERY_BEAT_SCHEDULE["trail-retention"] = {"task": "trail.tasks.delete_expired_records", "schedule": 3600.0}
+INSTALLED_APPS.append("trail")
+# --- Alias API and personal tokens (api/, docs/api.md) ---------------------------------------
+# Requests per token per window; past it the API answers 429 with Retry-After. Counted in Redis
+# (REDIS_URL); when Redis does not answer within COUNTER_TIMEOUT seconds the API answers 503.
+API_RATE_LIMIT = env_int("API_RATE_LIMIT", 120)
+API_RATE_WINDOW = env_int("API_RATE_WINDOW", 60)
+COUNTER_TIMEOUT = float(env_int("COUNTER_TIMEOUT_MS", 500)) / 1000
+# Origins besides the browser extensions' that may call the extension endpoints cross-origin
+# (comma-separated, e.g. https://vault.example.org for a self-hosted Bitwarden web vault).
+API_CORS_ORIGINS = env_list("API_CORS_ORIGINS", [])
+# Database connections kept open between requests, in seconds (0: a new one for every request).
+# Opening one costs each request about a third of its CPU on the API (scripts/bench api,
+# docs/api.md); the health check replaces a connection the server has dropped.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -1,5 +1,6 @@
 from django.urls import include, path
 
+from api import compat, endpoints
 from mailadmin import dashboard
 
 urlpatterns = [
@@ -11,6 +12,13 @@ urlpatterns = [
     path("handover/", include("handover.urls")),
     path("audit/", include("audit.urls")),
     path("second-factor/", include("mfa.urls")),
-    path("bulk/", include("bulk.urls")),
     path("limits/", include("limits.urls")),
+    path("trail/", include("trail.urls")),
+    path("activity/", include("activity.urls")),
+    # The alias API (token only, mailadmin.security.TOKEN_ONLY_PREFIX) and its token pages.
+    path("api/mailadmin/", endpoints.api.urls),
+    path("api/v1/", compat.addy.urls),
+    path("api/", compat.simplelogin.urls),
+    path("tokens/", include("api.urls")),
+    path("bulk/", include("bulk.urls")),
 ]

@@ -9,7 +9,8 @@
 - A pending visitor reaches the second-factor pages, the sign-in page and sign-out; every other
   URL redirects to the second-factor page.
 
-Only web sessions: a request without a session cookie (an API token, a script) is untouched.
+Only web sessions: a request without a session cookie (a script) is untouched, and so is every
+request to the token-only API paths (mailadmin.security.TOKEN_ONLY_PREFIX), cookie or not.
 """
 
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from django.shortcuts import redirect
 from django.urls import Resolver404, resolve
 
 from accounts import assurance
+from mailadmin.security import is_token_only
 from mfa import pending, services
 
 OPEN_TO_PENDING = frozenset(
@@ -37,6 +39,8 @@ class SecondFactorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_token_only(request):
+            return self.get_response(request)
         user = request.user
         signed_in = isinstance(user, User) and user.is_authenticated
         if signed_in:

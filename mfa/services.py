@@ -17,6 +17,7 @@ from accounts import directory
 from accounts.roles import role_of
 from audit.models import record_event
 from mailadmin import outgoing_mail
+from mailadmin.dates import format_datetime
 from mfa import passkeys, sealing, throttle, totp
 from mfa.forms import RECOVERY_ALPHABET, RECOVERY_LENGTH
 from mfa.models import Passkey, RecoveryCode, ResetNotice, TotpDevice
@@ -282,7 +283,7 @@ def reset(request: HttpRequest, uid: str) -> Factors | None:
 
 
 def _notice_text(notice: ResetNotice) -> str:
-    when = timezone.localtime(notice.created_at).strftime("%Y-%m-%d %H:%M %Z")
+    when = format_datetime(notice.created_at, zone=True)
     return (
         f"Hello,\n\n"
         f"on {when} a member of staff ({notice.reset_by}) removed the second factor of your mail\n"

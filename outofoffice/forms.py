@@ -4,10 +4,9 @@ from django import forms
 from django.urls import reverse
 from django.utils import timezone
 
+from mailadmin import dates
 from outofoffice.models import VacationReply
 from outofoffice.rules import ADDRESS_PATTERN, MAX_HEADER_BYTES
-
-DATETIME_FORMAT = "%Y-%m-%dT%H:%M"
 
 
 def reject_line_breaks(value: str) -> None:
@@ -20,13 +19,6 @@ def reject_control_characters(value: str) -> None:
     # Body text: line breaks and tabs are fine, other control characters are not.
     if any((ord(c) < 32 and c not in "\r\n\t") or ord(c) == 127 for c in value):
         raise forms.ValidationError("Control characters are not allowed.")
-
-
-class LocalDateTimeInput(forms.DateTimeInput):
-    input_type = "datetime-local"
-
-    def __init__(self) -> None:
-        super().__init__(format=DATETIME_FORMAT)
 
 
 class VacationForm(forms.ModelForm):
@@ -49,9 +41,8 @@ class VacationForm(forms.ModelForm):
             "delegate": "Shown in the reply as “In urgent matters please contact: …”, e.g. a name and address.",
             "interval_days": "At least 1, at most 365. Default 7.",
         }
+        field_classes = {"starts_at": dates.DateTimeField, "ends_at": dates.DateTimeField}
         widgets = {
-            "starts_at": LocalDateTimeInput(),
-            "ends_at": LocalDateTimeInput(),
             "body": forms.Textarea(attrs={"rows": 8}),
             "internal_body": forms.Textarea(attrs={"rows": 6}),
         }
@@ -66,8 +57,6 @@ class VacationForm(forms.ModelForm):
         }
         for name, help_text in help_texts.items():
             field = self.fields[name]
-            assert isinstance(field, forms.DateTimeField)
-            field.input_formats = [DATETIME_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
             field.help_text = help_text
         self.fields["interval_days"].widget.attrs.update(min=1, max=365)
 
@@ -111,17 +100,19 @@ class VacationForm(forms.ModelForm):
 
 class PreviewForm(forms.Form):
     sender = forms.CharField(
-        label="Envelope sender",
+        label="Who is writing?",
         max_length=320,
         required=False,
-        help_text="The address the message comes from (MAIL FROM). Empty: a bounce (<>).",
+        help_text="Their mail address, e.g. someone@example.com. Leave it empty to try a bounce "
+        "(a “could not deliver” message from a mail server).",
     )
     headers = forms.CharField(
-        label="Message headers",
+        label="Header lines of their message (optional)",
         max_length=MAX_HEADER_BYTES // 4,
         required=False,
         widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
-        help_text="Paste the header lines of a sample message, e.g. To:, Subject:, List-Id:, Auto-Submitted:.",
+        help_text="For a closer look: paste the header lines of a real message, e.g. To:, Subject:, "
+        "List-Id:, Auto-Submitted:. Empty: an ordinary message addressed to this mailbox.",
     )
 
     def clean_sender(self) -> str:
@@ -135,6 +126,23 @@ class PreviewForm(forms.Form):
         headers: str = self.cleaned_data["headers"]
         reject_control_characters(headers)
         return headers
+
+
+class ReturnToForm(forms.Form):
+    """Where a staff edit of someone's vacation returns to: nowhere special, or the one page
+    that embeds the form (the person's directory page), never an address the client picks."""
+
+    next = forms.CharField(required=False, max_length=300)
+
+    def __init__(self, *args: Any, allowed: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allowed = allowed
+
+    def clean_next(self) -> str:
+        value: str = self.cleaned_data["next"]
+        if value not in ("", self.allowed):
+            raise forms.ValidationError("This form was sent from a page it cannot return to. Nothing was saved.")
+        return value
 
 
 class ConfirmClearForm(forms.Form):

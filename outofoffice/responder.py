@@ -22,6 +22,7 @@ from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
 from accounts import directory
+from mailadmin.service_thread import ServiceThread
 from outofoffice.evaluation import evaluate, is_internal_sender
 from outofoffice.replies import (
     ReplyNotAccepted,
@@ -306,44 +307,15 @@ async def serve(host: str, port: int, workers: int, started: threading.Event | N
         executor.close()
 
 
-class ResponderThread:
+class ResponderThread(ServiceThread):
     """The responder inside this process (tests): start() returns once it listens."""
 
     def __init__(self, host: str | None = None, port: int | None = None, workers: int = 4) -> None:
         self.host = host or settings.RESPONDER_HOST
         self.port = port or settings.RESPONDER_PORT
         self.workers = workers
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "ResponderThread":
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._task = self._loop.create_task(serve(self.host, self.port, self.workers, started))
-            try:
-                self._loop.run_until_complete(self._task)
-            except asyncio.CancelledError:
-                pass  # stopped
-            except Exception as exc:
-                failure.append(exc)
-                started.set()
-            finally:
-                self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="responder", daemon=True)
-        self._thread.start()
-        if not started.wait(BIND_ATTEMPTS * 0.2 + 10):
-            raise RuntimeError(f"the responder did not start listening on {self.host}:{self.port}")
-        if failure:
-            raise RuntimeError(f"the responder could not listen on {self.host}:{self.port}") from failure[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        if self._thread is not None:
-            self._thread.join(10)
+        super().__init__(
+            f"the responder on {self.host}:{self.port}",
+            lambda started: serve(self.host, self.port, self.workers, started),
+            BIND_ATTEMPTS * 0.2 + 10,
+        )

@@ -168,6 +168,18 @@ def failed_authentication(incoming: Incoming, authserv_id: str) -> str:
     return ""
 
 
+def window_state(enabled: bool, starts_at: datetime | None, ends_at: datetime | None, now: datetime) -> str:
+    """off, scheduled, on or ended: what the reply is at `now`. The rules below and every page
+    that shows a vacation's status (outofoffice/status.py) ask this one function."""
+    if not enabled:
+        return "off"
+    if starts_at is not None and now < starts_at:
+        return "scheduled"
+    if ends_at is not None and now >= ends_at:
+        return "ended"
+    return "on"
+
+
 def rule_vacation_off(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
     if not recipient.enabled:
         return _stop("vacation-off", "the vacation reply is switched off")
@@ -175,9 +187,10 @@ def rule_vacation_off(incoming: Incoming, recipient: Recipient, now: datetime) -
 
 
 def rule_outside_window(incoming: Incoming, recipient: Recipient, now: datetime) -> Decision | None:
-    if recipient.starts_at is not None and now < recipient.starts_at:
+    state = window_state(recipient.enabled, recipient.starts_at, recipient.ends_at, now)
+    if state == "scheduled":
         return _stop("outside-window", "the vacation has not started yet")
-    if recipient.ends_at is not None and now >= recipient.ends_at:
+    if state == "ended":
         return _stop("outside-window", "the vacation has ended")
     return None
 

@@ -3,10 +3,10 @@
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.http import HttpRequest
-from django.utils import timezone
 
 from aliases.publication import request_publication
 from audit.models import record_event
+from mailadmin.dates import format_datetime
 from outofoffice.models import VacationReply
 
 
@@ -14,9 +14,8 @@ def summary(vacation: VacationReply) -> str:
     """For the audit log: the settings, not the text (it is in the row, and may be long)."""
     if not vacation.enabled:
         return "off"
-    local = timezone.localtime
-    starts = f"{local(vacation.starts_at):%Y-%m-%d %H:%M %Z}" if vacation.starts_at else "now"
-    ends = f"{local(vacation.ends_at):%Y-%m-%d %H:%M %Z}" if vacation.ends_at else "until switched off"
+    starts = format_datetime(vacation.starts_at, zone=True) if vacation.starts_at else "now"
+    ends = format_datetime(vacation.ends_at, zone=True) if vacation.ends_at else "until switched off"
     return f"on from {starts} to {ends}, every {vacation.interval_days} days per sender"
 
 

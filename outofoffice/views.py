@@ -10,15 +10,16 @@ from django.views.decorators.http import require_http_methods
 from accounts import directory
 from accounts.forms import DIRECTORY_MAX_PAGE
 from accounts.roles import Action, acts_on, staff_required
-from handover.links import note_url_for
 from outofoffice.evaluation import evaluate, is_internal_sender
-from outofoffice.forms import ConfirmClearForm, PreviewForm, UserSearchForm, VacationForm
+from outofoffice.forms import ConfirmClearForm, PreviewForm, ReturnToForm, UserSearchForm, VacationForm
 from outofoffice.models import VacationReply
 from outofoffice.replies import reply_text
 from outofoffice.rules import parse_incoming
+from outofoffice.status import AWAY_SOON, away_now, away_soon, vacation_status
 from outofoffice.vacations import clear_vacation, save_vacation
 
 PAGE_SIZE = 25
+AWAY_LIST_LENGTH = 200
 UNAVAILABLE = "The directory is not answering right now. Nothing was changed; please try again in a minute."
 
 
@@ -49,30 +50,35 @@ def vacation_for_staff(uid: str) -> tuple[directory.DirectoryUser, VacationReply
     return found, _vacation_of(found.uid, found.mail)
 
 
-def _edit(request: HttpRequest, vacation: VacationReply, context: dict[str, object], done_url: str) -> HttpResponse:
+def _edit(
+    request: HttpRequest,
+    vacation: VacationReply,
+    context: dict[str, object],
+    done_url: str,
+    refusal: str | None = None,
+) -> HttpResponse:
+    """`refusal`: why this submission is refused as a whole (shown, nothing saved)."""
+    # The stored reply's status, taken before the form writes the posted values into it.
+    status = vacation_status(vacation if vacation.pk else None)
     form = VacationForm(request.POST if request.method == "POST" else None, instance=vacation)
+    if refusal is not None and form.is_bound:
+        form.add_error(None, refusal)
     if request.method == "POST" and form.is_valid():
-        save_vacation(form.save(commit=False), request)
-        state = "on" if form.instance.enabled else "off"
-        messages.success(request, f"Vacation reply saved; it is {state}.")
+        saved = form.save(commit=False)
+        save_vacation(saved, request)
+        messages.success(request, f"Vacation reply saved: {vacation_status(saved).sentence}.")
         return redirect(done_url)
     return render(
-        request,
-        "outofoffice/vacation.html",
-        {**context, "form": form, "vacation": vacation, "now": timezone.now()},
+        request, "outofoffice/vacation.html", {**context, "form": form, "vacation": vacation, "status": status}
     )
 
 
 @login_required
 def vacation(request: HttpRequest) -> HttpResponse:
-    note = note_url_for(request.user.get_username())
     return _edit(
         request,
         own_vacation(request),
-        {
-            "preview_url": reverse("outofoffice:preview"),
-            "handover_url": request.build_absolute_uri(note) if note else "",
-        },
+        {"preview_url": reverse("outofoffice:preview"), "own": True},
         reverse("outofoffice:vacation"),
     )
 
@@ -85,7 +91,10 @@ def _preview(
     form = PreviewForm(request.POST if request.method == "POST" else None)
     result = reply = None
     if request.method == "POST" and form.is_valid():
-        raw = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n") + "\n\n"
+        headers = form.cleaned_data["headers"].replace("\r\n", "\n").strip("\n")
+        # No headers given: an ordinary message to this mailbox (the question is who writes).
+        headers = headers or f"To: {vacation.address}\nSubject: A test message"
+        raw = headers + "\n\n"
         incoming = parse_incoming(form.cleaned_data["sender"], raw.encode("utf-8"))
         try:
             result = evaluate(vacation.address, incoming, timezone.now(), with_history=own)
@@ -124,12 +133,17 @@ def helpdesk(request: HttpRequest) -> HttpResponse:
             form.add_error(None, UNAVAILABLE)
     states = {v.uid: v for v in VacationReply.objects.filter(uid__in=[u.uid for u in users])}
     rows = [(user, states.get(user.uid)) for user in users]
-    current = VacationReply.objects.filter(enabled=True).order_by("ends_at", "uid")[:100]
-    return render(
-        request,
-        "outofoffice/helpdesk.html",
-        {"form": form, "rows": rows, "more": more, "page": page, "current": current, "now": timezone.now()},
-    )
+    now = timezone.now()
+    context = {
+        "form": form,
+        "rows": rows,
+        "more": more,
+        "page": page,
+        "away_now": away_now(now)[:AWAY_LIST_LENGTH],
+        "away_soon": away_soon(now)[:AWAY_LIST_LENGTH],
+        "soon_days": AWAY_SOON.days,
+    }
+    return render(request, "outofoffice/helpdesk.html", context)
 
 
 @staff_required
@@ -139,12 +153,20 @@ def helpdesk_user(request: HttpRequest, uid: str) -> HttpResponse:
         target, vacation = vacation_for_staff(uid)
     except directory.DirectoryUnavailable:
         return _unavailable(request)
+    # The person's directory page edits the reply in place and is where saving leads back to.
+    user_page = reverse("directory:detail", args=[target.uid])
+    back_form = ReturnToForm(request.POST if request.method == "POST" else None, allowed=user_page)
+    back_form.is_valid()
+    back = back_form.cleaned_data.get("next", "") if back_form.is_bound else ""
+    refusal = str(back_form.errors["next"][0]) if back_form.is_bound and back_form.errors else None
     context = {
         "target": target,
         "preview_url": reverse("outofoffice:helpdesk_preview", args=[target.uid]),
         "clear_url": reverse("outofoffice:helpdesk_clear", args=[target.uid]),
+        "next": back,
     }
-    return _edit(request, vacation, context, reverse("outofoffice:helpdesk_user", args=[target.uid]))
+    done = back or reverse("outofoffice:helpdesk_user", args=[target.uid])
+    return _edit(request, vacation, context, done, refusal)
 
 
 @staff_required

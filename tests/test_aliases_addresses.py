@@ -18,7 +18,7 @@ from aliases.addresses import (
         ("http://Shop.Example.co.uk:8080/cart?x=1", "shopexamplecouk"),
         ("www.github.com", "githubcom"),
         ("news.ycombinator.com/login", "newsycombinatorcom"),
-        ("My Local Bakery", "mylocalbakery"),
+        ("My Local Bakery", ""),
         ("https://user:pw@bank.example/", "bankexample"),
         ("", ""),
         ("!!!", ""),
@@ -34,7 +34,33 @@ def test_a_proposal_for_a_very_long_site_name_fits_a_local_part() -> None:
 
 def test_the_site_is_remembered_by_its_host_without_www() -> None:
     assert site_name("https://www.Twitter.com/signup") == "twitter.com"
-    assert site_name("  My Bakery ") == "My Bakery"
+    assert site_name("  shop.example.com ") == "shop.example.com"
+    assert site_name("https://bücher.example/") == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "<b>bold</b>",
+        "javascript:alert(1)",
+        "ftp://",
+        "ftp://files.example.com",
+        "\U0001f600",
+        "shop\U0001f600.example",
+        "My Bakery",
+        "twitter",
+        "192.168.1.1",
+        "[::1]",
+        "https://shop.example:99999/",
+        "data:text/html,<script>alert(1)</script>",
+        "x.example\\evil.example",
+        "%00.example",
+    ],
+)
+def test_a_site_is_a_host_name_or_a_web_address_only(hostile: str) -> None:
+    with pytest.raises(ValidationError, match="web address"):
+        site_name(hostile)
+    assert propose_local_part(hostile) == ""
 
 
 def test_a_site_with_a_line_break_is_refused() -> None:

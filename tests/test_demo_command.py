@@ -35,14 +35,14 @@ def test_a_demo_started_in_the_background_stops_on_sigint(tmp_path) -> None:
     )
     try:
         deadline = time.monotonic() + 120
-        while not port_open(ports["WEB_PORT"]):
+        while not (port_open(ports["WEB_PORT"]) and port_open(ports["POLICY_PORT"])):
             assert demo.poll() is None, demo.stdout.read() if demo.stdout else ""
             assert time.monotonic() < deadline, "the demo did not come up"
             time.sleep(0.5)
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=60) == 0
         assert not port_open(ports["WEB_PORT"]) and not port_open(ports["LDAP_PORT"])
-        assert not port_open(ports["SMTP_PORT"])
+        assert not port_open(ports["SMTP_PORT"]) and not port_open(ports["POLICY_PORT"])
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)

@@ -14,12 +14,12 @@ def _generation() -> int:
 
 
 def _form(**values: str) -> dict[str, str]:
-    return {"name": "", "catchall_destinations": "", "catchall_owner_uid": "", **values}
+    return {"name": "", "kind": "mailbox", "catchall_destinations": "", "catchall_owner_uid": "", **values}
 
 
 def test_an_admin_adds_an_alias_domain(sign_in) -> None:
     admin = sign_in("admin")
-    response = admin.post("/aliases/domains/new/", _form(name="Disposable.Example.", is_alias_domain="on"))
+    response = admin.post("/aliases/domains/new/", _form(name="Disposable.Example.", kind="alias"))
     assert response.status_code == 302
     domain = Domain.objects.get()
     assert (domain.name, domain.is_alias_domain) == ("disposable.example", True)
@@ -98,7 +98,7 @@ def test_a_personal_catchall_owner_is_chosen_by_uid_before_they_ever_signed_in(s
 
 def test_a_domain_cannot_be_renamed(sign_in) -> None:
     domain = Domain.objects.create(name="keep.example", is_alias_domain=True)
-    sign_in("admin").post(f"/aliases/domains/{domain.pk}/", _form(name="other.example", is_alias_domain="on"))
+    sign_in("admin").post(f"/aliases/domains/{domain.pk}/", _form(name="other.example", kind="alias"))
     domain.refresh_from_db()
     assert domain.name == "keep.example"
 

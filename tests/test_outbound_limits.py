@@ -122,7 +122,7 @@ def test_the_heaviest_senders_are_ranked_by_recipients() -> None:
 
 
 def test_mail_from_outside_without_a_login_is_not_outbound() -> None:
-    guard = services.build_guard(Inline())
+    guard = services.build_guard(services.OutboundSnapshot.load, Inline())
     assert guard.login_of(rcpt(sender=f"x@{settings.MAIL_DOMAIN}")) is None  # not a local client
     assert guard.login_of(rcpt(sender="x@example.net", client="127.0.0.1")) is None  # not our domain
     assert guard.login_of(rcpt(sender=f"X@{settings.MAIL_DOMAIN}", client="127.0.0.1")) == f"x@{settings.MAIL_DOMAIN}"
@@ -134,7 +134,7 @@ def test_mail_from_outside_without_a_login_is_not_outbound() -> None:
 def test_a_flood_from_one_login_is_stopped_at_the_hard_limit_and_the_sender_suspended(make_directory_user) -> None:
     person = make_directory_user()
     make_directory_user(role="admin")
-    guard = services.build_guard(Inline())
+    guard = services.build_guard(services.OutboundSnapshot.load, Inline())
     answers = []
     for message in range(500):  # 5,000 recipients in messages of 10
         for _ in range(10):
@@ -162,11 +162,23 @@ def test_a_local_sender_without_a_login_is_counted_by_envelope_sender_and_suspen
     make_directory_user,
 ) -> None:
     person = make_directory_user()
-    guard = services.build_guard(Inline())
+    guard = services.build_guard(services.OutboundSnapshot.load, Inline())
     for n in range(61):
         answer = guard.check(rcpt(sender=person.mail, client="127.0.0.1", instance=f"{person.uid}-{n}"))
     assert answer == f"554 5.7.1 {settings.SUSPENSION_REJECT_TEXT}"
     assert suspension.is_suspended(person.uid)
+
+
+@override_settings(**SMALL)
+def test_a_lifted_suspension_starts_the_count_afresh(make_directory_user) -> None:
+    person = make_directory_user()
+    guard = services.build_guard(services.OutboundSnapshot.load, Inline())
+    answers = [guard.check(rcpt(login=person.uid, instance=f"{person.uid}-{n}")) for n in range(61)]
+    assert answers[-1].startswith("554 5.7.1") and suspension.is_suspended(person.uid)
+    suspension.reinstate(person.uid, actor=None)
+    after = [guard.check(rcpt(login=person.uid, instance=f"{person.uid}-again-{n}")) for n in range(21)]
+    assert after[:20] == [None] * 20 and after[20].startswith("451 4.7.1")
+    assert not suspension.is_suspended(person.uid)
 
 
 def test_person_limits_beat_domain_limits_which_beat_the_defaults() -> None:

@@ -8,6 +8,11 @@
  * - <button data-copy="text" hidden>: shown and wired up to copy text to the clipboard.
  * - tables inside .table-wrap get each cell labelled with its column heading (data-label),
  *   so on a phone the stylesheet shows one block per row instead of a sideways scroll.
+ * - <button data-inline formaction=...> in a table row: posts its form with fetch and puts the
+ *   row the server sends back (X-Requested-With: fetch) in place of its own row, so the page
+ *   keeps its search, sort, page and scroll position; the row's data-message is announced.
+ *   Without scripts the same button posts and the server redirects back to the same list.
+ * - <input type="checkbox" data-select-all="NAME" hidden>: shown; ticks every NAME box.
  * Loaded with defer from base.html; no inline script, so a strict CSP can forbid them.
  */
 (function () {
@@ -64,18 +69,71 @@
     });
   }
 
-  function setUpCopyButtons() {
-    var buttons = document.querySelectorAll("button[data-copy]");
-    Array.prototype.forEach.call(buttons, function (button) {
-      var label = button.textContent;
+  function showCopyButtons(root) {
+    Array.prototype.forEach.call(root.querySelectorAll("button[data-copy]"), function (button) {
       button.hidden = false;
-      button.addEventListener("click", function () {
-        copyText(button.getAttribute("data-copy")).then(function () {
-          button.textContent = "Copied";
-          button.setAttribute("aria-live", "polite");
-          window.setTimeout(function () { button.textContent = label; }, 2000);
-        }, function () {
-          button.textContent = "Press Ctrl+C";
+    });
+  }
+
+  function copyOnClick(event) {
+    var button = event.target instanceof Element ? event.target.closest("button[data-copy]") : null;
+    if (!button) return;
+    var label = button.getAttribute("data-label-text") || button.textContent;
+    button.setAttribute("data-label-text", label);
+    copyText(button.getAttribute("data-copy")).then(function () {
+      button.textContent = "Copied";
+      button.setAttribute("aria-live", "polite");
+      window.setTimeout(function () { button.textContent = label; }, 2000);
+    }, function () {
+      button.textContent = "Press Ctrl+C";
+    });
+  }
+
+  function switchInline(event) {
+    var submitter = event.submitter;
+    var form = event.target;
+    if (event.defaultPrevented || !submitter || !submitter.hasAttribute("data-inline")) return;
+    if (!window.fetch || !window.FormData) return;
+    var row = submitter.closest("tr");
+    if (!row || !row.id) return;
+    event.preventDefault();
+    var body = new FormData(form);
+    submitter.disabled = true;
+    fetch(submitter.formAction, {
+      method: "POST",
+      body: body,
+      credentials: "same-origin",
+      headers: { "X-Requested-With": "fetch" }
+    }).then(function (response) {
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      return response.text();
+    }).then(function (html) {
+      var holder = document.createElement("tbody");
+      holder.innerHTML = html.trim();
+      var fresh = holder.querySelector("tr");
+      if (!fresh || fresh.id !== row.id) throw new Error("unexpected answer");
+      row.replaceWith(fresh);
+      showCopyButtons(fresh);
+      labelTableCells();
+      var status = document.getElementById("alias-status");
+      if (status) status.textContent = fresh.getAttribute("data-message") || "";
+      var again = fresh.querySelector("button[data-inline]");
+      if (again) again.focus();
+    }).catch(function () {
+      // Let the browser post it the plain way: the server redirects back to this list.
+      submitter.removeAttribute("data-inline");
+      submitter.disabled = false;
+      form.requestSubmit(submitter);
+    });
+  }
+
+  function setUpSelectAll() {
+    Array.prototype.forEach.call(document.querySelectorAll("input[data-select-all]"), function (box) {
+      var name = box.getAttribute("data-select-all");
+      box.hidden = false;
+      box.addEventListener("change", function () {
+        Array.prototype.forEach.call(document.querySelectorAll('input[type="checkbox"][name="' + name + '"]'), function (item) {
+          item.checked = box.checked;
         });
       });
     });
@@ -97,14 +155,26 @@
     });
   }
 
+  // A long form came back with errors: its summary takes the focus (autofocus may not).
+  function focusErrorSummary() {
+    var summary = document.querySelector(".error-summary");
+    if (summary && document.activeElement !== summary) {
+      summary.focus();
+    }
+  }
+
   function ready() {
-    setUpCopyButtons();
+    showCopyButtons(document);
+    setUpSelectAll();
     labelTableCells();
+    focusErrorSummary();
   }
 
   setTimeZoneCookie();
   document.documentElement.classList.add("js");
   document.addEventListener("submit", confirmBeforeSubmit);
+  document.addEventListener("submit", switchInline);
+  document.addEventListener("click", copyOnClick);
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", ready);
   } else {

@@ -141,8 +141,8 @@ def test_admin_suspends_and_reinstates_a_sender_and_sees_the_audit_trail(
     page.get_by_role("button", name="Filter").click()
     rows = page.locator("table tbody tr")
     expect(rows).to_have_count(2)
-    expect(rows.nth(0)).to_contain_text("reinstate")
-    expect(rows.nth(1)).to_contain_text("suspend")
+    expect(rows.nth(0)).to_contain_text("Reinstated a sender")
+    expect(rows.nth(1)).to_contain_text("Suspended a sender")
     expect(rows.nth(0)).to_contain_text(admin.uid)
 
     # Clicking the actor narrows the log to what this admin did.

@@ -2,6 +2,7 @@
 Content Security Policy blocks, one current navigation link. Screenshots of each land in
 test-artifacts/screenshots/pages/ for people to look at."""
 
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -10,10 +11,13 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from activity.models import AliasDailyCount, AliasSenderDomain, LeakFlag, SenderBlock
 from aliases.models import Alias, Domain
+from api.models import ApiToken
 from audit.models import AuditEvent
 from outofoffice.models import VacationReply
 from tests.browser.conftest import ARTIFACTS, DESKTOP, PHONE
+from trail.models import Delivery
 
 pytestmark = pytest.mark.browser
 
@@ -27,9 +31,24 @@ PAGES = {
         "/handover/edit/",
         "/handover/shared/",
         "/accounts/password/",
+        "/trail/",
+        "/tokens/",
+        "/tokens/help/",
+        "/activity/blocks/",
     ],
-    "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a"],
-    "admin": ["/", "/directory/?q=a", "/aliases/domains/", "/aliases/publication/", "/audit/", "/bulk/"],
+    "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a", "/trail/"],
+    "admin": [
+        "/",
+        "/directory/?q=a",
+        "/aliases/domains/",
+        "/aliases/publication/",
+        "/audit/",
+        "/bulk/",
+        "/tokens/all/",
+        "/limits/",
+        "/limits/senders/",
+        "/activity/organisation/",
+    ],
 }
 
 
@@ -48,6 +67,7 @@ def _populate(owner: User) -> None:
         )
         for i, site in enumerate(sites)
     )
+    _activity(owner)
     VacationReply.objects.update_or_create(
         uid=owner.username,
         defaults={
@@ -58,6 +78,14 @@ def _populate(owner: User) -> None:
             "ends_at": timezone.now() + timedelta(days=5),
         },
     )
+    for name, scope in (("Bitwarden on my laptop", "manage"), ("Inventory script", "read")):
+        ApiToken.objects.create(
+            owner=owner,
+            name=name,
+            scope=scope,
+            digest=secrets.token_hex(32),
+            display_prefix="mat_" + secrets.token_hex(3),
+        )
     AuditEvent.objects.bulk_create(
         AuditEvent(action=action, actor_name=owner.username, target=target, detail=detail, client_address="127.0.0.1")
         for action, target, detail in [
@@ -67,18 +95,72 @@ def _populate(owner: User) -> None:
             ("suspension.suspend", "mallory", "Sent 4000 spam messages from a phished password; see ticket 4711 " * 2),
         ]
     )
+    # The delivery trail: the owner's mail, with Postfix's longest kinds of text.
+    Delivery.objects.bulk_create(
+        Delivery(logged_at=timezone.now(), host="mx1", queue_id="4A1B2C3D4E", status=status, **fields)
+        for status, fields in [
+            ("sent", {"recipient": owner.email, "original_recipient": f"shop0@{settings.ALIAS_DOMAIN}"}),
+            (
+                "rejected",
+                {
+                    "recipient": f"news1@{settings.ALIAS_DOMAIN}",
+                    "reply": "550 5.1.1 <news1@alias>: Recipient address rejected: This address is disabled",
+                },
+            ),
+            (
+                "bounced",
+                {
+                    "sender": owner.email,
+                    "recipient": "a-very-long-recipient-name.with.dots@subdomain.example-partner.co.uk",
+                    "reply": "host mx.example-partner.co.uk[203.0.113.9] said: 550 5.1.1 "
+                    "<a-very-long-recipient-name.with.dots@subdomain.example-partner.co.uk>: Recipient address "
+                    "rejected: User unknown in virtual mailbox table (in reply to RCPT TO command)",
+                },
+            ),
+            (
+                "deferred",
+                {
+                    "sender": owner.email,
+                    "recipient": "friend@down.example",
+                    "reply": "connect to mx.down.example[203.0.113.50]:25: Connection refused",
+                },
+            ),
+        ]
+    )
+
+
+def _activity(owner: User) -> None:
+    """Mail counts, a sender domain, a leak flag and blocks, as the policy service leaves them."""
+    now = timezone.now()
+    shop = Alias.objects.filter(owner=owner).order_by("id").first()
+    assert shop is not None
+    AliasDailyCount.objects.create(alias=shop, day=now.date(), accepted=42, refused=3, last_at=now)
+    AliasSenderDomain.objects.create(
+        alias=shop, domain="mailer.unrelated-shop.example", last_sender="news@mailer.unrelated-shop.example",
+        accepted=7, refused=0, first_at=now, last_at=now,
+    )  # fmt: skip
+    LeakFlag.objects.create(
+        alias=shop, registrable_domain="unrelated-shop.example", sender_domain="mailer.unrelated-shop.example",
+        flagged_at=now,
+    )  # fmt: skip
+    SenderBlock.objects.create(scope="alias", owner=owner, alias=shop, sender="pest@nuisance.example", stopped=12)
+    SenderBlock.objects.create(scope="account", owner=owner, sender="spam.example", is_domain=True)
+    SenderBlock.objects.get_or_create(scope="organisation", sender="junk.example", is_domain=True)
 
 
 @pytest.mark.parametrize("role", PAGES)
 def test_main_pages_look_finished_at_desktop_and_phone_widths(page: Page, sign_in_as, role) -> None:
     user = sign_in_as(role)
-    _populate(User.objects.get(username=user.uid))
+    owner = User.objects.get(username=user.uid)
+    _populate(owner)
+    # The page of the alias with activity, a leak flag and blocks (its id is known only now).
+    paths = [*PAGES[role], *(f"/aliases/{a.pk}/" for a in Alias.objects.filter(owner=owner).order_by("id")[:1])]
     folder = ARTIFACTS / "screenshots" / "pages"
     folder.mkdir(parents=True, exist_ok=True)
     problems = []
     for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         page.set_viewport_size(viewport)
-        for path in PAGES[role]:
+        for path in paths:
             response = page.goto(path)
             assert response is not None and response.status == 200, path
             name = f"{role.replace(' ', '-')}{path.replace('/', '_').replace('?', '-')}-{width_name}.png"

@@ -13,6 +13,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from accounts import sender_block
 from outofoffice import handoff
 from outofoffice.routing import vacation_transport_entries
+from policy import postfix as policy_postfix
+from trail import postlog
 
 
 def _map(name: str) -> str:
@@ -30,6 +32,7 @@ def alias_maps_lines() -> list[str]:
         "# Disabled, expired and deleted aliases are refused before any catch-all is consulted.",
         "smtpd_recipient_restrictions =",
         f"    check_recipient_access {_map('recipient_access')},",
+        *policy_postfix.recipient_restrictions(settings.POLICY_HOST, settings.POLICY_PORT),
         "    permit_mynetworks,",
         "    permit_sasl_authenticated,",
         "    reject_unauth_destination",
@@ -49,7 +52,17 @@ def responder_master_lines() -> list[str]:
     ]
 
 
-MAIN_CF_SECTIONS: list[Callable[[], list[str]]] = [alias_maps_lines, responder_main_lines, sender_block.main_cf_lines]
+def policy_main_lines() -> list[str]:
+    return policy_postfix.main_cf_lines(settings.POLICY_TIMEOUT, settings.POLICY_DEFAULT_ACTION)
+
+
+MAIN_CF_SECTIONS: list[Callable[[], list[str]]] = [
+    alias_maps_lines,
+    responder_main_lines,
+    sender_block.main_cf_lines,
+    policy_main_lines,
+]
+MAIN_CF_SECTIONS.append(postlog.main_cf_section)  # the delivery trail (trail/)
 MASTER_CF_SECTIONS: list[Callable[[], list[str]]] = [responder_master_lines, sender_block.master_cf_lines]
 EXTRA_FILES: list[Callable[[], list[str]]] = [sender_block.extra_files]
 
