@@ -1,13 +1,14 @@
 """Effective limits, and what the policy service does past a hard limit."""
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, OperationalError, connection
 from django.utils import timezone
 
 from accounts import directory, suspension
@@ -20,6 +21,7 @@ from limits.rules import Limits
 
 log = logging.getLogger(__name__)
 
+BUSY_TRIES = 5
 FIELDS = ("messages_per_hour", "recipients_per_hour", "recipients_per_day", "recipients_per_message")
 
 
@@ -85,11 +87,18 @@ def suspend_automatically(login: str, why: str) -> str | None:
         log.warning("outbound limit passed by %s, who is nobody in the directory; not suspended", login)
         return None
     until = timezone.now() + timedelta(seconds=settings.LIMIT_SUSPENSION_SECONDS)
-    try:
-        suspension.suspend(uid, why, until, actor=None, notify=True)
-    except suspension.SuspensionError as exc:
-        log.warning("outbound limit: suspending %s (%s): %s", uid, login, exc)
-        return uid if suspension.is_suspended(uid) else None
+    for attempt in range(1, BUSY_TRIES + 1):
+        try:
+            suspension.suspend(uid, why, until, actor=None, notify=True)
+            break
+        except (suspension.SuspensionBusy, OperationalError):  # nothing changed; the database is free soon
+            if attempt == BUSY_TRIES:
+                log.error("outbound limit: the database stayed busy; %s (%s) not suspended", uid, login)
+                return None
+            time.sleep(0.2 * attempt)
+        except suspension.SuspensionError as exc:
+            log.warning("outbound limit: suspending %s (%s): %s", uid, login, exc)
+            return uid if suspension.is_suspended(uid) else None
     log.warning("outbound limit: %s (%s) suspended: %s", uid, login, why)
     return uid
 

@@ -11,10 +11,11 @@ Per recipient address at most NOTICE_MAX_PER_HOUR are sent in an hour; the rest 
 """
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from mailadmin import outgoing_mail
@@ -23,6 +24,7 @@ from notices.models import Notice
 log = logging.getLogger(__name__)
 
 RETRY_DAYS = 3
+BUSY_TRIES = 3
 SIGNATURE = "\n-- \nmailadmin (an automatic message)\n"
 
 
@@ -33,12 +35,22 @@ def queue(to_address: str, subject: str, body: str, kind: str) -> Notice | None:
     if not to_address or any(c in to_address for c in "\r\n\t <>,") or "@" not in to_address:
         log.warning("%s notice not queued: unusable address %r", kind, to_address)
         return None
-    since = timezone.now() - timedelta(hours=1)
-    recent = Notice.objects.filter(to_address__iexact=to_address, created_at__gte=since, skipped=False).count()
-    skipped = recent >= settings.NOTICE_MAX_PER_HOUR
-    notice = Notice.objects.create(
-        to_address=to_address, subject=subject[:200], body=body + SIGNATURE, kind=kind, skipped=skipped
-    )
+    for attempt in range(1, BUSY_TRIES + 1):
+        try:
+            with transaction.atomic():  # a savepoint inside the caller's transaction: a busy try undoes only itself
+                since = timezone.now() - timedelta(hours=1)
+                recent = Notice.objects.filter(
+                    to_address__iexact=to_address, created_at__gte=since, skipped=False
+                ).count()
+                skipped = recent >= settings.NOTICE_MAX_PER_HOUR
+                notice = Notice.objects.create(
+                    to_address=to_address, subject=subject[:200], body=body + SIGNATURE, kind=kind, skipped=skipped
+                )
+            break
+        except OperationalError:  # the database busy (SQLite's lock): a moment later it is not
+            if attempt == BUSY_TRIES:
+                raise
+            time.sleep(0.1 * attempt)
     if skipped:
         log.warning("%s notice to %s held back: %d already sent this hour", kind, to_address, recent)
         return notice
