@@ -606,3 +606,6 @@ COUNTER_TIMEOUT = float(env_int("COUNTER_TIMEOUT_MS", 500)) / 1000
 # Origins besides the browser extensions' that may call the extension endpoints cross-origin
 # (comma-separated, e.g. https://vault.example.org for a self-hosted Bitwarden web vault).
 API_CORS_ORIGINS = env_list("API_CORS_ORIGINS", [])
+# --- Explain an address (explain/, docs/explain.md) ------------------------------------------
+# Reads this host's live tables (POSTFIX_MAP_DIR) with postmap -q: serve it where the maps are.
+INSTALLED_APPS.append("explain")
