@@ -59,16 +59,19 @@ def _query(keys: set[Key]) -> Tables:
     by_table: dict[str, list[str]] = defaultdict(list)
     for table, key in sorted(keys):
         by_table[table].append(key)
-    values: dict[Key, str] = {}
-    for name, table_keys in by_table.items():
-        live = postmap.live(name)
-        if not live.exists():
-            continue  # never published: every key is missing
-        try:
-            found = postmap.query(live, table_keys).found
-        except postmap.PostmapError as exc:
-            raise ExplainError(f"The live table {name} could not be read: {exc}") from exc
-        values.update(((name, key), value) for key, value in found.items())
+    # A table never published answers nothing: every key is missing.
+    tables = {name: postmap.live(name) for name in by_table}
+    requests = {table: by_table[name] for name, table in tables.items() if table.exists()}
+    try:
+        answers = postmap.query_tables(requests)
+    except postmap.PostmapError as exc:
+        raise ExplainError(f"The live tables could not be read: {exc}") from exc
+    values = {
+        (name, key): value
+        for name, table in tables.items()
+        if table in answers
+        for key, value in answers[table].found.items()
+    }
     return Tables(values, frozenset(keys))
 
 
