@@ -16,7 +16,7 @@ from accounts import directory
 from accounts.models import SenderSuspension
 from accounts.suspension import reject_action
 from aliases import addresses
-from aliases.models import Alias, AliasTombstone, Domain
+from aliases.models import Alias, AliasTombstone, Domain, aliases_named
 from postfix.features import Entry, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _aliases(keys: frozenset[str] | None) -> QuerySet[Alias]:
         wanted[domain].add(local)
     match = Q(pk__in=[])
     for domain, locals_ in wanted.items():
-        match |= Q(domain__name=domain, local_part__in=locals_)
+        match |= Q(pk__in=aliases_named(domain, locals_).values("pk"))
     return rows.filter(match)
 
 

@@ -14,7 +14,7 @@ from accounts import directory
 from accounts.models import SenderSuspension
 from accounts.sender_block import sender_block_cf_lines
 from activity.models import SenderBlock
-from aliases.models import Alias, AliasTombstone
+from aliases.models import AliasTombstone, aliases_named
 from explain import decision
 from explain.decision import Block, Difference, Key, PublicationState, Routing, Tables, Verdict
 from outofoffice import handoff
@@ -47,7 +47,7 @@ def is_own(user: User, address: str) -> bool:
     """The person's mailbox (as the directory has it now) or one of their aliases, also
     switched-off and deleted ones. Raises directory.DirectoryUnavailable."""
     local, _, domain = address.rpartition("@")
-    if Alias.objects.filter(owner=user, local_part=local, domain__name=domain).exists():
+    if aliases_named(domain, [local]).filter(owner=user).exists():
         return True
     if AliasTombstone.objects.filter(former_owner=user, address=address).exists():
         return True
@@ -130,7 +130,7 @@ def blocks_from(address: str, viewer: User | None) -> list[Block]:
 def blocks_to(address: str, mailbox_owner: str | None, viewer: User | None) -> list[Block]:
     """Blocks held by the recipient: its owner's account-wide ones and the alias's own."""
     local, _, domain = address.rpartition("@")
-    alias = Alias.objects.filter(local_part=local, domain__name=domain).values_list("pk", "owner_id").first()
+    alias = aliases_named(domain, [local]).values_list("pk", "owner_id").first()
     owners = Q(owner__username=mailbox_owner) if mailbox_owner else Q(pk__in=[])
     own_alias = Q(pk__in=[])
     if alias is not None:
