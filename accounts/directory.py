@@ -288,9 +288,10 @@ def create_user(
             conn.add(user_dn(uid), ["inetOrgPerson", "mailAccount"], attributes)
         except ldap3.core.exceptions.LDAPEntryAlreadyExistsResult:
             raise DirectoryError(f"a user with uid {uid!r} already exists") from None
-    user = get_user(uid)
-    assert user is not None
-    return user
+    # The entry as written (not read back: a CSV import adds thousands).
+    return DirectoryUser(
+        dn=user_dn(uid), uid=uid, cn=cn, given_name=given_name, sn=sn or cn, mail=mail.lower(), sender_blocked=False
+    )
 
 
 def delete_user(uid: str) -> None:
@@ -377,7 +378,9 @@ def password_hashes() -> dict[str, str]:
             generator=True,
         )
         return {
-            _plain(entry["attributes"].get("uid")): (entry["raw_attributes"].get("userPassword") or [b""])[0].decode()
+            _plain(entry["attributes"].get("uid")): (entry["raw_attributes"].get("userPassword") or [b""])[0].decode(
+                "utf-8", "replace"
+            )
             for entry in entries
             if entry.get("type") == "searchResEntry"
         }

@@ -6,8 +6,9 @@ configuration postfix/config.py generates).
   (mailboxes, live) then the published sender_access table (aliases, and sites without
   postfix-ldap).
 - Submission with SASL: `check_sasl_access` on the login blocks a suspended user whatever
-  MAIL FROM they give, and `reject_sender_login_mismatch` keeps them from using someone
-  else's mailbox address.
+  MAIL FROM they give, and `reject_sender_login_mismatch` lets each login send as its own
+  mailbox (live from LDAP, then the published sender_login table) and its live aliases (the
+  published table) and nothing else: a switched-off, expired or deleted alias is in no table.
 """
 
 from django.conf import settings
@@ -58,9 +59,9 @@ def sasl_sender_block_cf_lines(bind_pw: str = PASSWORD_PLACEHOLDER) -> list[str]
 
 
 def sender_login_maps_cf_lines(bind_pw: str = PASSWORD_PLACEHOLDER) -> list[str]:
-    """smtpd_sender_login_maps: which login owns a mailbox address (for
-    reject_sender_login_mismatch). Use result_attribute = mail where logins are addresses."""
-    return _ldap_cf("(&(objectClass=mailAccount)(mail=%s))", ["result_attribute = uid"], bind_pw)
+    """smtpd_sender_login_maps: which logins own a mailbox address (for
+    reject_sender_login_mismatch): the uid, or the address where logins are addresses."""
+    return _ldap_cf("(&(objectClass=mailAccount)(mail=%s))", ["result_attribute = uid, mail"], bind_pw)
 
 
 class SenderBlockConfig:
@@ -75,8 +76,10 @@ class SenderBlockConfig:
         if "submission" in ctx.services:
             lines += [
                 "# Submission (SASL): refuse a suspended login whatever MAIL FROM it uses, and refuse",
-                "# MAIL FROM addresses owned by another login (the submission service in master.cf).",
-                f"mailadmin_sender_login_maps = ldap:{ctx.config_dir / 'sender_login_maps.cf'}",
+                "# MAIL FROM addresses not owned by the login: its mailbox (LDAP, live) and its live",
+                "# aliases (the published sender_login table) only (the submission service in master.cf).",
+                f"mailadmin_sender_login_maps = ldap:{ctx.config_dir / 'sender_login_maps.cf'},"
+                f" {ctx.table('sender_login')}",
             ]
         return lines
 

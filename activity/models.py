@@ -71,6 +71,17 @@ class AliasDailyCount(models.Model):
         return f"{self.alias_id} {self.day}: {self.accepted}+{self.refused}"
 
 
+class AliasTotal(models.Model):
+    """Mails to one alias since counting began: kept however old (two numbers per alias)."""
+
+    alias = models.OneToOneField(Alias, on_delete=models.CASCADE, related_name="activity_total")
+    accepted = models.BigIntegerField(default=0)
+    refused = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.alias_id}: {self.accepted}+{self.refused}"
+
+
 class AliasSenderDomain(models.Model):
     """A sender domain that wrote to an alias recently. Only the latest sender address is kept
     (what "Block this sender" needs); rows unseen for ACTIVITY_RETENTION_DAYS are deleted."""

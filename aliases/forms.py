@@ -384,7 +384,7 @@ class AliasSearchForm(forms.Form):
         fields = self.SORTS[key.removeprefix("-")].ordering
         return tuple(f"-{f}" for f in fields) if key.startswith("-") else fields
 
-    def filter(self, aliases: QuerySet[Alias], now: datetime) -> QuerySet[Alias]:
+    def filter(self, aliases: QuerySet[Alias, Any], now: datetime) -> QuerySet[Alias, Any]:
         """The aliases matching the search and the state, in the chosen order."""
         if self.query:
             aliases = aliases.filter(_matching(self.query))

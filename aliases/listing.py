@@ -1,9 +1,10 @@
 """The alias list's table: its columns, and its rows as a pure function of the aliases.
 
 COLUMNS is an open table. Another app adds a Column (its heading, the AliasSearchForm.SORTS key
-it sorts by, the relations the list must load for it, and a function giving the cell's HTML);
-the heading, the sort link and the cell of every row follow. Rows are built in Python rather
-than by the template engine: a page of 50 rows costs about a tenth as much (see
+it sorts by, the values it needs — its own reached through a reverse relation, e.g.
+"activity__last_mail_at" — and a function giving the cell's HTML); the heading, the sort link
+and the cell of every row follow. A row is the dict of those values (QuerySet.values(): no
+model instances), built into HTML in Python rather than by the template engine (see
 docs/alias-list.md for the measurements).
 """
 
@@ -11,14 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape  # the standard library's: Django's checks every argument for lazy text
+from typing import Any
 
+from django.db.models import Count, QuerySet
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
+from aliases.activity_columns import with_activity
+from aliases.forms import AliasSearchForm
 from aliases.models import Alias
 from mailadmin.dates import relative
 
 PLACEHOLDER = 2_147_483_647  # a pk no alias has, replaced by each row's own
+# What every row has; a column adds its own with Column.fields.
+BASE_FIELDS = ("id", "local_part", "domain__name", "site", "label", "enabled", "expires_at", "created_at")
+
+Values = dict[str, Any]  # one alias as QuerySet.values() gives it
 
 
 @dataclass(frozen=True)
@@ -42,79 +51,124 @@ class RowContext:
 class Column:
     key: str
     heading: str
-    cell: Callable[[Alias, RowContext], str]  # HTML, escaped
+    cell: Callable[[Values, RowContext], str]  # HTML, escaped
     sort: str = ""  # a key of AliasSearchForm.SORTS; "" for a column that does not sort
-    related: tuple[str, ...] = ()  # for select_related, e.g. a reverse one-to-one of another app
+    fields: tuple[str, ...] = ()  # values the cell reads besides BASE_FIELDS
 
 
-def _address(alias: Alias, row: RowContext) -> str:
-    address = escape(alias.address)
-    url = row.detail_url.format(pk=alias.pk)
+def address_of(alias: Values) -> str:
+    return f"{alias['local_part']}@{alias['domain__name']}"
+
+
+def _address(alias: Values, row: RowContext) -> str:
+    address = escape(address_of(alias))
+    url = row.detail_url.format(pk=alias["id"])
     return (
         f'<a href="{url}" class="mono">{address}</a> <button type="button" class="button-link" '
         f'data-copy="{address}" aria-label="Copy {address}" hidden>Copy</button>'
     )
 
 
-def _status(alias: Alias, row: RowContext) -> str:
-    if not alias.enabled:
+def _status(alias: Values, row: RowContext) -> str:
+    if not alias["enabled"]:
         state = '<span class="badge badge-off">off</span>'
-    elif alias.is_expired(row.now):
+    elif alias["expires_at"] is not None and alias["expires_at"] <= row.now:
         state = '<span class="badge badge-danger">expired</span>'
     else:
         state = '<span class="badge badge-ok">on</span>'
-    leak = getattr(alias, "leak_domain", None)  # aliases/activity_columns.py
+    leak = alias.get("leak_domain")
     if leak:
         leak = escape(leak)
         state += f' <span class="badge badge-danger" title="mail from {leak}">possibly leaked: {leak}</span>'
     return state
 
 
-def _last_mail(alias: Alias, row: RowContext) -> str:
-    at = getattr(alias, "last_mail_at", None)
+def _last_mail(alias: Values, row: RowContext) -> str:
+    at = alias.get("last_mail_at")
     return relative(at) if at else '<span class="muted">never</span>'
 
 
 COLUMNS: list[Column] = [
     Column("address", "Address", _address, sort="address"),
-    Column("site", "Site", lambda alias, row: escape(alias.site), sort="site"),
-    Column("note", "Note", lambda alias, row: escape(alias.label), sort="note"),
-    Column("created", "Created", lambda alias, row: relative(alias.created_at), sort="created"),
-    Column("status", "Status", _status),
-    # Alias activity (aliases/activity_columns.py annotates them).
-    Column("last_mail", "Last mail", _last_mail, sort="last_mail"),
-    Column("mails", "Mails (30 days)", lambda alias, row: str(getattr(alias, "mails_30d", 0)), sort="mails"),
-    Column("refused", "Refused (30 days)", lambda alias, row: str(getattr(alias, "refused_30d", 0)), sort="refused"),
+    Column("site", "Site", lambda alias, row: escape(alias["site"]), sort="site"),
+    Column("note", "Note", lambda alias, row: escape(alias["label"]), sort="note"),
+    Column("created", "Created", lambda alias, row: relative(alias["created_at"]), sort="created"),
+    Column("status", "Status", _status, fields=("leak_domain",)),
+    # Alias activity: annotations through the activity app's reverse relations (activity_columns.py).
+    Column("last_mail", "Last mail", _last_mail, sort="last_mail", fields=("last_mail_at",)),
+    Column("mails", "Mails (30 days)", lambda alias, row: str(alias["mails_30d"]), sort="mails", fields=("mails_30d",)),
+    Column(
+        "refused",
+        "Refused (30 days)",
+        lambda alias, row: str(alias["refused_30d"]),
+        sort="refused",
+        fields=("refused_30d",),
+    ),
 ]
 
 
-def _switch(alias: Alias, row: RowContext) -> str:
-    if alias.enabled:
-        url, label = row.disable_url.format(pk=alias.pk), "Switch off"
+def _switch(alias: Values, row: RowContext) -> str:
+    if alias["enabled"]:
+        url, label = row.disable_url.format(pk=alias["id"]), "Switch off"
     else:
-        url, label = row.enable_url.format(pk=alias.pk), "Switch on"
+        url, label = row.enable_url.format(pk=alias["id"]), "Switch on"
     return (
         f'<button type="submit" form="alias-bulk" formaction="{url}" class="button button-secondary" '
         f"data-inline>{label}</button>"
     )
 
 
-def render_row(alias: Alias, row: RowContext, message: str = "") -> str:
+def render_row(alias: Values, row: RowContext, message: str = "") -> str:
     """One <tr>; the controls belong to the form "alias-bulk" above the table (form attribute)."""
-    address = escape(alias.address)
+    pk = alias["id"]
+    address = escape(address_of(alias))
     said = f' data-message="{escape(message)}"' if message else ""
     cells = "".join(f"<td>{column.cell(alias, row)}</td>" for column in COLUMNS)
     return (
-        f'<tr id="alias-{alias.pk}"{said}><td class="select"><input type="checkbox" name="ids" value="{alias.pk}" '
-        f'form="alias-bulk" id="select-{alias.pk}" aria-label="Select {address}"></td>{cells}'
+        f'<tr id="alias-{pk}"{said}><td class="select"><input type="checkbox" name="ids" value="{pk}" '
+        f'form="alias-bulk" id="select-{pk}" aria-label="Select {address}"></td>{cells}'
         f"<td>{_switch(alias, row)}</td></tr>"
     )
 
 
-def render_rows(aliases: list[Alias], row: RowContext) -> SafeString:
+def render_rows(aliases: list[Values], row: RowContext) -> SafeString:
     return mark_safe("\n".join(render_row(alias, row) for alias in aliases))  # noqa: S308 -- every value escaped above
 
 
-def related() -> list[str]:
-    """What the list loads with each alias, for its columns."""
-    return ["domain", *(name for column in COLUMNS for name in column.related)]
+def fields() -> list[str]:
+    """The values a row of the list holds: BASE_FIELDS and every column's own."""
+    extra = [name for column in COLUMNS for name in column.fields if name not in BASE_FIELDS]
+    return [*BASE_FIELDS, *dict.fromkeys(extra)]
+
+
+def values(aliases: QuerySet[Alias]) -> QuerySet[Alias, Values]:
+    return with_activity(aliases).values(*fields())
+
+
+def values_of(alias: Alias) -> Values:
+    """One alias as a row of the list (for the row the in-place switch sends back)."""
+    return values(Alias.objects.filter(pk=alias.pk)).get()
+
+
+def state_counts(aliases: QuerySet[Alias], search: AliasSearchForm, now: datetime) -> dict[str, int]:
+    """How many of these aliases there are in all and in each state (one query)."""
+    counts: dict[str, int] = aliases.aggregate(
+        all=Count("id"), **{key: Count("id", filter=state.matches(now)) for key, state in search.STATES.items()}
+    )
+    return counts
+
+
+def filter_links(search: AliasSearchForm, counts: dict[str, int]) -> list[tuple[str, str, int, str]]:
+    """(state key, label, count, link) for All and each state."""
+    return [("", "All", counts["all"], search.link(state=""))] + [
+        (key, state.label.capitalize(), counts[key], search.link(state=key)) for key, state in search.STATES.items()
+    ]
+
+
+def headings(search: AliasSearchForm) -> list[tuple[Column, str, str]]:
+    """(column, the link that sorts by it or "", its aria-sort value or "")."""
+    result = []
+    for column in COLUMNS:
+        sort, aria_sort = search.sort_link(column.sort)
+        result.append((column, search.link(sort=sort) if sort else "", aria_sort))
+    return result

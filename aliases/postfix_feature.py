@@ -1,9 +1,11 @@
 """What aliases and domains put in the Postfix tables (the postfix app calls this; see
 postfix/features.py): alias and catch-all routes, refusals of switched-off and deleted
-addresses, the domains, the directory's mailboxes, and every alias of a suspended user."""
+addresses, the domains, the directory's mailboxes, every alias of a suspended user, and who
+may send as each mailbox and live alias (sender_login)."""
 
 import hashlib
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 REJECT_DISABLED = "550 5.1.1 This address is disabled"
 REJECT_EXPIRED = "550 5.1.1 This address has expired"
 REJECT_DELETED = "550 5.1.1 This address has been deleted"
+_LOGIN = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 
 def directory_mailboxes() -> dict[str, str]:
@@ -51,6 +54,13 @@ def mailboxes_fingerprint(mailboxes: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def sender_logins(uid: str, mailbox: str) -> str:
+    """The SASL logins that may send as an address of this person: the uid, and the mailbox
+    address (Dovecot's example passdb makes the address the login: pass_attrs mail=user). A uid
+    that is not one plain token (a comma or space would name a second login) gives the mailbox only."""
+    return f"{uid}, {mailbox}" if _LOGIN.match(uid) else mailbox
+
+
 def _aliases(keys: frozenset[str] | None) -> QuerySet[Alias]:
     rows = Alias.objects.order_by()
     if keys is None:
@@ -76,7 +86,8 @@ class AliasMaps:
         names = {pk: name for pk, name, _, _, _ in domains}
         # Each owner's mailbox as the directory has it now (the user rows' email is a cache that
         # only a sign-in refreshes); an owner without one gets "" and their aliases are refused.
-        owners = {pk: mailboxes.get(uid, "") for pk, uid in User.objects.values_list("pk", "username")}
+        uids = dict(User.objects.values_list("pk", "username"))
+        owners = {pk: mailboxes.get(uid, "") for pk, uid in uids.items()}
 
         # Refusals, checked before delivery: deleted wins over disabled over expired.
         tombstones = AliasTombstone.objects.values_list("address", flat=True)
@@ -91,6 +102,7 @@ class AliasMaps:
                 yield Entry("recipient_access", address, REJECT_EXPIRED)
             elif owners.get(owner):
                 yield Entry("virtual", address, owners[owner])
+                yield Entry("sender_login", address, sender_logins(uids[owner], owners[owner]))
             else:
                 # An owner without a mailbox: refused with the disabled text, so the reply names
                 # no other address, it never reaches a catch-all, and nothing bounces later.
@@ -108,7 +120,8 @@ class AliasMaps:
         mailbox_domains = {name for _, name, is_alias, _, _ in domains if not is_alias}
         mailbox_domains.update(mailbox.rpartition("@")[2] for mailbox in mailboxes.values())
         mailbox_domains -= alias_domains  # a domain listed as both is refused by Postfix
-        for mailbox in mailboxes.values():
+        for uid, mailbox in mailboxes.items():
+            yield Entry("sender_login", mailbox, sender_logins(uid, mailbox))
             local, _, domain = mailbox.rpartition("@")
             # virtual_alias_maps tries user@domain before @domain: a real mailbox in a
             # catch-all domain maps to itself so the catch-all never swallows it.

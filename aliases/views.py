@@ -14,7 +14,6 @@ from django.views.decorators.http import require_POST
 from accounts import directory
 from accounts.roles import Role, admin_required, role_of
 from aliases import listing
-from aliases.activity_columns import with_activity
 from aliases.forms import (
     AliasBulkForm,
     AliasCreateForm,
@@ -60,28 +59,18 @@ def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
     now = timezone.now()
     mine = Alias.objects.filter(owner_id=request.user.pk)
-    counts = mine.aggregate(
-        all=Count("id"), **{key: Count("id", filter=state.matches(now)) for key, state in search.STATES.items()}
-    )
-    found = search.filter(with_activity(mine.select_related(*listing.related())), now)
-    paginator = Paginator(found, settings.ALIASES_PER_PAGE)
+    counts = listing.state_counts(mine, search, now)
+    paginator = Paginator(search.filter(listing.values(mine), now), settings.ALIASES_PER_PAGE)
     if not search.query:
         # Without a text search the filter's own count is the total: no second count query.
         paginator.__dict__["count"] = counts[search.state_key or "all"]
     page = paginator.get_page(request.GET.get("page"))
-    states = [("", "All", counts["all"], search.link(state=""))] + [
-        (key, state.label.capitalize(), counts[key], search.link(state=key)) for key, state in search.STATES.items()
-    ]
-    headings = []
-    for column in listing.COLUMNS:
-        sort, aria_sort = search.sort_link(column.sort)
-        headings.append((column, search.link(sort=sort) if sort else "", aria_sort))
     context = {
         "page": page,
         "rows": listing.render_rows(list(page.object_list), listing.RowContext.at(now)),
         "search": search,
-        "states": states,
-        "headings": headings,
+        "states": listing.filter_links(search, counts),
+        "headings": listing.headings(search),
         "quick": QuickSiteForm(),
         "pages": {
             "previous": search.link(page=page.previous_page_number()) if page.has_previous() else "",
@@ -178,7 +167,8 @@ def alias_enable(request: HttpRequest, pk: int) -> HttpResponse:
 def _switched(request: HttpRequest, alias: Alias, message: str) -> HttpResponse:
     if request.headers.get("X-Requested-With") == "fetch":
         # From the list with scripts running: the new row replaces the old one, nothing reloads.
-        return HttpResponse(listing.render_row(alias, listing.RowContext.at(timezone.now()), message))
+        row = listing.values_of(alias)
+        return HttpResponse(listing.render_row(row, listing.RowContext.at(timezone.now()), message))
     messages.success(request, message)
     return redirect(_back(request, alias))
 

@@ -18,13 +18,26 @@ from django.utils import timezone
 
 from accounts.roles import Role, role_of
 from aliases.activity_columns import with_activity
-from aliases.addresses import site_name
-from aliases.forms import AliasEditForm, AliasSearchForm, SiteAliasForm, proposal_for
+from aliases.addresses import normalize_domain, site_name
+from aliases.forms import (
+    AliasCreateForm,
+    AliasEditForm,
+    AliasSearchForm,
+    CustomAliasForm,
+    RandomAliasForm,
+    SiteAliasForm,
+    proposal_for,
+)
 from aliases.models import Alias, Domain
 from aliases.services import AliasRefused, create_alias, creation_refusal, update_alias, usable_domains
-from aliases.views import CREATE_FORMS
 
 MAX_SITE = 255  # as SiteAliasForm's site field
+# The kinds of the web's "New address" pages, and their forms.
+CREATE_FORMS: dict[str, type[AliasCreateForm]] = {
+    "site": SiteAliasForm,
+    "random": RandomAliasForm,
+    "custom": CustomAliasForm,
+}
 # Form field -> the name the API uses for it.
 API_NAMES = {"label": "note", "__all__": "non_field"}
 
@@ -97,7 +110,11 @@ def _domain_choice(owner: User, name: str) -> str:
     it came, and the form refuses it as the web page would."""
     if not name:
         return ""
-    found = usable_domains(owner).filter(name=name.strip().lower()).values_list("pk", flat=True).first()
+    try:
+        wanted = normalize_domain(name.strip())
+    except ValidationError:
+        return name  # not a domain name at all (nor anything the database should be asked about)
+    found = usable_domains(owner).filter(name=wanted).values_list("pk", flat=True).first()
     return str(found) if found is not None else name
 
 

@@ -284,17 +284,23 @@ class UserRows:
     def _check(self, row: csvfiles.Row) -> Outcome | NewUser:
         values = row.values
         uid, mail = values["uid"].strip(), values["mail"].strip().lower()
-        existing = directory.get_user(uid) if directory.UID_PATTERN.fullmatch(uid) else None
-        if existing is not None and existing.mail == mail:
-            if row.line in self.passwords:  # created by an earlier run that stopped before recording it
-                return NewUser(row, {"uid": uid, "mail": mail, "existing": "yes"}, self.passwords[row.line])
-            return Outcome(row, uid, ImportRow.Outcome.UNCHANGED, "This uid and address are already there.")
+        if row.line in self.passwords and self._already_there(uid, mail):
+            # Created by an earlier run that stopped before recording it.
+            return NewUser(row, {"uid": uid, "mail": mail, "existing": "yes"}, self.passwords[row.line])
         form = UserRowForm(values, self.passwords.get(row.line) or generated_password())
         if not form.is_valid():
+            # A taken uid is asked about only then: most rows are new users.
+            if "uid" in form.errors and self._already_there(uid, mail):
+                return Outcome(row, uid, ImportRow.Outcome.UNCHANGED, "This uid and address are already there.")
             return Outcome(row, uid, ImportRow.Outcome.ERROR, _errors(form))
         data = form.cleaned_data
         password = "" if data["password_equivalent_hash"] else data["new_password"]
         return NewUser(row, data, password)
+
+    @staticmethod
+    def _already_there(uid: str, mail: str) -> bool:
+        existing = directory.get_user(uid) if directory.UID_PATTERN.fullmatch(uid) else None
+        return existing is not None and existing.mail == mail
 
 
 # --- aliases ---------------------------------------------------------------------------------

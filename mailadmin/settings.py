@@ -320,6 +320,8 @@ POSTFIX_MAPS = (
     "mailbox_domains",
     "alias_domains",
     "mailboxes",
+    # Who may send as each mailbox and live alias: SASL logins (smtpd_sender_login_maps).
+    "sender_login",
 )
 
 # --- Map publication ----------------------------------------------------------------------
@@ -606,6 +608,11 @@ COUNTER_TIMEOUT = float(env_int("COUNTER_TIMEOUT_MS", 500)) / 1000
 # Origins besides the browser extensions' that may call the extension endpoints cross-origin
 # (comma-separated, e.g. https://vault.example.org for a self-hosted Bitwarden web vault).
 API_CORS_ORIGINS = env_list("API_CORS_ORIGINS", [])
+# Database connections kept open between requests, in seconds (0: a new one for every request).
+# Opening one costs each request about a third of its CPU on the API (scripts/bench api,
+# docs/api.md); the health check replaces a connection the server has dropped.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # --- Explain an address (explain/, docs/explain.md) ------------------------------------------
 # Reads this host's live tables (POSTFIX_MAP_DIR) with postmap -q: serve it where the maps are.
 INSTALLED_APPS.append("explain")

@@ -10,7 +10,6 @@ from django.views.decorators.http import require_http_methods
 from accounts import directory
 from accounts.forms import DIRECTORY_MAX_PAGE
 from accounts.roles import Action, acts_on, staff_required
-from handover.links import note_url_for
 from outofoffice.evaluation import evaluate, is_internal_sender
 from outofoffice.forms import ConfirmClearForm, PreviewForm, ReturnToForm, UserSearchForm, VacationForm
 from outofoffice.models import VacationReply
@@ -76,14 +75,10 @@ def _edit(
 
 @login_required
 def vacation(request: HttpRequest) -> HttpResponse:
-    note = note_url_for(request.user.get_username())
     return _edit(
         request,
         own_vacation(request),
-        {
-            "preview_url": reverse("outofoffice:preview"),
-            "handover_url": request.build_absolute_uri(note) if note else "",
-        },
+        {"preview_url": reverse("outofoffice:preview"), "own": True},
         reverse("outofoffice:vacation"),
     )
 

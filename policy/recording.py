@@ -11,7 +11,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce, Greatest
 
-from activity.models import AliasDailyCount, AliasSenderDomain, LeakFlag, SenderBlock
+from activity.models import AliasDailyCount, AliasSenderDomain, AliasTotal, LeakFlag, SenderBlock
 from aliases.models import Alias
 from policy.tally import Batch
 
@@ -33,6 +33,12 @@ UPSERT_DAILY = (
     "refused = activity_aliasdailycount.refused + excluded.refused, "
     "last_at = CASE WHEN excluded.last_at > activity_aliasdailycount.last_at "
     "THEN excluded.last_at ELSE activity_aliasdailycount.last_at END"
+)
+UPSERT_TOTAL = (
+    "INSERT INTO activity_aliastotal (alias_id, accepted, refused) VALUES (%s, %s, %s) "
+    "ON CONFLICT (alias_id) DO UPDATE SET "
+    "accepted = activity_aliastotal.accepted + excluded.accepted, "
+    "refused = activity_aliastotal.refused + excluded.refused"
 )
 UPSERT_SENDER = (
     "INSERT INTO activity_aliassenderdomain (alias_id, domain, last_sender, accepted, refused, first_at, last_at) "
@@ -73,6 +79,17 @@ def _upsert_daily(cursor: CursorWrapper, batch: Batch, live: set[int]) -> None:
     _chunks(cursor, UPSERT_DAILY, rows)
 
 
+def _upsert_totals(cursor: CursorWrapper, batch: Batch, live: set[int]) -> None:
+    assert AliasTotal._meta.db_table == "activity_aliastotal"
+    totals: dict[int, list[int]] = {}
+    for (alias_id, _), count in batch.daily.items():
+        if alias_id in live:
+            total = totals.setdefault(alias_id, [0, 0])
+            total[0] += count.accepted
+            total[1] += count.refused
+    _chunks(cursor, UPSERT_TOTAL, [(alias_id, accepted, refused) for alias_id, (accepted, refused) in totals.items()])
+
+
 def _upsert_senders(cursor: CursorWrapper, batch: Batch, live: set[int]) -> None:
     assert AliasSenderDomain._meta.db_table == "activity_aliassenderdomain"
     at = _adapter()
@@ -92,6 +109,7 @@ def write_batch(batch: Batch) -> None:
         with connection.cursor() as cursor:
             if batch.daily:
                 _upsert_daily(cursor, batch, live)
+                _upsert_totals(cursor, batch, live)
             if batch.senders:
                 _upsert_senders(cursor, batch, live)
         for block_id, (mails, at) in batch.stopped.items():

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from activity.models import AliasDailyCount, AliasSenderDomain, LeakFlag, SenderBlock
+from activity.models import AliasDailyCount, AliasSenderDomain, AliasTotal, LeakFlag, SenderBlock
 from activity.services import prune_activity
 from aliases.models import Alias, Domain
 from policy.decision import Outcome
@@ -42,6 +42,8 @@ def test_two_mail_hosts_flushing_the_same_alias_and_day_add_up(alias: Alias) -> 
 
     day = AliasDailyCount.objects.get(alias=alias)
     assert (day.accepted, day.refused, day.last_at) == (4, 1, morning + timedelta(hours=1))
+    total = AliasTotal.objects.get(alias=alias)
+    assert (total.accepted, total.refused) == (4, 1)
     fine = AliasSenderDomain.objects.get(alias=alias, domain="fine.example")
     assert (fine.accepted, fine.first_at, fine.last_at) == (4, morning, morning + timedelta(hours=1))
     block.refresh_from_db()
@@ -69,4 +71,5 @@ def test_retention_deletes_old_counts_sender_domains_and_dismissed_flags_only(al
 
     assert prune_activity(now) == {"daily counts": 1, "sender domains": 1, "leak flags": 1}
     assert list(AliasDailyCount.objects.values_list("day", flat=True)) == [recent.date()]
+    assert AliasTotal.objects.get(alias=alias).accepted == 2  # all time: never pruned
     assert list(LeakFlag.objects.values_list("registrable_domain", flat=True)) == ["open.example"]

@@ -8,9 +8,13 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts import directory
+from aliases import listing
+from aliases.forms import AliasSearchForm, AliasSort, AliasState
 from aliases.models import Alias, AliasTombstone, Domain
 from audit.models import AuditEvent
 from postfix.models import MapGeneration
@@ -227,9 +231,12 @@ def test_the_site_field_refuses_what_is_not_a_host_name_or_web_address(owner, si
     assert not Alias.objects.exists()
 
 
-def test_the_list_costs_the_same_queries_for_a_search_a_filter_and_a_sort(owner, alias_domain) -> None:
+def test_the_list_costs_the_same_queries_for_a_search_a_filter_and_a_sort(owner, alias_domain, monkeypatch) -> None:
     Alias.objects.bulk_create(Alias(owner=owner.user, local_part=f"a{n:04}", domain=alias_domain) for n in range(120))
     owner.get("/aliases/")
+    opened = []
+    real = directory.connection
+    monkeypatch.setattr(directory, "connection", lambda: opened.append(1) or real())
     for params in ({}, {"q": "a00"}, {"q": "a0001@alias.example.org"}, {"state": "on"}, {"sort": "-site", "page": 2}):
         with CaptureQueriesContext(connection) as queries:
             assert owner.get("/aliases/", params).status_code == 200
@@ -237,6 +244,7 @@ def test_the_list_costs_the_same_queries_for_a_search_a_filter_and_a_sort(owner,
         # counts its matches (otherwise the state counts hold the total)
         expected = 7 if "q" in params else 6
         assert len(queries) == expected, (params, [q["sql"] for q in queries])
+    assert opened == []  # no LDAP round trip (the session's directory check is not due)
 
 
 def test_rows_escape_whatever_a_note_or_site_holds(owner, alias_domain) -> None:
@@ -249,3 +257,27 @@ def test_rows_escape_whatever_a_note_or_site_holds(owner, alias_domain) -> None:
     for html in pages:
         assert "<img" not in html
         assert "&lt;img src=x onerror=alert(1)&gt;&quot;&#x27;&amp;" in html
+
+
+def test_another_app_adds_a_column_a_sort_and_a_state_with_one_entry_each(owner, alias_domain, monkeypatch) -> None:
+    # What the activity app does with its reverse relation; here through the owner relation.
+    monkeypatch.setattr(
+        listing,
+        "COLUMNS",
+        [
+            *listing.COLUMNS,
+            listing.Column("who", "Owner", lambda a, row: a["owner__username"], "who", ("owner__username",)),
+        ],
+    )
+    monkeypatch.setitem(AliasSearchForm.SORTS, "who", AliasSort("owner", ("owner__username", "id")))
+    monkeypatch.setitem(AliasSearchForm.STATES, "noted", AliasState("noted", lambda now: ~Q(label="")))
+    _make(owner, "plain", alias_domain)
+    _make(owner, "withnote", alias_domain, label="hello")
+    with CaptureQueriesContext(connection) as queries:
+        page = owner.get("/aliases/", {"state": "noted", "sort": "who"})
+    html = page.content.decode()
+    assert _shown(page) == ["withnote@alias.example.org"]
+    assert f"<td>{owner.user.username}</td>" in html
+    assert 'aria-sort="ascending"><a href="?state=noted&amp;sort=-who">Owner</a>' in html
+    assert re.search(r'>Noted <span class="count">1</span>', html)
+    assert len(queries) == 6  # the column's value comes with the page's one query

@@ -10,6 +10,7 @@ from django.utils import formats
 
 from mailadmin import dates
 from outofoffice.models import VacationReply
+from tests.test_handover import make_note
 
 pytestmark = pytest.mark.django_db
 EDIT_URL = "/handover/edit/"
@@ -58,3 +59,14 @@ def test_the_page_carries_empty_rows_for_scripts_to_add(sign_in: Any) -> None:
         template = template[: template.index("</template>")]
         assert f'name="{prefix}-__prefix__-' in template
         assert f'data-formset="{prefix}"' in page
+
+
+def test_the_own_vacation_page_offers_the_handover_note_address(sign_in: Any, make_directory_user: Any) -> None:
+    author = sign_in()
+    note = make_note(author, make_directory_user().uid)
+    page = author.get("/out-of-office/vacation/").content.decode()
+    assert f"Your handover note: <code>http://testserver/handover/{note.pk}/</code>" in page
+    # Not on the helpdesk's page for that person: it is the author's own hint.
+    helpdesk = sign_in("helpdesk")
+    staff_page = helpdesk.get(f"/out-of-office/helpdesk/{author.directory_user.uid}/").content.decode()
+    assert "Your handover note" not in staff_page

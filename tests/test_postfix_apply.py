@@ -166,7 +166,8 @@ def test_submission_brings_its_service_parameters_and_tables_and_no_warning(host
     assert_postfix_is_quiet(host)
     service = postconf(host, "-M", "submission/inet").stdout
     assert "smtpd_sender_restrictions=$mailadmin_submission_sender_restrictions" in service
-    assert postconf(host, "-h", "mailadmin_sender_login_maps").stdout.strip() == f"ldap:{host}/sender_login_maps.cf"
+    logins = f"ldap:{host}/sender_login_maps.cf, {table('sender_login')}"
+    assert postconf(host, "-h", "mailadmin_sender_login_maps").stdout.strip() == logins
     for name in ("sender_block.cf", "sasl_sender_block.cf", "sender_login_maps.cf"):
         assert (host / name).stat().st_mode & 0o7777 == 0o640
     before = snapshot(host)

@@ -38,6 +38,7 @@ class AppliedPostfix:
         self.mail_dir = root / "mail"
         self.log = root / "maillog"
         self.port = free_port()
+        self.password_file = Slapd().password_file("postfix")
 
     def prepare(self) -> None:
         host = stock_debian(self.config_dir)
@@ -76,7 +77,11 @@ class AppliedPostfix:
         # Then mailadmin, as the postmaster would apply it (its delivery trail follows this
         # host's own log file, as the settings of this host's mailadmin would say).
         with override_settings(MAILLOG_FILE=self.log):
-            apply(host, "--ldap-password-file", str(Slapd().password_file("postfix")))
+            apply(host, "--ldap-password-file", str(self.password_file))
+            self.configure()
+
+    def configure(self) -> None:
+        """What else this host's postmaster applies (a subclass's services)."""
 
     def start(self) -> None:
         started = subprocess.run([POSTFIX, "-c", str(self.config_dir), "start"], capture_output=True, text=True)
@@ -120,15 +125,14 @@ class AppliedPostfix:
         return False
 
 
-@pytest.fixture
-def applied() -> Iterator[AppliedPostfix]:
+def applied_postfix(kind: type[AppliedPostfix]) -> Iterator[AppliedPostfix]:
     # Under the run's state directory: the postfix user must reach its data directory, and
     # pytest's temporary directories are private to root.
     root = Path(tempfile.mkdtemp(prefix="applied-postfix-", dir=settings.STATE_DIR))
     root.chmod(0o755)
     # The shared private Postfix already listens on the usual hand-off port.
     with override_settings(VACATION_HANDOFF_PORT=free_port(), POSTFIX_RELOAD_MIN_INTERVAL=0):
-        postfix = AppliedPostfix(root)
+        postfix = kind(root)
         postfix.prepare()
         policy = PolicyThread().start()  # the configuration asks it at every RCPT
         postfix.start()
@@ -138,6 +142,11 @@ def applied() -> Iterator[AppliedPostfix]:
             postfix.stop()
             policy.stop()
             shutil.rmtree(root)
+
+
+@pytest.fixture
+def applied() -> Iterator[AppliedPostfix]:
+    yield from applied_postfix(AppliedPostfix)
 
 
 def test_a_stock_debian_postfix_with_the_applied_configuration_delivers_and_refuses(

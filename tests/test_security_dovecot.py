@@ -34,10 +34,9 @@ def ldap_conf() -> str:
     return text.replace("dc=example,dc=org", settings.LDAP_BASE_DN)
 
 
-@pytest.fixture
-def imap_port(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    root = tmp_path / "dovecot"
+def run_dovecot(root: Path, port: int, imap_port: int, services: str = "") -> Iterator[int]:
+    """A private Dovecot on the directory of this run (deploy/dovecot's passdb): IMAP on
+    imap_port (0: none) and the given service blocks; yields once `port` answers."""
     (root / "run").mkdir(parents=True)
     (root / "home").mkdir()
     (root / "dovecot-ldap.conf.ext").write_text(ldap_conf())
@@ -52,7 +51,7 @@ protocols = imap
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain cram-md5
+auth_mechanisms = plain login cram-md5
 auth_failure_delay = 0
 default_login_user = dovenull
 default_internal_user = dovecot
@@ -68,7 +67,7 @@ userdb {{
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
-    port = {port}
+    port = {imap_port}
   }}
   inet_listener imaps {{
     port = 0
@@ -79,7 +78,7 @@ service anvil {{
     mode = 0
   }}
 }}
-"""
+{services}"""
     )
     root.chmod(0o755)
     # Dovecot daemonises; its children keep any pipe open, so no output capture here (see its log).
@@ -92,6 +91,12 @@ service anvil {{
         yield port
     finally:
         subprocess.run([DOVECOT, "-c", str(conf), "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def imap_port(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    yield from run_dovecot(tmp_path / "dovecot", port, port)
 
 
 def _imap(port: int) -> imaplib.IMAP4:

@@ -114,7 +114,8 @@ def test_the_submission_tables_block_a_suspended_login_and_map_addresses_to_logi
     assert _lookup(sasl, bystander.uid, tmp_path) == ""
     assert _lookup(sasl, "*", tmp_path) == ""  # Postfix escapes filter metacharacters
     assert _lookup(sender_block.sender_block_cf_lines(password), target.mail, tmp_path) == reject
-    assert _lookup(sender_block.sender_login_maps_cf_lines(password), bystander.mail, tmp_path) == bystander.uid
+    logins = _lookup(sender_block.sender_login_maps_cf_lines(password), bystander.mail, tmp_path)
+    assert logins == f"{bystander.uid},{bystander.mail}"
 
     suspension.reinstate(target.uid, None)
     assert _lookup(sasl, target.uid, tmp_path) == ""

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from aliases.models import Alias, AliasTombstone, Domain
-from trail.models import Delivery
+from trail.models import Delivery, LogPosition
 
 pytestmark = pytest.mark.django_db
 
@@ -118,6 +118,10 @@ def test_helpdesk_searches_by_address_queue_id_status_and_time(sign_in) -> None:
     assert shown(helpdesk, q="x@remote.example", status="bounced") == {old.pk}
     since = timezone.localtime(now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
     assert shown(helpdesk, q="x@remote.example", since=since) == {new.pk}
+    LogPosition.objects.create(
+        host="mx9", path="/var/log/postfix.log", device=1, inode=2, offset=3, fingerprint="", fingerprint_length=0
+    )
+    assert "read up to" in (listing := helpdesk.get("/trail/").content.decode()) and "on mx9" in listing
     page = helpdesk.get(f"/trail/{new.pk}/").content.decode()
     assert 'href="/trail/?q=x%40remote.example"' in page  # the record links to all mail of its addresses
     response = helpdesk.get("/trail/", {"q": "not an address"})

@@ -52,6 +52,7 @@ def test_the_status_shown_everywhere_is_the_responders_decision_now(sign_in, mak
             "own home page": owner.get("/"),
             "helpdesk user page": helpdesk.get(f"/out-of-office/helpdesk/{person.uid}/"),
             "helpdesk search": helpdesk.get("/out-of-office/helpdesk/", {"q": person.uid}),
+            "helpdesk clear question": helpdesk.get(f"/out-of-office/helpdesk/{person.uid}/clear/"),
             "admin user page": admin.get(f"/directory/users/{person.uid}/"),
         }
         for page, response in pages.items():

@@ -13,7 +13,7 @@ from accounts.forms import UNAVAILABLE
 from accounts.roles import Role, role_of
 from trail import services
 from trail.forms import TrailSearchForm
-from trail.models import Delivery
+from trail.models import Delivery, LogPosition
 
 PAGE_SIZE = 50
 SAME_MESSAGE_WINDOW = timedelta(days=7)
@@ -58,6 +58,8 @@ def search(request: HttpRequest) -> HttpResponse:
             "own_count": len(own or ()),
             "own_domains": len(domains),
             "retention_days": settings.TRAIL_RETENTION_DAYS,
+            # When each mail host's follower last stored lines: a stopped follower shows here.
+            "read_up_to": list(LogPosition.objects.order_by("host").values_list("host", "updated_at")),
         },
     )
 

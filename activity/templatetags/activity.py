@@ -8,7 +8,7 @@ from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from activity.forms import BlockForm
-from activity.models import AliasDailyCount, AliasSenderDomain, LeakFlag, SenderBlock
+from activity.models import AliasDailyCount, AliasSenderDomain, AliasTotal, LeakFlag, SenderBlock
 from aliases.models import Alias
 
 register = template.Library()
@@ -21,8 +21,6 @@ def alias_activity(alias: Alias) -> dict[str, object]:
     """The alias page's panel: counts, recent sender domains with block buttons, its blocks, leak flags."""
     since = timezone.now().date() - timedelta(days=30)
     counts = AliasDailyCount.objects.filter(alias=alias).aggregate(
-        all_accepted=Sum("accepted"),
-        all_refused=Sum("refused"),
         accepted_30=Sum("accepted", filter=Q(day__gte=since)),
         refused_30=Sum("refused", filter=Q(day__gte=since)),
         last_at=Max("last_at"),
@@ -31,6 +29,7 @@ def alias_activity(alias: Alias) -> dict[str, object]:
         "alias": alias,
         "counts": {key: value or 0 for key, value in counts.items() if key != "last_at"},
         "last_at": counts["last_at"],
+        "total": AliasTotal.objects.filter(alias=alias).first(),
         "senders": list(AliasSenderDomain.objects.filter(alias=alias)[:SENDER_DOMAINS_SHOWN]),
         "blocks": list(SenderBlock.objects.filter(alias=alias)),
         "flags": list(LeakFlag.objects.filter(alias=alias, dismissed_at__isnull=True)),

@@ -102,3 +102,19 @@ def test_ticked_aliases_are_switched_off_together_after_one_question(page: Page,
     off = set(Alias.objects.filter(enabled=False).values_list("local_part", flat=True))
     assert off == {"leakyone", "leakythree"}
     assert page.console_problems == []  # type: ignore[attr-defined]
+
+
+def test_a_second_address_for_a_site_is_offered_the_first_before_it_is_made(page: Page, owner_with_aliases) -> None:
+    page.goto("/aliases/")
+    page.get_by_label("Site").fill("https://www.shop.example.com/account")
+    page.get_by_role("button", name="Create address").click()
+    offer = page.locator(".existing-alias")
+    expect(offer).to_contain_text("shopexamplecom2@alias.example.org")
+    expect(page.locator(".field-error")).to_contain_text("You already have")
+    offer.get_by_role("button", name="Copy it").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "shopexamplecom2@alias.example.org"
+    assert Alias.objects.filter(site="shop.example.com").count() == 2
+    offer.get_by_role("button", name="Make another one anyway").click()
+    expect(page.locator(".messages")).to_contain_text("shopexamplecom3@alias.example.org")
+    assert Alias.objects.filter(site="shop.example.com").count() == 3
+    assert page.console_problems == []  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from activity.models import AliasDailyCount, AliasSenderDomain, LeakFlag, SenderBlock
 from aliases.models import Alias, Domain
 from api.models import ApiToken
 from audit.models import AuditEvent
@@ -66,6 +67,7 @@ def _populate(owner: User) -> None:
         )
         for i, site in enumerate(sites)
     )
+    _activity(owner)
     VacationReply.objects.update_or_create(
         uid=owner.username,
         defaults={
@@ -127,16 +129,38 @@ def _populate(owner: User) -> None:
     )
 
 
+def _activity(owner: User) -> None:
+    """Mail counts, a sender domain, a leak flag and blocks, as the policy service leaves them."""
+    now = timezone.now()
+    shop = Alias.objects.filter(owner=owner).order_by("id").first()
+    assert shop is not None
+    AliasDailyCount.objects.create(alias=shop, day=now.date(), accepted=42, refused=3, last_at=now)
+    AliasSenderDomain.objects.create(
+        alias=shop, domain="mailer.unrelated-shop.example", last_sender="news@mailer.unrelated-shop.example",
+        accepted=7, refused=0, first_at=now, last_at=now,
+    )  # fmt: skip
+    LeakFlag.objects.create(
+        alias=shop, registrable_domain="unrelated-shop.example", sender_domain="mailer.unrelated-shop.example",
+        flagged_at=now,
+    )  # fmt: skip
+    SenderBlock.objects.create(scope="alias", owner=owner, alias=shop, sender="pest@nuisance.example", stopped=12)
+    SenderBlock.objects.create(scope="account", owner=owner, sender="spam.example", is_domain=True)
+    SenderBlock.objects.get_or_create(scope="organisation", sender="junk.example", is_domain=True)
+
+
 @pytest.mark.parametrize("role", PAGES)
 def test_main_pages_look_finished_at_desktop_and_phone_widths(page: Page, sign_in_as, role) -> None:
     user = sign_in_as(role)
-    _populate(User.objects.get(username=user.uid))
+    owner = User.objects.get(username=user.uid)
+    _populate(owner)
+    # The page of the alias with activity, a leak flag and blocks (its id is known only now).
+    paths = [*PAGES[role], *(f"/aliases/{a.pk}/" for a in Alias.objects.filter(owner=owner).order_by("id")[:1])]
     folder = ARTIFACTS / "screenshots" / "pages"
     folder.mkdir(parents=True, exist_ok=True)
     problems = []
     for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         page.set_viewport_size(viewport)
-        for path in PAGES[role]:
+        for path in paths:
             response = page.goto(path)
             assert response is not None and response.status == 200, path
             name = f"{role.replace(' ', '-')}{path.replace('/', '_').replace('?', '-')}-{width_name}.png"
