@@ -7,7 +7,7 @@ import hashlib
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django.contrib.auth.models import User
@@ -30,12 +30,16 @@ _LOGIN = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 
 def directory_mailboxes() -> dict[str, str]:
-    """uid -> mailbox address for every person in the directory (one paged search). A `mail`
-    value that is not a plain address (a slash, "..", whitespace, quotes, two @...) would turn
-    into a path or a different line in a table: such an entry is left out, so its owner's
-    aliases are refused as ownerless."""
+    """uid -> mailbox address for every person in the directory (one paged search)."""
+    return mailboxes_of(directory.mail_entries())
+
+
+def mailboxes_of(entries: Iterable[directory.MailEntry]) -> dict[str, str]:
+    """uid -> mailbox address of these entries. A `mail` value that is not a plain address (a
+    slash, "..", whitespace, quotes, two @...) would turn into a path or a different line in a
+    table: such an entry is left out, so its owner's aliases are refused as ownerless."""
     found = {}
-    for entry in directory.mail_entries():
+    for entry in entries:
         try:
             mail = addresses.normalize_address(entry.mail)
         except ValidationError:

@@ -15,9 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# The tables explain reads, in the order Postfix consults them for a recipient.
-RECIPIENT_TABLES = ("recipient_access", "mailbox_domains", "alias_domains", "virtual", "transport", "mailboxes")
-SENDER_TABLES = ("sender_access",)
 # Postfix's own limit is virtual_alias_recursion_limit (1000); ours never nest more than a few.
 MAX_DEPTH = 5
 
@@ -110,7 +107,7 @@ def recipient_keys(address: str) -> set[Key]:
 
 
 def sender_keys(address: str) -> set[Key]:
-    return {("sender_access", address)}
+    return {("sender_access", address), ("sender_login", address)}
 
 
 def _virtual(address: str, tables: Tables) -> tuple[str, str, list[str]] | None:
@@ -265,6 +262,14 @@ def mail_from(
         steps.append(Step("sender_access", address, _line(address, refusal), f"refused at MAIL FROM: {refusal}", True))
         return Verdict(steps, f"Refused when it is the envelope sender: {refusal}")
     steps.append(Step("sender_access", address, None, "not refused"))
+    if ("sender_login", address) in tables.asked:
+        logins = tables.get("sender_login", address)
+        says = (
+            f"on submission, the logins {logins} may send as it (reject_sender_login_mismatch)"
+            if logins
+            else "on submission, no login of this table may send as it (the directory's mailbox owner still may)"
+        )
+        steps.append(Step("sender_login", address, _line(address, logins), says))
     blocks = list(blocks)
     steps += [
         Step(f"policy service ({b.scope} block)", b.key, None, _block_text(b), b.scope == "organisation")

@@ -17,9 +17,12 @@ from accounts import directory, suspension
 from activity.models import SenderBlock
 from aliases.models import Alias, Domain
 from explain import services
+from explain.decision import Tables
 from explain.forms import NOT_OWN
 from outofoffice.models import VacationReply
 from postfix import publication
+from postfix.features import Snapshot, directory_mailboxes
+from postfix.publication import render_tables
 from tests.test_postfix_e2e import rcpt_reply
 from trail.models import Delivery
 
@@ -109,6 +112,8 @@ def test_a_suspended_sender_is_refused_by_the_ldap_flag_and_by_sender_access(wor
     assert deciding(via_alias.sender) == [
         ("sender_access", f"{alias.address} REJECT {settings.SUSPENSION_REJECT_TEXT}")
     ]
+    submission = [step for step in services.explain(world["other"].mail).sender.steps if step.where == "sender_login"]
+    assert submission[0].line == f"{world['other'].mail} {world['other'].uid}, {world['other'].mail}"
     # The flag taken away behind the database's back: the table still refuses, and the
     # difference is named.
     directory.set_sender_blocked(owner.uid, False)
@@ -165,6 +170,52 @@ def test_a_failed_publication_is_named_when_the_tables_differ(world: dict) -> No
 
     assert "The last publication failed" in str(explanation.note)
     assert "No space left on device" in str(explanation.note)
+
+
+def test_the_database_view_reads_a_few_people_yet_renders_what_the_whole_directory_would(
+    world: dict, make_directory_user: Callable[..., directory.DirectoryUser]
+) -> None:
+    owner, other, catchall = world["owner"], world["other"], world["catchall"]
+    resident = make_directory_user(uid=f"exs{world['tag']}", mail=f"exs{world['tag']}@{catchall.name}")
+    alias = Alias.objects.create(owner=world["owner_user"], local_part="seen", domain=world["alias_domain"])
+    disabled = Alias.objects.create(owner=world["owner_user"], local_part="unseen", domain=catchall, enabled=False)
+    other_user = User.objects.create(username=other.uid, email=other.mail)
+    other_alias = Alias.objects.create(owner=other_user, local_part="others", domain=world["alias_domain"])
+    VacationReply.objects.create(uid=owner.uid, address=owner.mail, enabled=True, subject="Away", body="Back.")
+    suspension.suspend(other.uid, "test", None, None)
+    resident_user = User.objects.create(username=resident.uid, email=resident.mail)
+    # A catch-all delivering to its owner's mailbox, and a domain only the directory knows of.
+    owned = Domain.objects.create(name=f"exowned{world['tag']}.example.org", catchall_owner=resident_user)
+    only_directory = f"exdir{world['tag']}.example.org"
+    make_directory_user(uid=f"exd{world['tag']}", mail=f"exd{world['tag']}@{only_directory}")
+    publish()
+    # Saved but not published: the live tables do not lead to their owners' mailboxes.
+    pending_alias = Alias.objects.create(owner=world["owner_user"], local_part="pending", domain=world["alias_domain"])
+    pending_catchall = Domain.objects.create(name=f"expending{world['tag']}.example.org", catchall_owner=resident_user)
+    addresses = [
+        alias.address,
+        disabled.address,
+        other_alias.address,
+        owner.mail,
+        other.mail,
+        resident.mail,
+        f"unknown@{catchall.name}",
+        f"unknown@{world['alias_domain'].name}",
+        f"unknown@{settings.MAIL_DOMAIN}",
+        "someone@elsewhere.example",
+        f"unknown@{owned.name}",
+        f"unknown@{only_directory}",
+        pending_alias.address,
+        f"unknown@{pending_catchall.name}",
+    ]
+
+    for address in addresses:
+        asked = services.live_tables(address).asked
+        keys = frozenset(key for _, key in asked)
+        whole = render_tables(Snapshot(timezone.now(), directory_mailboxes(), keys))
+        lines = {(table, line.partition(" ")[0]): line.partition(" ")[2] for table in whole for line in whole[table]}
+        assert services.expected_tables(asked) == Tables({k: v for k, v in lines.items() if k in asked}, asked), address
+    assert services.explain(alias.address).differences == []
 
 
 # --- the page, the command, the trail's link ------------------------------------------------------
