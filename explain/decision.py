@@ -132,8 +132,9 @@ def _targets(address: str, tables: Tables, depth: int = 0) -> set[str]:
 def further_keys(address: str, tables: Tables) -> set[Key]:
     """Keys not yet asked that the virtual expansion of the address now needs."""
     wanted = recipient_keys(address) | sender_keys(address)
-    for target in _targets(address, tables):
-        wanted |= recipient_keys(target)
+    for target in _targets(address, tables) - {address}:
+        # check_recipient_access sees the address given at RCPT only, never a virtual target.
+        wanted |= recipient_keys(target) - {("recipient_access", target)}
     return wanted - tables.asked
 
 
