@@ -89,7 +89,10 @@ def aliases_named(domain: str, local_parts: Collection[str]) -> "models.QuerySet
     index on lower(local_part): a plain local_part lookup cannot use it and reads every alias
     of the domain (84 ms against 0.5 ms for one address among 1,000,000, SQLite)."""
     named = Alias.objects.order_by().alias(lower_local_part=Lower("local_part"))
-    return named.filter(domain__name=domain, lower_local_part__in=local_parts)
+    # The domain's id as a value, not a join: joined, SQLite took the domain_id index and read
+    # every alias of the domain as soon as two local parts were asked for.
+    domain_id = Domain.objects.filter(name=domain).values("pk")[:1]
+    return named.filter(domain_id=domain_id, lower_local_part__in=[local for local in local_parts if local])
 
 
 class AliasTombstone(models.Model):

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from accounts import directory
 from accounts.models import SenderSuspension
@@ -73,10 +73,11 @@ def _aliases(keys: frozenset[str] | None) -> QuerySet[Alias]:
     for key in keys:
         local, _, domain = key.rpartition("@")
         wanted[domain].add(local)
-    match = Q(pk__in=[])
-    for domain, locals_ in wanted.items():
-        match |= Q(pk__in=aliases_named(domain, locals_).values("pk"))
-    return rows.filter(match)
+    # One indexed query per domain; their ids OR-ed as subqueries made SQLite scan every alias.
+    ids = [
+        pk for domain, locals_ in wanted.items() for pk in aliases_named(domain, locals_).values_list("pk", flat=True)
+    ]
+    return rows.filter(pk__in=ids)
 
 
 class AliasMaps:
@@ -139,7 +140,11 @@ class AliasMaps:
         # A suspended user may send as none of their aliases, enabled or not.
         suspended = SenderSuspension.objects.active().values("uid")
         action = reject_action()
-        for local, domain in Alias.objects.filter(owner__username__in=suspended).values_list("local_part", "domain_id"):
+        # Their ids first: a join on the username in a subquery had SQLite read every alias
+        # (90 ms at 1,000,000, in every keyed render), where the owner index reads theirs only.
+        owner_ids = list(User.objects.filter(username__in=suspended).values_list("pk", flat=True))
+        rows = Alias.objects.order_by().filter(owner_id__in=owner_ids).values_list("local_part", "domain_id")
+        for local, domain in rows:
             yield Entry("sender_access", f"{local}@{names[domain]}", action)
 
     def due_keys(self, since: datetime, now: datetime) -> set[str]:

@@ -150,7 +150,8 @@ def blocks_from(address: str, viewer: User | None) -> list[Block]:
 def blocks_to(address: str, mailbox_owner: str | None, viewer: User | None) -> list[Block]:
     """Blocks held by the recipient: its owner's account-wide ones and the alias's own."""
     local, _, domain = address.rpartition("@")
-    alias = aliases_named(domain, [local]).values_list("pk", "owner_id").first()
+    # Not first(): its ORDER BY pk would have SQLite walk the table in rowid order.
+    alias = next(iter(aliases_named(domain, [local]).values_list("pk", "owner_id")[:1]), None)
     owners = Q(owner__username=mailbox_owner) if mailbox_owner else Q(pk__in=[])
     own_alias = Q(pk__in=[])
     if alias is not None:

@@ -247,6 +247,22 @@ def test_a_person_cannot_explain_another_persons_addresses_and_learns_nothing_of
     assert f"Mail to {visitor.directory_user.mail}" in own.content.decode()  # type: ignore[attr-defined]
 
 
+def test_an_end_user_does_not_see_who_else_blocks_their_address_but_staff_do(
+    world: dict, sign_in: Callable[..., Client]
+) -> None:
+    publish()
+    person = sign_in()
+    mail = person.directory_user.mail  # type: ignore[attr-defined]
+    SenderBlock.objects.create(scope="account", owner=world["owner_user"], sender=mail)
+
+    own_view = person.get("/explain/", {"address": mail}).content.decode()
+    staff_view = sign_in("helpdesk").get("/explain/", {"address": mail}).content.decode()
+
+    assert f"Mail from {mail}" in own_view
+    assert world["owner"].uid not in own_view
+    assert f"every address of {world['owner'].uid}" in staff_view
+
+
 def test_helpdesk_explains_any_address_on_the_page(world: dict, sign_in: Callable[..., Client]) -> None:
     alias = Alias.objects.create(
         owner=world["owner_user"], local_part="off", domain=world["alias_domain"], enabled=False
