@@ -16,6 +16,8 @@ from django.conf import settings
 from postfix.features import ConfigContext, Restriction
 
 PASSWORD_PLACEHOLDER = "<the postfix service account's password>"
+# The submission service's recipient restrictions, a list other features add to.
+SUBMISSION_RECIPIENTS = "mailadmin_submission_recipient_restrictions"
 
 
 def reject_format() -> str:
@@ -92,6 +94,9 @@ class SenderBlockConfig:
                 Restriction(submission, f"check_sasl_access ldap:{ctx.config_dir / 'sasl_sender_block.cf'}", 10),
                 Restriction(submission, "reject_sender_login_mismatch", 20),
                 Restriction(submission, block, 30),
+                # Its recipients: other features' checks (the policy service's count) come first.
+                Restriction(SUBMISSION_RECIPIENTS, "permit_sasl_authenticated", 50),
+                Restriction(SUBMISSION_RECIPIENTS, "reject", 60),
             ]
         return items
 
@@ -108,7 +113,7 @@ class SenderBlockConfig:
             "  -o smtpd_sasl_path=private/auth",
             "  -o smtpd_sender_login_maps=$mailadmin_sender_login_maps",
             "  -o smtpd_sender_restrictions=$mailadmin_submission_sender_restrictions",
-            "  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject",
+            f"  -o smtpd_recipient_restrictions=${SUBMISSION_RECIPIENTS}",
         ]
 
     def cf_files(self, ctx: ConfigContext) -> dict[str, list[str]]:

@@ -198,13 +198,13 @@ class SiteAliasForm(AliasCreateForm):
         help_text="Leave empty to use the name made from the site.",
     )
 
+    # Posted as 1 by "Make another one anyway" once the form said the site already has one.
+    another = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["site"].widget.attrs.update(autocomplete="off", inputmode="url")
         self.existing: Alias | None = None
-
-    # Posted as 1 by "Make another one anyway" once the form said the site already has one.
-    another = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def clean_site(self) -> str:
         name = site_name(self.cleaned_data["site"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from accounts import directory, suspension
@@ -141,7 +141,8 @@ def build_guard(snapshot: Callable[[], OutboundSnapshot], executor: Executor) ->
 def _suspend_in_thread(login: str, why: str) -> None:
     try:
         suspend_automatically(login, why)
+    except DatabaseError:
+        log.exception("outbound limit: automatic suspension of %s failed; a fresh connection next time", login)
+        connection.close()  # this worker thread's own connection, perhaps broken
     except Exception:
         log.exception("outbound limit: automatic suspension of %s failed", login)
-    finally:
-        close_old_connections()

@@ -127,15 +127,16 @@ UNITS = (
 
 
 def _span(seconds: float) -> str:
+    # The largest unit that fits, rounded: Monday 10:00 to Thursday 09:00 is "3 days", not 2.
     for size, one, many in UNITS:
-        count = int(seconds // size)
-        if count:
+        if seconds >= size:
+            count = int(seconds / size + 0.5)
             return f"{count}\xa0{one if count == 1 else many}"
     return "1\xa0minute"
 
 
 def describe_relative(value: datetime, now: datetime | None = None) -> str:
-    """ "in 3 days", "5 hours ago", "just now": the largest unit only, rounded down."""
+    """ "in 3 days", "5 hours ago", "just now": the largest unit that fits, rounded."""
     now = now or timezone.now()
     seconds = (value - now).total_seconds()
     if abs(seconds) < JUST_NOW.total_seconds():

@@ -4,6 +4,7 @@ service is down. `manage.py postfix_config`, the private Postfix and deploy/ pri
 
 from django.conf import settings
 
+from accounts.sender_block import SUBMISSION_RECIPIENTS
 from postfix.features import ConfigContext, Restriction
 
 # After the refusal of switched-off aliases (10) and before permit_mynetworks (50), so mail from
@@ -33,7 +34,11 @@ class PolicyConfig:
 
     def restrictions(self, ctx: ConfigContext) -> list[Restriction]:
         check = policy_check(settings.POLICY_HOST, settings.POLICY_PORT)
-        return [Restriction("smtpd_recipient_restrictions", check, POSITION)]
+        items = [Restriction("smtpd_recipient_restrictions", check, POSITION)]
+        if "submission" in ctx.services:
+            # Mail sent with a login is counted against the outbound limits too.
+            items.append(Restriction(SUBMISSION_RECIPIENTS, check, POSITION))
+        return items
 
     def master_cf(self, ctx: ConfigContext) -> list[str]:
         return []

@@ -1,10 +1,13 @@
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts import directory
+from audit.actions import NAMES
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -145,3 +148,13 @@ def test_audit_log_queries_and_ldap_round_trips_do_not_grow_with_events(admin, l
     assert ldap_round_trips == []
     # session, user, groups (role), own suspension (banner), distinct actions, count, page
     assert few == 7
+
+
+def test_every_action_the_code_records_has_a_name_in_words() -> None:
+    root = Path(__file__).resolve().parent.parent
+    recorded = set()
+    for path in root.glob("*/**/*.py"):
+        if any(part in (".venv", "var", "tests", "migrations") for part in path.parts):
+            continue
+        recorded.update(re.findall(r'record_event\(\s*"([a-z_.-]+)"', path.read_text()))
+    assert recorded and recorded - set(NAMES) == set()

@@ -35,6 +35,9 @@ def test_lists_say_how_far_away_and_keep_the_exact_time_at_hand() -> None:
     assert f'title="{dates.format_datetime(now + timedelta(days=3, hours=2))}"' in html
     assert dates.describe_relative(now - timedelta(hours=5), now) == "5\xa0hours ago"
     assert dates.describe_relative(now + timedelta(seconds=10), now) == "just now"
+    assert dates.describe_relative(now + timedelta(days=2, hours=23), now) == "in 3\xa0days"
+    assert dates.describe_relative(now - timedelta(hours=14), now) == "14\xa0hours ago"
+    assert dates.describe_relative(now + timedelta(days=400), now) == "in 1\xa0year"
 
 
 def test_template_filters_leave_nothing_for_an_empty_date() -> None:

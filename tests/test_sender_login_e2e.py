@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 
 from accounts import directory
 from aliases.models import Alias, Domain
+from limits.counters import Counters
 from localservices.process import free_port
 from tests.conftest import DEMO_PASSWORD
 from tests.test_postfix_apply import apply
@@ -98,6 +100,14 @@ def test_a_person_replies_from_their_alias_and_not_from_anyone_elses(
         assert code == 553 and "not owned by user" in text
         code, text = mail_from(smtp, other.mail)
         assert code == 553 and "not owned by user" in text
+
+    # Mail sent with a login passes the policy service, which counts it for the outbound limits.
+    with submission.submission(owner.uid) as smtp:
+        code, _ = smtp.mail(shop.address)
+        assert code == 250 and smtp.rcpt("someone@remote.example")[0] == 250
+        smtp.rset()
+    counted = {sender.login for sender in Counters(settings.LIMIT_COUNTER_URL).heaviest("hour", limit=1000)}
+    assert {owner.uid, owner.mail} & counted, counted
 
     Alias.objects.filter(pk=shop.pk).update(enabled=False)
     publish()
