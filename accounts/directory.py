@@ -11,7 +11,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -254,6 +254,22 @@ def mail_entries() -> list[MailEntry]:
             for entry in entries
             if entry.get("type") == "searchResEntry"
         ]
+
+
+def mail_entries_of(uids: Collection[str], mails: Collection[str], domains: Collection[str]) -> list[MailEntry]:
+    """The uid and mail of the people with these uids or mail addresses, and of one person of
+    each of these domains: a few entries where mail_entries() reads every one (explain)."""
+    terms = [f"(uid={escape_filter_chars(uid)})" for uid in sorted(uids)]
+    terms += [f"(mail={escape_filter_chars(mail)})" for mail in sorted(mails)]
+    searches = [(f"(&(objectClass=mailAccount)(|{''.join(terms)}))", 0)] if terms else []
+    searches += [(f"(&(objectClass=mailAccount)(mail=*@{escape_filter_chars(d)}))", 1) for d in sorted(domains)]
+    found: dict[str, MailEntry] = {}
+    with connection() as conn:
+        for search_filter, limit in searches:
+            conn.search(settings.LDAP_PEOPLE_DN, search_filter, attributes=["uid", "mail"], size_limit=limit)
+            for entry in conn.entries:
+                found[entry.entry_dn] = MailEntry(entry.entry_dn, _first(entry, "uid"), _first(entry, "mail").lower())
+    return list(found.values())
 
 
 def _plain(value: object) -> str:

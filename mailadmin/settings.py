@@ -613,3 +613,6 @@ API_CORS_ORIGINS = env_list("API_CORS_ORIGINS", [])
 # docs/api.md); the health check replaces a connection the server has dropped.
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# --- Explain an address (explain/, docs/explain.md) ------------------------------------------
+# Reads this host's live tables (POSTFIX_MAP_DIR) with postmap -q: serve it where the maps are.
+INSTALLED_APPS.append("explain")

@@ -14,6 +14,7 @@ urlpatterns = [
     path("second-factor/", include("mfa.urls")),
     path("limits/", include("limits.urls")),
     path("trail/", include("trail.urls")),
+    path("explain/", include("explain.urls")),
     path("activity/", include("activity.urls")),
     # The alias API (token only, mailadmin.security.TOKEN_ONLY_PREFIX) and its token pages.
     path("api/mailadmin/", endpoints.api.urls),

@@ -178,6 +178,12 @@ MATRIX: dict[str, dict[str, dict[str, str]]] = {
         "GET": each(LOGIN, OK, MISSING, OK, OK),
         "POST": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
     },
+    # Explain an address: everyone signed in (an end user's own addresses only; another address gets
+    # the answer of one that does not exist, tests/test_explain.py). GET only.
+    "explain:explain": {
+        "GET": SIGNED_IN,
+        "POST": each(NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED, NOT_ALLOWED),
+    },
     # Alias activity and sender blocks: a person's own blocks and flags; organisation-wide ones for admins.
     "activity:blocks": {"GET": SIGNED_IN, "POST": SIGNED_IN},
     "activity:alias_block": {"GET": OWN_ALIAS, "POST": OWN_ALIAS},

@@ -469,6 +469,26 @@ CASES = [
         method="GET",
         stateless=True,
     ),
+    Case(
+        "explain an address, own",
+        lambda w: w.owner,
+        lambda w: "/explain/",
+        lambda w: {"address": w.owner.directory_user.mail},  # type: ignore[attr-defined]
+        ("address",),
+        single_line=("address",),
+        method="GET",
+        stateless=True,
+    ),
+    Case(
+        "explain an address, staff",
+        lambda w: w.helpdesk,
+        lambda w: "/explain/",
+        lambda w: {"address": "someone@remote.example"},
+        ("address",),
+        single_line=("address",),
+        method="GET",
+        stateless=True,
+    ),
     # No real passkey answer here (tests/browser/test_second_factor.py makes real ones): what
     # matters is that hostile names and answers get an error, never a 500 or a row.
     Case(
@@ -624,6 +644,7 @@ def test_every_form_of_the_project_is_in_the_corpus() -> None:
         "mfa:passkey_add",
         "limits:list",
         "trail:search",
+        "explain:explain",
         "activity:alias_block",
         "activity:blocks",
         "activity:organisation",

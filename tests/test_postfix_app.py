@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from accounts.directory import DirectoryUser
 from aliases.models import Alias, Domain
-from postfix import config, publication
+from postfix import config, postmap, publication
 from postfix.features import Entry
 from postfix.postmap import SUFFIXES
 from postfix.render import render
@@ -223,3 +223,28 @@ def test_deploy_files_are_what_the_generator_prints_for_their_example_settings()
     assert sorted(kept_master) == sorted(_configuration_lines("\n".join(master_cf)))
     for name, lines in files.items():
         assert _configuration_lines((deploy / name).read_text()) == lines, name
+
+
+def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_postmap_error(
+    typed_map_dir: Path,
+) -> None:
+    built = {}
+    for name, lines in {
+        "virtual": ["a@x.example b@x.example", "@x.example c@x.example"],
+        "mailboxes": ["b@x.example x/b/"],
+    }.items():
+        built[name] = postmap.live(name)
+        postmap.build(built[name], lines)
+    keys = {built["virtual"]: ["a@x.example", "@x.example", "none@x.example"], built["mailboxes"]: ["b@x.example"]}
+
+    answers = postmap.query_tables({**keys, postmap.live("transport"): []})
+
+    assert answers == {table: postmap.query(table, table_keys) for table, table_keys in keys.items()} | {
+        postmap.live("transport"): postmap.Lookup({}, frozenset())
+    }
+    assert answers[built["virtual"]].missing == frozenset({"none@x.example"})
+    absent = postmap.Table(typed_map_dir / "absent", settings.POSTFIX_MAP_TYPE)
+    with pytest.raises(postmap.PostmapError):  # not "every key missing"
+        postmap.query(absent, ["a@x.example"])
+    with pytest.raises(postmap.PostmapError):
+        postmap.query_tables({**keys, absent: ["a@x.example"]})

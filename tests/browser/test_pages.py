@@ -35,8 +35,16 @@ PAGES = {
         "/tokens/",
         "/tokens/help/",
         "/activity/blocks/",
+        "/explain/",
     ],
-    "helpdesk": ["/", "/directory/", "/out-of-office/helpdesk/?q=a", "/trail/"],
+    "helpdesk": [
+        "/",
+        "/directory/",
+        "/out-of-office/helpdesk/?q=a",
+        "/trail/",
+        "/explain/?address=a-very-long-recipient-name.with.dots@subdomain.example-partner.co.uk",
+        f"/explain/?address=news1@{settings.ALIAS_DOMAIN}",
+    ],
     "admin": [
         "/",
         "/directory/?q=a",
