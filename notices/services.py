@@ -12,7 +12,9 @@ Per recipient address at most NOTICE_MAX_PER_HOUR are sent in an hour; the rest 
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import OperationalError, transaction
@@ -24,8 +26,24 @@ from notices.models import Notice
 log = logging.getLogger(__name__)
 
 RETRY_DAYS = 3
-BUSY_TRIES = 3
+BUSY_TRIES = 5
+T = TypeVar("T")
 SIGNATURE = "\n-- \nmailadmin (an automatic message)\n"
+
+
+def _when_free(work: Callable[[], T]) -> T:
+    """Run a short database step, again a moment later while the database is busy (SQLite's
+    lock; several threads of the policy service write at once). A savepoint inside a caller's
+    transaction, so a busy try undoes only itself."""
+    for attempt in range(1, BUSY_TRIES + 1):
+        try:
+            with transaction.atomic():
+                return work()
+        except OperationalError:
+            if attempt == BUSY_TRIES:
+                raise
+            time.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
 
 
 def queue(to_address: str, subject: str, body: str, kind: str) -> Notice | None:
@@ -35,23 +53,21 @@ def queue(to_address: str, subject: str, body: str, kind: str) -> Notice | None:
     if not to_address or any(c in to_address for c in "\r\n\t <>,") or "@" not in to_address:
         log.warning("%s notice not queued: unusable address %r", kind, to_address)
         return None
-    for attempt in range(1, BUSY_TRIES + 1):
-        try:
-            with transaction.atomic():  # a savepoint inside the caller's transaction: a busy try undoes only itself
-                since = timezone.now() - timedelta(hours=1)
-                recent = Notice.objects.filter(
-                    to_address__iexact=to_address, created_at__gte=since, skipped=False
-                ).count()
-                skipped = recent >= settings.NOTICE_MAX_PER_HOUR
-                notice = Notice.objects.create(
-                    to_address=to_address, subject=subject[:200], body=body + SIGNATURE, kind=kind, skipped=skipped
-                )
-            break
-        except OperationalError:  # the database busy (SQLite's lock): a moment later it is not
-            if attempt == BUSY_TRIES:
-                raise
-            time.sleep(0.1 * attempt)
-    if skipped:
+
+    def record() -> tuple[Notice, int]:
+        since = timezone.now() - timedelta(hours=1)
+        recent = Notice.objects.filter(to_address__iexact=to_address, created_at__gte=since, skipped=False).count()
+        notice = Notice.objects.create(
+            to_address=to_address,
+            subject=subject[:200],
+            body=body + SIGNATURE,
+            kind=kind,
+            skipped=recent >= settings.NOTICE_MAX_PER_HOUR,
+        )
+        return notice, recent
+
+    notice, recent = _when_free(record)
+    if notice.skipped:
         log.warning("%s notice to %s held back: %d already sent this hour", kind, to_address, recent)
         return notice
     transaction.on_commit(lambda: send(notice.pk))
@@ -60,17 +76,19 @@ def queue(to_address: str, subject: str, body: str, kind: str) -> Notice | None:
 
 def send(notice_id: int) -> bool:
     """Hand one notice to Postfix; True once it is sent (or never will be)."""
-    notice = Notice.objects.filter(pk=notice_id, sent_at__isnull=True, skipped=False).first()
+    notice = _when_free(lambda: Notice.objects.filter(pk=notice_id, sent_at__isnull=True, skipped=False).first())
     if notice is None:
         return True
+    unsent = Notice.objects.filter(pk=notice.pk)
     try:
         message = outgoing_mail.notice(notice.to_address, notice.subject, notice.body)
         outgoing_mail.send(message, sender="", recipients=[notice.to_address])
     except outgoing_mail.MailNotSent as exc:
         log.warning("%s notice %s not sent yet: %s", notice.kind, notice.pk, exc)
-        Notice.objects.filter(pk=notice.pk).update(attempts=notice.attempts + 1, last_error=str(exc)[:500])
+        error = str(exc)[:500]
+        _when_free(lambda: unsent.update(attempts=notice.attempts + 1, last_error=error))
         return False
-    Notice.objects.filter(pk=notice.pk).update(sent_at=timezone.now(), attempts=notice.attempts + 1, last_error="")
+    _when_free(lambda: unsent.update(sent_at=timezone.now(), attempts=notice.attempts + 1, last_error=""))
     return True
 
 
