@@ -7,6 +7,8 @@ request at a time, the next when the answer is in):
   - a bare policy server on the same socket machinery (policy/protocol.py) that answers
     DUNNO to everything: the ceiling of the loopback, the framing and the client;
   - the real service (manage.py run_policy) over --aliases aliases and their blocks;
+  - the same service answering submissions ("outbound": the outbound limits count each one in
+    Redis first);
 at 1, 10 and 20 concurrent clients: decisions/s, p50/p95/p99 latency. Then, through the
 private Postfix (which asks the policy service at RCPT): its intake rate with 10 concurrent
 SMTP clients, and the latency of one whole SMTP transaction with the service on and off.
@@ -77,6 +79,18 @@ def request(recipient: str, sender: str) -> bytes:
         "client_address=192.0.2.10\nclient_name=mx.outside.example\nhelo_name=mx.outside.example\n"
         f"queue_id=\nsender={sender}\nrecipient={recipient}\nrecipient_count=0\nsize=1234\n"
         "instance=1a2b.5f3c.1\nencryption_protocol=\nsasl_username=\nccert_subject=\n\n"
+    ).encode()
+
+
+def submission(login: str, message: int) -> bytes:
+    """A request as Postfix sends it for mail a local person submits: the outbound limits count it
+    (one Redis round trip) before the inbound checks."""
+    return (
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
+        "client_address=127.0.0.1\nclient_name=localhost\nhelo_name=laptop\n"
+        f"queue_id=\nsender={login}@example.org\nrecipient=friend{message}@remote.example\nrecipient_count=0\n"
+        f"size=1234\ninstance=out.{login}.{message}\nencryption_protocol=TLSv1.3\nsasl_username={login}\n"
+        "ccert_subject=\n\n"
     ).encode()
 
 
@@ -180,6 +194,8 @@ def main() -> None:
     mix += [request("someone@elsewhere.example", "x@mx.junk.example") for _ in range(200)]
     RNG.shuffle(mix)
     mix = (mix * (args.requests // len(mix) + 1))[: args.requests]
+    # Submissions by 2,000 logins, each well under its limits (a new message per request).
+    outbound = [submission(f"sender{n % 2000}", n) for n in range(args.requests)]
 
     echo_port, policy_port = free_port(), settings.POLICY_PORT
     python = sys.executable
@@ -196,12 +212,14 @@ def main() -> None:
     rates: dict[tuple[str, int], float] = {}
     try:
         for concurrency in (1, 10, 20):
-            for name, port, process in (("echo", echo_port, echo), ("policy", policy_port, real)):
+            rows = (("echo", echo_port, echo, mix), ("policy", policy_port, real, mix))
+            rows += (("outbound", policy_port, real, outbound),)
+            for name, port, process, requests in rows:
                 cpu = cpu_seconds(process.pid)
-                rate, latencies = asyncio.run(load(port, concurrency, args.requests, mix))
+                rate, latencies = asyncio.run(load(port, concurrency, args.requests, requests))
                 cost = (cpu_seconds(process.pid) - cpu) / len(latencies) * 1e6
                 rates[name, concurrency] = rate
-                ratio = f"{rate / rates['echo', concurrency]:.2f}" if name == "policy" else ""
+                ratio = f"{rate / rates['echo', concurrency]:.2f}" if name != "echo" else ""
                 print(
                     f"{name:<10} {concurrency:>7} {rate:>12,.0f} {percentile(latencies, 50):>7.2f} "
                     f"{percentile(latencies, 95):>7.2f} {percentile(latencies, 99):>7.2f} {ratio:>8} {cost:>23.0f}"
@@ -224,6 +242,10 @@ def main() -> None:
         stop(real, policy_port)
     print(f"\nprivate Postfix intake, 10 SMTP clients: {accepted:,.0f} msg/s")
     print(f"policy decisions at 10 clients / Postfix intake: {rates['policy', 10] / accepted:.1f}x (target >= 4x)")
+    print(
+        f"outbound decisions (limits on) at 10 clients / Postfix intake: {rates['outbound', 10] / accepted:.1f}x "
+        "(target >= 4x)"
+    )
     on, off = statistics.median(with_service) * 1000, statistics.median(unchecked) * 1000
     print(
         f"one SMTP transaction (median of {len(with_service)} each, {ROUNDS} alternating rounds): "
