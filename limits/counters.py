@@ -25,6 +25,43 @@ from limits.rules import Counts
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
+# One call per counted recipient, run inside Redis (a pipeline of the same ~90 commands cost the
+# policy service about 0.7 ms of CPU per decision to build and parse): add to this minute's and
+# this hour's buckets and to the rankings, then sum the last 60 minutes and 24 hours. The key
+# names are built here, as the Python code builds them (one Redis, not a cluster).
+COUNT = """
+local prefix, name, login = ARGV[1], ARGV[2], ARGV[3]
+local minute, hour = tonumber(ARGV[4]), tonumber(ARGV[5])
+local messages, recipients = tonumber(ARGV[6]), tonumber(ARGV[7])
+local minute_ttl, hour_ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
+local function key(...)
+  return table.concat({prefix, ...}, ':')
+end
+for _, bucket in ipairs({{key(name, 'm', ARGV[4]), minute_ttl}, {key(name, 'h', ARGV[5]), hour_ttl}}) do
+  redis.call('HINCRBY', bucket[1], 'm', messages)
+  redis.call('HINCRBY', bucket[1], 'r', recipients)
+  redis.call('EXPIRE', bucket[1], bucket[2])
+end
+for _, window in ipairs({{'m', ARGV[4], minute_ttl}, {'h', ARGV[5], hour_ttl}}) do
+  for _, what in ipairs({{'r', recipients}, {'m', messages}}) do
+    if what[2] > 0 then
+      local top = key('top', what[1], window[1], window[2])
+      redis.call('ZINCRBY', top, what[2], login)
+      redis.call('EXPIRE', top, window[3])
+    end
+  end
+end
+local messages_hour, recipients_hour, recipients_day = 0, 0, 0
+for m = minute - 59, minute do
+  local got = redis.call('HMGET', key(name, 'm', string.format('%d', m)), 'm', 'r')
+  messages_hour = messages_hour + (tonumber(got[1]) or 0)
+  recipients_hour = recipients_hour + (tonumber(got[2]) or 0)
+end
+for h = hour - 23, hour do
+  recipients_day = recipients_day + (tonumber(redis.call('HGET', key(name, 'h', string.format('%d', h)), 'r')) or 0)
+end
+return {messages_hour, recipients_hour, recipients_day}
+"""
 MINUTE_TTL = 61 * 60
 HOUR_TTL = 25 * 3600
 RECIPIENTS = "r"
@@ -87,6 +124,7 @@ class Counters:
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._prefix = prefix
         self._clock = clock
+        self._count = self._redis.register_script(COUNT)
         self._local = LocalCounters()
         self.shared = True
         self._retry_at = 0.0
@@ -128,30 +166,9 @@ class Counters:
     def _add_shared(self, login: str, messages: int, recipients: int, now: float) -> Counts:
         name = quote(login, safe="@.-_+")
         minute, hour = math.floor(now / 60), math.floor(now / 3600)
-        pipe = self._redis.pipeline(transaction=False)
-        for key, ttl in ((self._key(name, "m", minute), MINUTE_TTL), (self._key(name, "h", hour), HOUR_TTL)):
-            pipe.hincrby(key, MESSAGES, messages)
-            pipe.hincrby(key, RECIPIENTS, recipients)
-            pipe.expire(key, ttl)
-        for kind, ttl, bucket in (("m", MINUTE_TTL, minute), ("h", HOUR_TTL, hour)):
-            for what, amount in ((RECIPIENTS, recipients), (MESSAGES, messages)):
-                if amount:
-                    top = self._key("top", what, kind, bucket)
-                    pipe.zincrby(top, amount, login)
-                    pipe.expire(top, ttl)
-        minutes, hours = _minutes(now), _hours(now)
-        for m in minutes:
-            pipe.hmget(self._key(name, "m", m), MESSAGES, RECIPIENTS)
-        for h in hours:
-            pipe.hget(self._key(name, "h", h), RECIPIENTS)
-        replies = pipe.execute()
-        in_day = replies[len(replies) - len(hours) :]
-        in_hour = replies[len(replies) - len(hours) - len(minutes) : len(replies) - len(hours)]
-        return Counts(
-            messages_hour=sum(int(m or 0) for m, _ in in_hour),
-            recipients_hour=sum(int(r or 0) for _, r in in_hour),
-            recipients_day=sum(int(r or 0) for r in in_day),
-        )
+        args: list[str | int] = [self._prefix, name, login, minute, hour, messages, recipients, MINUTE_TTL, HOUR_TTL]
+        messages_hour, recipients_hour, recipients_day = self._count(keys=[], args=args)
+        return Counts(int(messages_hour), int(recipients_hour), int(recipients_day))
 
     def heaviest(self, window: str, limit: int = 25) -> list[Sender]:
         """The senders with the most recipients in the last hour ("hour") or day ("day").
