@@ -58,6 +58,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
         pages = max(1, -(-found.total // PAGE_SIZE))
         context.update(
             rows=found.rows,
+            table_rows=people.render_rows(found.rows),
             total=found.total,
             page=page,
             pages=pages,

@@ -7,13 +7,18 @@ directory for every page; the database adds only facts the directory does not ho
 
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape  # the standard library's: Django's checks every argument for lazy text
 
 from django.contrib.auth.models import User
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.timesince import timesince
 
 from accounts import directory
 from aliases.models import Alias
+from mailadmin.dates import format_value, local
 from outofoffice.models import VacationReply
 
 # The badge each state wears in lists (templates/accounts/directory_list.html).
@@ -108,3 +113,42 @@ def people_page(
         for person in listing.users
     ]
     return PeoplePage(rows=rows, total=listing.total, offset=listing.offset)
+
+
+def _last_sign_in(at: datetime | None) -> str:
+    if at is None:
+        return '<span class="muted">never</span>'
+    shown = local(at)
+    return (
+        f'<time datetime="{shown.isoformat()}" title="{format_value(shown, "Y-m-d H:i")}">'
+        f"{escape(timesince(at))} ago</time>"
+    )
+
+
+def render_rows(rows: list[PersonRow]) -> SafeString:
+    """The table's rows, built here rather than by the template engine (a page of 25 people
+    cost ~2 ms there): the same HTML, every value escaped."""
+    placeholder = "placeholder"
+    detail = reverse("directory:detail", kwargs={"uid": placeholder}).replace(placeholder, "{uid}")
+    lines = []
+    for row in rows:
+        person = row.person
+        # A uid outside the URL pattern fails here exactly as {% url %} would.
+        href = detail.format(uid=person.uid) if directory.UID_PATTERN.fullmatch(person.uid) else ""
+        href = href or reverse("directory:detail", kwargs={"uid": person.uid})
+        if row.role != directory.UserRole.END_USER:
+            role = f'<span class="badge">{escape(row.role)}</span>'
+        else:
+            role = '<span class="muted">end user</span>'
+        lines.append(
+            f"""      <tr>
+        <td data-label="User"><a href="{escape(href)}">{escape(person.uid)}</a></td>
+        <td data-label="Name">{escape(person.display_name)}</td>
+        <td data-label="Mailbox" class="mono">{escape(person.mail)}</td>
+        <td data-label="Role">{role}</td>
+        <td data-label="State"><span class="badge {row.state_badge}">{escape(row.state)}</span></td>
+        <td data-label="Aliases" class="numeric">{row.aliases}</td>
+        <td data-label="Last sign-in">{_last_sign_in(row.last_sign_in)}</td>
+      </tr>"""
+        )
+    return mark_safe("\n".join(lines))  # noqa: S308 -- every value escaped above

@@ -58,9 +58,8 @@ def _user(request: HttpRequest) -> User:
 def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
     now = timezone.now()
-    mine = Alias.objects.filter(owner_id=request.user.pk)
-    counts = listing.state_counts(mine, search, now)
-    paginator = Paginator(search.filter(listing.values(mine), now), settings.ALIASES_PER_PAGE)
+    counts = listing.state_counts(Alias.objects.filter(owner_id=request.user.pk), search, now)
+    paginator = Paginator(search.filter(listing.values(owner_id=request.user.pk), now), settings.ALIASES_PER_PAGE)
     if not search.query:
         # Without a text search the filter's own count is the total: no second count query.
         paginator.__dict__["count"] = counts[search.state_key or "all"]

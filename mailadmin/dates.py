@@ -30,8 +30,8 @@ register = template.Library()
 JUST_NOW = timedelta(seconds=60)
 
 
-def _local(value: datetime) -> datetime:
-    # As the date filter does: in the active zone, unless the |timezone filter chose another.
+def local(value: datetime) -> datetime:
+    """As the date filter does: in the active zone, unless the |timezone filter chose another."""
     if timezone.is_aware(value) and getattr(value, "convert_to_local_time", True):
         return timezone.localtime(value)
     return value
@@ -102,16 +102,16 @@ def format_value(value: date, format_string: str) -> str:
 def format_datetime(value: datetime, *, zone: bool = False) -> str:
     """The exact time in the locale's format, in the active zone; zone=True adds the zone's
     name (for text read elsewhere: audit details, mails)."""
-    local = _local(value)
-    text = format_value(local, formats.get_format("DATETIME_FORMAT"))
-    if zone and local.tzinfo is not None:
-        text += f" ({getattr(local.tzinfo, 'key', None) or local.tzname()})"
+    shown = local(value)
+    text = format_value(shown, formats.get_format("DATETIME_FORMAT"))
+    if zone and shown.tzinfo is not None:
+        text += f" ({getattr(shown.tzinfo, 'key', None) or shown.tzname()})"
     return text
 
 
 def format_date(value: date) -> str:
     if isinstance(value, datetime):
-        value = _local(value).date()
+        value = local(value).date()
     return format_value(value, formats.get_format("DATE_FORMAT"))
 
 
@@ -145,7 +145,7 @@ def describe_relative(value: datetime, now: datetime | None = None) -> str:
 
 
 def _iso(value: date) -> str:
-    return _local(value).isoformat() if isinstance(value, datetime) else value.isoformat()
+    return local(value).isoformat() if isinstance(value, datetime) else value.isoformat()
 
 
 # The filters build their HTML directly: a list calls them for every row, and format_html's
@@ -167,16 +167,39 @@ def day(value: date | None) -> SafeString | str:
     return mark_safe(f'<time datetime="{_iso(value)[:10]}">{escape(format_date(value))}</time>')  # noqa: S308
 
 
+class RelativeTimes:
+    """|relative for the many values of one page (a list's rows): the zone, the format and the
+    moment are looked up once, not for every value (~10 µs each otherwise)."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or timezone.now()
+        self.zone = timezone.get_current_timezone()
+        self.format = formats.get_format("DATETIME_FORMAT")
+        self.plan = _plan(self.format)
+        self.names = _names(translation.get_language())
+
+    def exact(self, value: datetime) -> str:
+        # local() and format_value() with what __init__ looked up.
+        if timezone.is_aware(value) and getattr(value, "convert_to_local_time", True):
+            value = value.astimezone(self.zone)
+        if self.plan is None:
+            return format_value(value, self.format)
+        return "".join(_DIRECT[text](value, self.names) if char else text for char, text in self.plan)
+
+    def __call__(self, value: datetime | None) -> SafeString | str:
+        if not isinstance(value, datetime):
+            return ""
+        text = escape(self.exact(value))
+        return mark_safe(  # noqa: S308
+            f'<time datetime="{value.isoformat()}" title="{text}">{describe_relative(value, self.now)}'
+            f'<span class="visually-hidden"> ({text})</span></time>'
+        )
+
+
 @register.filter
 def relative(value: datetime | None) -> SafeString | str:
     """For lists: "in 3 days", with the exact time as the element's title and for screen readers."""
-    if not isinstance(value, datetime):
-        return ""
-    text = escape(format_value(_local(value), formats.get_format("DATETIME_FORMAT")))
-    return mark_safe(  # noqa: S308
-        f'<time datetime="{value.isoformat()}" title="{text}">{describe_relative(value)}'
-        f'<span class="visually-hidden"> ({text})</span></time>'
-    )
+    return RelativeTimes()(value)
 
 
 EXAMPLE = datetime(2026, 12, 7, 9, 0)
