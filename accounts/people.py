@@ -17,7 +17,6 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
 from accounts import directory
-from aliases.models import Alias
 from mailadmin.dates import format_value, local
 from outofoffice.models import VacationReply
 
@@ -81,6 +80,9 @@ def _state(
     return directory.UserState.ACTIVE
 
 
+NEVER = (0, None)  # a person without a row here: no aliases, never signed in
+
+
 def people_page(
     query: str,
     *,
@@ -91,25 +93,22 @@ def people_page(
     offset: int,
     limit: int,
 ) -> PeoplePage:
-    """One page of the user list; three directory searches on one connection and three
-    queries (people away now, alias counts and last sign-ins of the page's people)."""
+    """One page of the user list; three directory searches on one connection and two
+    queries (people away now; alias counts and last sign-ins of the page's people)."""
     away = away_now()
     listing = directory.list_users(
         query, role=role, state=state, away=away, sort=sort, descending=descending, offset=offset, limit=limit
     )
     uids = [person.uid for person in listing.users]
-    alias_counts = dict(
-        Alias.objects.filter(owner__username__in=uids).values_list("owner__username").annotate(n=Count("id"))
-    )
-    last_sign_in = dict(User.objects.filter(username__in=uids).values_list("username", "last_login"))
+    # One query: the page's people who have a row here, with alias count and last sign-in.
+    recorded = {
+        uid: (aliases, last_login)
+        for uid, last_login, aliases in User.objects.filter(username__in=uids)
+        .annotate(n=Count("aliases"))
+        .values_list("username", "last_login", "n")
+    }
     rows = [
-        PersonRow(
-            person=person,
-            role=_role(person.uid, listing),
-            state=_state(person, listing, away),
-            aliases=alias_counts.get(person.uid, 0),
-            last_sign_in=last_sign_in.get(person.uid),
-        )
+        PersonRow(person, _role(person.uid, listing), _state(person, listing, away), *recorded.get(person.uid, NEVER))
         for person in listing.users
     ]
     return PeoplePage(rows=rows, total=listing.total, offset=listing.offset)

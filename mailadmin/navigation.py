@@ -5,28 +5,36 @@ link whose address is the longest prefix of the current page with aria-current="
 /aliases/domains/ marks "Domains" and not also "Aliases".
 """
 
+import re
 from functools import lru_cache
 
 from django import template
 from django.template.base import NodeList, Parser, Token
 from django.urls import get_script_prefix, reverse
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
-_COLLECTED = "_navigation_hrefs"
-_CURRENT = "_navigation_current"
+_COLLECTED = "_navigation_links"
+# What a link inside {% navigation %} leaves in the output until the current one is known.
+_MARKER = re.compile("\x00nav([0-9]+)\x00")
 
 
 @lru_cache(maxsize=256)
 def _href(script_prefix: str, url_name: str) -> str:
-    # The menu renders on every page (twice, see NavigationNode); its addresses never change.
+    # The menu renders on every page; its addresses never change.
     return reverse(url_name)
 
 
 def _matches(path: str, href: str) -> bool:
     return path == href if href == "/" else path.startswith(href)
+
+
+def _link(href: str, label: str, current: bool) -> SafeString:
+    if current:
+        return format_html('<a href="{}" aria-current="page">{}</a>', href, label)
+    return format_html('<a href="{}">{}</a>', href, label)
 
 
 class NavigationNode(template.Node):
@@ -36,12 +44,14 @@ class NavigationNode(template.Node):
     def render(self, context: template.Context) -> SafeString:
         request = context.get("request")
         path = request.path if request is not None else ""
-        hrefs: list[str] = []
-        with context.push({_COLLECTED: hrefs, _CURRENT: None}):
-            self.nodelist.render(context)  # first pass only collects the links' addresses
-        current = max((href for href in hrefs if _matches(path, href)), key=len, default=None)
-        with context.push({_COLLECTED: None, _CURRENT: current}):
-            return self.nodelist.render(context)
+        links: list[tuple[str, str]] = []
+        with context.push({_COLLECTED: links}):
+            # One pass: each link shown leaves a marker, replaced once all of them are known.
+            rendered = self.nodelist.render(context)
+        current = max((href for href, _ in links if _matches(path, href)), key=len, default=None)
+        return mark_safe(  # noqa: S308 -- the markup rendered above, links built by format_html
+            _MARKER.sub(lambda marker: _link(*links[int(marker[1])], links[int(marker[1])][0] == current), rendered)
+        )
 
 
 @register.tag
@@ -52,17 +62,12 @@ def navigation(parser: Parser, token: Token) -> NavigationNode:
 
 
 @register.simple_tag(takes_context=True)
-def nav_link(context: template.Context, url_name: str, label: str) -> str:
+def nav_link(context: template.Context, url_name: str, label: str) -> SafeString:
     href = _href(get_script_prefix(), url_name)
     collected = context.get(_COLLECTED)
     if collected is not None:
-        collected.append(href)
-        return ""
-    if _CURRENT in context:
-        current = context[_CURRENT] == href
-    else:  # outside {% navigation %}: plain prefix match
-        request = context.get("request")
-        current = request is not None and _matches(request.path, href)
-    if current:
-        return format_html('<a href="{}" aria-current="page">{}</a>', href, label)
-    return format_html('<a href="{}">{}</a>', href, label)
+        collected.append((href, label))
+        return mark_safe(f"\x00nav{len(collected) - 1}\x00")  # noqa: S308 -- digits only
+    # Outside {% navigation %}: plain prefix match.
+    request = context.get("request")
+    return _link(href, label, request is not None and _matches(request.path, href))
