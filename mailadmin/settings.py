@@ -616,3 +616,6 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # --- Explain an address (explain/, docs/explain.md) ------------------------------------------
 # Reads this host's live tables (POSTFIX_MAP_DIR) with postmap -q: serve it where the maps are.
 INSTALLED_APPS.append("explain")
+# --- Page speed (docs/page-speed.md) ---------------------------------------------------------
+# Django's form renderer with the plainest widget templates built in Python (the same HTML).
+FORM_RENDERER = "mailadmin.form_renderer.WidgetRenderer"
