@@ -58,7 +58,7 @@ def _user(request: HttpRequest) -> User:
 def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
     now = timezone.now()
-    counts = listing.state_counts(Alias.objects.filter(owner_id=request.user.pk), search, now)
+    counts = listing.state_counts(_user(request).pk, search, now)
     paginator = Paginator(search.filter(listing.values(owner_id=request.user.pk), now), settings.ALIASES_PER_PAGE)
     if not search.query:
         # Without a text search the filter's own count is the total: no second count query.

@@ -191,6 +191,8 @@ def main() -> None:
                 client.get(PAGES[name](n))
             timed.report(args.requests)
             continue
+        if not args.top:
+            continue
         profile = cProfile.Profile()
         profile.enable()
         for n in range(args.requests):

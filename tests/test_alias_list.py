@@ -281,3 +281,21 @@ def test_another_app_adds_a_column_a_sort_and_a_state_with_one_entry_each(owner,
     assert 'aria-sort="ascending"><a href="?state=noted&amp;sort=-who">Owner</a>' in html
     assert re.search(r'>Noted <span class="count">1</span>', html)
     assert len(queries) == 6  # the column's value comes with the page's one query
+
+
+def test_state_counts_follow_the_moment_each_request_gives(owner, alias_domain) -> None:
+    # The counting query is built once and reused: the moment must still be each call's own.
+    expiry = timezone.now().replace(microsecond=0) + timedelta(days=2)
+    _make(owner, "soon", alias_domain, expires_at=expiry)
+    _make(owner, "never", alias_domain)
+    _make(owner, "off", alias_domain, enabled=False)
+    search = AliasSearchForm({})
+    assert search.is_valid()
+    pk = owner.user.pk
+    before = listing.state_counts(pk, search, expiry - timedelta(microseconds=1))
+    at = listing.state_counts(pk, search, expiry)
+    after = listing.state_counts(pk, search, expiry + timedelta(seconds=1))
+    assert before == {"all": 3, "on": 2, "off": 1, "expired": 0, "leaked": 0}
+    assert at == after == {"all": 3, "on": 1, "off": 1, "expired": 1, "leaked": 0}
+    nobody = User.objects.create(username="noaliases")
+    assert listing.state_counts(nobody.pk, search, expiry) == {"all": 0, "on": 0, "off": 0, "expired": 0, "leaked": 0}
