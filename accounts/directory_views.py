@@ -59,6 +59,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
         context.update(
             rows=found.rows,
             table_rows=people.render_rows(found.rows),
+            sort_headers=people.sort_headers(request.GET, form.cleaned_data.get("sort") or "uid"),
             total=found.total,
             page=page,
             pages=pages,
@@ -66,7 +67,6 @@ def user_list(request: HttpRequest) -> HttpResponse:
             last_shown=found.offset + len(found.rows),
             next_page=page + 1 if page < pages else None,
             previous_page=page - 1 if page > 1 else None,
-            sort=form.cleaned_data.get("sort") or "uid",
             filtered=any(form.cleaned_data.get(name) for name in ("q", "role", "state")),
         )
     return render(request, "accounts/directory_list.html", context)

@@ -11,6 +11,7 @@ from html import escape  # the standard library's: Django's checks every argumen
 
 from django.contrib.auth.models import User
 from django.db.models import Count, Q
+from django.http import QueryDict
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
@@ -151,3 +152,26 @@ def render_rows(rows: list[PersonRow]) -> SafeString:
       </tr>"""
         )
     return mark_safe("\n".join(lines))  # noqa: S308 -- every value escaped above
+
+
+SORT_COLUMNS = (("uid", "User"), ("name", "Name"), ("mail", "Mailbox"))  # directory.UserSort keys
+
+
+def sort_headers(query: QueryDict, sort: str) -> SafeString:
+    """The sortable column heads: a key sorts ascending, "-key" descending, the current order
+    announced; each link keeps the rest of the query and goes back to the first page."""
+    cells = []
+    for key, label in SORT_COLUMNS:
+        descending = f"-{key}"
+        params = query.copy()
+        params["sort"] = descending if sort == key else key
+        params.pop("page", None)
+        if sort == key:
+            aria, arrow = ' aria-sort="ascending"', ' <span aria-hidden="true">↑</span>'
+        elif sort == descending:
+            aria, arrow = ' aria-sort="descending"', ' <span aria-hidden="true">↓</span>'
+        else:
+            aria = arrow = ""
+        href = escape(f"?{params.urlencode()}")
+        cells.append(f'<th scope="col"{aria}>\n  <a class="sort-link" href="{href}">{label}{arrow}</a>\n</th>')
+    return mark_safe("\n".join(cells))  # noqa: S308 -- the query escaped, the rest fixed text
