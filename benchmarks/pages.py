@@ -259,7 +259,7 @@ def start_gunicorn(workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]
     return gunicorn
 
 
-def per_page(browsers: list[Browser], server: list[int], rounds: int, pages: list[str]) -> None:
+def per_page(browsers: list[Browser], server: list[int], slapd: list[int], rounds: int, pages: list[str]) -> None:
     """Each page alone: every client asks for it `rounds` times; the server's CPU time over that
     phase divided by its requests is the page's CPU per request (gunicorn workers + slapd)."""
     # The baseline, measured in the same run: the vacation page, the plainest signed-in page
@@ -269,19 +269,22 @@ def per_page(browsers: list[Browser], server: list[int], rounds: int, pages: lis
     print(f"\neach page alone ({len(browsers)} clients x {rounds} requests, no think time):")
     print(
         f"{'page':22s} {'n':>6s} {'p50 ms':>9s} {'p95 ms':>9s} {'req/s':>7s} {'CPU ms/req':>11s} {'x ' + baseline:>14s}"
+        f" {'of it slapd':>12s}"
     )
     base_cpu = 0.0
     cpu_per_request: dict[str, float] = {}
     for name in order:
-        before = cpu_seconds(server)
+        before, slapd_before = cpu_seconds(server), cpu_seconds(slapd)
         samples, elapsed, _ = run_clients(browsers, rounds, 0.0, [name])
         per_request = (cpu_seconds(server) - before) / max(1, len(samples[name]))
+        slapd_per_request = (cpu_seconds(slapd) - slapd_before) / max(1, len(samples[name]))
         base_cpu = base_cpu or per_request
         ordered = sorted(samples[name])
         cpu_per_request[name] = per_request * 1000
         print(
             f"{name:22s} {len(ordered):6d} {statistics.median(ordered) * 1000:9.1f} {_p95(ordered) * 1000:9.1f} "
             f"{len(ordered) / elapsed:7.0f} {per_request * 1000:11.2f} {per_request / base_cpu:14.2f}"
+            f" {slapd_per_request * 1000:12.2f}"
         )
     base = cpu_per_request.get("unsorted search (base)")
     for name in ("admin user search", "user list, filtered"):
@@ -333,7 +336,7 @@ def main() -> None:
             f"server CPU (gunicorn workers + slapd): {cpu:.1f} s, {cpu / requests * 1000:.1f} ms per request; "
             f"{cpu / elapsed:.2f} cores busy on average (load average now {os.getloadavg()[0]:.1f})"
         )
-        per_page(browsers, server, args.rounds, pages)
+        per_page(browsers, server, [slapd] if slapd else [], args.rounds, pages)
         if errors:
             sys.exit(1)
     finally:
