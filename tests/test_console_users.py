@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts import directory
 from aliases.models import Alias, Domain
+from localservices.slapd import Slapd
 from outofoffice.models import VacationReply
 
 pytestmark = pytest.mark.django_db
@@ -163,8 +164,9 @@ def test_a_page_of_the_list_costs_one_connection_five_searches_and_pinned_querie
     with CaptureQueriesContext(connection) as queries:
         response = staff.get("/directory/", {"q": tag, "sort": "-mail", "page": 2})
     assert len(uids_shown(response)) == 5
-    # The change stamp, the two staff groups, the sorted page with its count, who has no password.
-    assert ldap_calls == ["bind", "search", "search", "search", "search", "search"]
+    # The change stamp on the kept connection; a new page: one connection for the change stamp,
+    # the two staff groups, the sorted page with its count, who has no password.
+    assert ldap_calls == ["search", "bind", "search", "search", "search", "search", "search"]
     pinned = len(queries)
     with CaptureQueriesContext(connection) as queries:
         staff.get("/directory/", {"q": tag, "state": "active"})
@@ -181,7 +183,7 @@ def test_the_same_page_again_costs_only_the_change_stamp_while_the_directory_is_
     ldap_calls.clear()
     again = staff.get("/directory/", {"q": tag, "state": "active"})
     assert uids_shown(again) == uids_shown(first) == made
-    assert ldap_calls == ["bind", "search"]
+    assert ldap_calls == ["search"]  # on the connection kept for it: no new connection
 
 
 def _raw_modify(uid: str, changes: dict[str, Any]) -> None:
@@ -230,3 +232,23 @@ def test_a_directory_that_cannot_sort_is_said_plainly(sign_in: Any, monkeypatch:
     monkeypatch.setattr(directory, "_sorted_page", refuse)
     response = staff.get("/directory/")
     assert response.status_code == 503 and "sssvlv overlay" in response.content.decode()
+
+
+def test_the_list_answers_again_as_soon_as_slapd_is_back(
+    sign_in: Any, people: Any, tag: str, ldap_calls: list[str]
+) -> None:
+    staff: Client = sign_in("admin")
+    made = [people("1")]
+    assert uids_shown(staff.get("/directory/", {"q": tag})) == made
+    slapd = Slapd()
+    slapd.stop()
+    slapd.start()  # the connection kept for the change stamp is gone with it
+    ldap_calls.clear()
+    assert uids_shown(staff.get("/directory/", {"q": tag})) == made
+    assert ldap_calls == ["search", "bind", "search"]  # the broken one, then a new one; the page reused
+    slapd.stop()
+    try:
+        assert staff.get("/directory/", {"q": tag}).status_code == 503
+    finally:
+        slapd.start()
+    assert uids_shown(staff.get("/directory/", {"q": tag})) == made
