@@ -1,7 +1,9 @@
+import json
 from datetime import timedelta
 
 import ldap3
 import pytest
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -191,6 +193,24 @@ def test_the_eta_task_lifts_the_suspension_at_its_end(sign_in, make_directory_us
     monkeypatch.setattr(timezone, "now", lambda: until + timedelta(seconds=1))
     tasks.lift_suspension(row.pk)
     assert not suspension.is_suspended(target.uid) and _flag(target.uid) is False
+
+
+def test_a_suspension_with_an_end_queues_the_task_that_lifts_it_at_that_end(
+    sign_in, make_directory_user, django_capture_on_commit_callbacks
+) -> None:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("celery")
+    target = make_directory_user()
+    until = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)
+    admin_user = User.objects.get(username=sign_in("admin").directory_user.uid)
+    with django_capture_on_commit_callbacks(execute=True):
+        row = suspension.suspend(target.uid, "short", until, admin_user)
+    messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+    broker.delete("celery")
+    assert [(m["headers"]["task"], m["headers"]["eta"]) for m in messages] == [
+        (tasks.lift_suspension.name, until.isoformat())
+    ]
+    assert messages[0]["headers"]["argsrepr"] == repr([row.pk])
 
 
 def test_with_slapd_stopped_suspending_fails_clearly_and_records_nothing(sign_in, make_directory_user) -> None:
