@@ -615,3 +615,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # --- Explain an address (explain/, docs/explain.md) ------------------------------------------
 # Reads this host's live tables (POSTFIX_MAP_DIR) with postmap -q: serve it where the maps are.
 INSTALLED_APPS.append("explain")
+# --- The staff console (console/, docs/console.md) -------------------------------------------
+# Pages that combine apps (the home page, the user list and a person's page, the audit log):
+# an app above accounts, aliases, out-of-office and audit, so none of those imports another's pages.
+INSTALLED_APPS.append("console")
