@@ -35,9 +35,10 @@ from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from localservices.process import free_port, wait_for_port  # noqa: E402
+from mailadmin.outgoing_mail import close_session  # noqa: E402
 from outofoffice.evaluation import evaluate, recipient_for  # noqa: E402
 from outofoffice.models import ReplyLog, VacationReply  # noqa: E402
-from outofoffice.replies import ReplyRecord, build_reply, close_session, hand_over  # noqa: E402
+from outofoffice.replies import ReplyRecord, build_reply, hand_over  # noqa: E402
 from outofoffice.routing import routing_address  # noqa: E402
 from outofoffice.rules import decide, parse_incoming  # noqa: E402
 

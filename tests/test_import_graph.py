@@ -38,6 +38,7 @@ LAZY_IMPORTS_ALLOWED = {
 BOUNDARIES = {
     "Redis": ({"redis"}, {"mailadmin/redis_store.py"}),
     "Postfix commands": ({"subprocess"}, {"postfix/postmap.py"}),
+    "SMTP": ({"smtplib"}, {"mailadmin/outgoing_mail.py"}),
 }
 OUTSIDE_BOUNDARIES = ("localservices/", "benchmarks/", "tests/")
 
