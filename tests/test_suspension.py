@@ -1,11 +1,13 @@
 import json
 from datetime import timedelta
+from io import StringIO
 
 import ldap3
 import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from accounts import directory, suspension, tasks
@@ -274,10 +276,6 @@ def test_the_sweep_reapplies_the_database_to_ldap(sign_in, make_directory_user) 
 
 
 def test_the_command_line_suspends_and_reinstates_through_the_same_checks(sign_in, make_directory_user) -> None:
-    from io import StringIO
-
-    from django.core.management import CommandError, call_command
-
     target = make_directory_user()
     admin = make_directory_user(role="admin")
     with pytest.raises(CommandError, match="not an admin"):
