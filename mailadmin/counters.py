@@ -10,11 +10,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from mailadmin.redis_store import RedisUnavailable, Store
+from mailadmin.redis_store import Store
 
 KEY_PREFIX = "mailadmin:counter:"
-# The name callers know; Redis not answering is the only way a count fails.
-CounterUnavailable = RedisUnavailable
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,8 @@ def _store() -> Store:
 
 
 def count(name: str, window: int) -> Count:
-    """Count one event under `name` in a window of `window` seconds."""
+    """Count one event under `name` in a window of `window` seconds; RedisUnavailable when
+    Redis does not answer."""
     value, ttl = _store().count_in_window(KEY_PREFIX + name, window)
     return Count(value=value, resets_in=max(1, ttl))
 
