@@ -48,6 +48,10 @@ BOUNDARIES = {
     "SMTP": ({"smtplib"}, {"mailadmin/outgoing_mail.py"}),
 }
 OUTSIDE_BOUNDARIES = ("localservices/", "benchmarks/", "tests/")
+# Imports by name at run time, which the rules above cannot see: only where the features
+# listed in the settings are loaded (the explicit interface of postfix/features.py).
+DYNAMIC_IMPORTS = frozenset({"import_module", "__import__", "import_string"})
+DYNAMIC_IMPORTS_ALLOWED = {"postfix/features.py"}
 
 
 @dataclass(frozen=True)
@@ -195,3 +199,16 @@ def test_an_external_system_is_reached_through_its_boundary_only(system: str) ->
         and not imp.path.startswith(OUTSIDE_BOUNDARIES)
     ]
     assert not outside, f"{system} reached outside {', '.join(sorted(boundary))}:\n" + "\n".join(outside)
+
+
+def test_modules_are_imported_by_name_only_where_the_settings_list_features() -> None:
+    found = []
+    for path in _project_files():
+        rel = str(path.relative_to(ROOT))
+        if rel in DYNAMIC_IMPORTS_ALLOWED or rel.startswith(OUTSIDE_BOUNDARIES):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+            if name in DYNAMIC_IMPORTS:
+                found.append(f"{rel}:{node.lineno} {name}")  # type: ignore[attr-defined]
+    assert not found, "modules imported by name:\n" + "\n".join(found)
