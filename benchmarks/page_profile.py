@@ -31,6 +31,7 @@ import django  # noqa: E402
 django.setup()
 
 import ldap3  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
@@ -88,7 +89,7 @@ PHASES = [
     ("aliases.listing", None, "render_rows"),
     ("django.core.paginator", "Paginator", "get_page"),
     ("accounts.directory", None, "list_users"),
-    ("accounts.people", None, "people_page"),
+    ("console.people", None, "people_page"),
     ("django.forms.boundfield", "BoundField", "as_widget"),
     ("django.template.loader_tags", "IncludeNode", "render"),
     ("aliases.listing", None, "filter_links"),
@@ -155,8 +156,6 @@ def main() -> None:
     client = signed_in()
     ldap = LdapCounter()
     if args.session_recheck:
-        from django.conf import settings
-
         settings.SESSION_RECHECK_SECONDS = 0
     if args.dump:
         for name in PAGES:
