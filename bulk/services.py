@@ -25,7 +25,7 @@ from accounts import administration, directory
 from accounts.forms import UNAVAILABLE
 from aliases.forms import AliasCreateForm
 from aliases.models import Alias, Domain
-from aliases.services import AliasRefused, create_alias, set_alias_enabled, usable_domains
+from aliases.services import AliasRefused, checks_read_ahead, create_alias, set_alias_enabled, usable_domains
 from audit.models import record_event
 from bulk import csvfiles
 from bulk.forms import AliasRowForm, UserRowForm, alias_form
@@ -345,16 +345,20 @@ class AliasRows:
     def batch(self, rows: list[csvfiles.Row]) -> None:
         job, outcomes = self.job, Outcomes(self.job)
         addresses = [row.values["address"].strip().lower() for row in rows]
-        # One directory search answers the forms' questions about this batch's owners and
-        # addresses, read now (not kept for the next batch); one query finds the rows already there.
+        # The forms' questions about this batch's owners and addresses are answered from one
+        # directory search and a few queries, read now (not kept for the next batch); one query
+        # finds the rows already there. create_alias asks the database again when it applies a row.
         self.already = set(
             Alias.objects.filter(
                 local_part__in={address.rpartition("@")[0] for address in addresses},
                 domain__name__in={address.rpartition("@")[2] for address in addresses},
             ).values_list("local_part", "domain__name", "owner__username")
         )
-        with directory.read_ahead([row.values["owner"].strip() for row in rows], addresses):
-            checked = [self._check(row) for row in rows]
+        uids = {row.values["owner"].strip() for row in rows}
+        with directory.read_ahead(uids, addresses):
+            people = [self._person(uid) for uid in uids if directory.UID_PATTERN.fullmatch(uid)]
+            with checks_read_ahead([person[0] for person in people if person], addresses):
+                checked = [self._check(row) for row in rows]
         with transaction.atomic():
             with transaction.atomic():
                 # The rows' publication requests become one, committed with the rows or not at all.

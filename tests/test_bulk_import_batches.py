@@ -9,9 +9,15 @@ from typing import Any
 import ldap3
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from accounts import directory
-from aliases.models import Alias
+from accounts.models import SenderSuspension
+from aliases.models import Alias, AliasTombstone, Domain
+from aliases.services import address_in_use, checks_read_ahead, creation_refusal
+from audit.models import AuditEvent
 from bulk import csvfiles, services
 from bulk.models import ImportJob
 from postfix import publication
@@ -220,3 +226,30 @@ def test_the_read_ahead_answers_as_the_directory_does(make_directory_user: Calla
     assert direct[1] == [True, True, True, False, False, False]
     with directory.read_ahead(uids, mails):
         assert ([directory.get_user(uid) for uid in uids], [directory.mail_exists(mail) for mail in mails]) == direct
+
+
+def test_the_alias_checks_read_ahead_answers_as_the_database_does_and_a_transaction_inside_asks_again(
+    alias_domain,  # noqa: F811
+    settings,
+) -> None:
+    settings.ALIAS_LIMIT_PER_USER, settings.ALIAS_CREATION_RATE = 2, 1
+    t = tag()
+    clean, suspended, full, busy = (User.objects.create(username=f"{name}{t}") for name in ("c", "s", "f", "b"))
+    SenderSuspension.objects.create(uid=suspended.username, mail=f"s{t}@{settings.MAIL_DOMAIN}", reason="spam")
+    for n in range(2):
+        Alias.objects.create(owner=full, local_part=f"full{n}{t}", domain=alias_domain)
+    AuditEvent.objects.create(actor_name=busy.username, action="alias.create", target="x")
+    Domain.objects.create(name=f"catch{t}.example", catchall_destinations=f"caught{t}@{alias_domain.name}")
+    AliasTombstone.objects.create(address=f"gone{t}@{alias_domain.name}")
+    owners = [clean, suspended, full, busy]
+    addresses = [f"{name}{t}@{alias_domain.name}" for name in ("full0", "FULL1", "gone", "caught", "free")]
+    direct = ([creation_refusal(owner) for owner in owners], [address_in_use(address) for address in addresses])
+    assert direct[0][0] is None and all(direct[0][1:]) and direct[1] == [True, True, True, True, False]
+    with CaptureQueriesContext(connection) as queries, checks_read_ahead(owners, addresses):
+        read = len(queries)
+        assert ([creation_refusal(owner) for owner in owners], [address_in_use(a) for a in addresses]) == direct
+        assert len(queries) == read  # answered without a query
+        free = Alias.objects.create(owner=clean, local_part=f"free{t}", domain=alias_domain)
+        assert not address_in_use(free.address)  # as read on entering
+        with transaction.atomic():
+            assert address_in_use(free.address)  # a service's own check asks the database
