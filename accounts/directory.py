@@ -170,7 +170,7 @@ def read_ahead(uids: Collection[str], mails: Collection[str]) -> Iterator[None]:
     import checks a batch of rows this way. Anything else still asks the directory. What it read
     is the directory of that moment: keep it to one batch's checks."""
     wanted_uids = frozenset(uid for uid in uids if UID_PATTERN.fullmatch(uid))
-    wanted_mails = frozenset(mail.lower() for mail in mails)
+    wanted_mails = frozenset(mail.lower() for mail in mails if mail)
     terms = [f"(uid={escape_filter_chars(uid)})" for uid in sorted(wanted_uids)]
     terms += [f"(mail={escape_filter_chars(mail)})" for mail in sorted(wanted_mails)]
     uid_of_dn = {user_dn(uid).lower(): uid for uid in wanted_uids}

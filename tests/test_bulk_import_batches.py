@@ -221,9 +221,18 @@ def test_the_read_ahead_answers_as_the_directory_does(make_directory_user: Calla
     person = make_directory_user()
     other = make_directory_user(mail=f"Other.{tag()}@{settings.MAIL_DOMAIN}")
     uids = [person.uid, other.uid, f"nobody{tag()}", "Not A Uid", "*"]
-    mails = [person.mail, person.mail.upper(), other.mail, f"nobody{tag()}@{settings.MAIL_DOMAIN}", "*", "a)(uid=*"]
+    mails = [
+        person.mail,
+        person.mail.upper(),
+        other.mail,
+        f"nobody{tag()}@{settings.MAIL_DOMAIN}",
+        "*",
+        "a)(uid=*",
+        "",
+        "zoë\x00@x",
+    ]
     direct = ([directory.get_user(uid) for uid in uids], [directory.mail_exists(mail) for mail in mails])
-    assert direct[1] == [True, True, True, False, False, False]
+    assert direct[1] == [True, True, True, False, False, False, False, False]
     with directory.read_ahead(uids, mails):
         assert ([directory.get_user(uid) for uid in uids], [directory.mail_exists(mail) for mail in mails]) == direct
 
