@@ -33,7 +33,7 @@ from bulk.models import ImportJob, ImportRow
 from mfa import sealing
 from postfix import publication
 
-BATCH = 50  # rows per transaction (each row in a savepoint of its own); progress is noted after each
+BATCH = 50  # rows per transaction (each row in a savepoint of its own); progress is written with each
 KEEP_SECRETS = timedelta(days=7)
 STALE_AFTER = timedelta(minutes=2)  # a running job without a heartbeat this long is taken over
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/l/I
