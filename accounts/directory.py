@@ -169,9 +169,56 @@ def _attributes() -> list[str]:
     return [*USER_ATTRIBUTES, settings.LDAP_SENDER_BLOCK_ATTR]
 
 
+@dataclass(frozen=True)
+class _ReadAhead:
+    uids: frozenset[str]
+    mails: frozenset[str]
+    users: dict[str, DirectoryUser]  # by uid: the entries get_user() would find
+    taken: frozenset[str]  # every mail value of the entries found, lower-case
+
+
+# Set by read_ahead(): what get_user() and mail_exists() answer for the uids and mails it read.
+_read_ahead: ContextVar[_ReadAhead | None] = ContextVar("directory_read_ahead", default=None)
+READ_AHEAD_TERMS = 200  # alternatives per search filter
+
+
+@contextmanager
+def read_ahead(uids: Collection[str], mails: Collection[str]) -> Iterator[None]:
+    """Inside, get_user() of these uids and mail_exists() of these addresses answer from what one
+    search (per READ_AHEAD_TERMS of them) read on entering, instead of a round trip each: a CSV
+    import checks a batch of rows this way. Anything else still asks the directory. What it read
+    is the directory of that moment: keep it to one batch's checks."""
+    wanted_uids = frozenset(uid for uid in uids if UID_PATTERN.fullmatch(uid))
+    wanted_mails = frozenset(mail.lower() for mail in mails if mail)
+    terms = [f"(uid={escape_filter_chars(uid)})" for uid in sorted(wanted_uids)]
+    terms += [f"(mail={escape_filter_chars(mail)})" for mail in sorted(wanted_mails)]
+    uid_of_dn = {user_dn(uid).lower(): uid for uid in wanted_uids}
+    users: dict[str, DirectoryUser] = {}
+    taken: set[str] = set()
+    with connection() as conn:
+        for start in range(0, len(terms), READ_AHEAD_TERMS):
+            alternatives = "".join(terms[start : start + READ_AHEAD_TERMS])
+            conn.search(
+                settings.LDAP_PEOPLE_DN, f"(&(objectClass=mailAccount)(|{alternatives}))", attributes=_attributes()
+            )
+            for entry in conn.entries:
+                taken.update(str(mail).lower() for mail in entry.entry_attributes_as_dict.get("mail") or [])
+                uid = uid_of_dn.get(entry.entry_dn.lower())
+                if uid is not None:
+                    users[uid] = _to_user(entry)
+    token = _read_ahead.set(_ReadAhead(wanted_uids, wanted_mails, users, frozenset(taken)))
+    try:
+        yield
+    finally:
+        _read_ahead.reset(token)
+
+
 def get_user(uid: str) -> DirectoryUser | None:
     if not UID_PATTERN.fullmatch(uid):
         return None
+    known = _read_ahead.get()
+    if known is not None and uid in known.uids:
+        return known.users.get(uid)
     with connection() as conn:
         try:
             conn.search(user_dn(uid), "(objectClass=mailAccount)", ldap3.BASE, attributes=_attributes())
@@ -206,6 +253,9 @@ def people_named(local_part: str) -> set[str]:
 
 def mail_exists(address: str) -> bool:
     """Whether any entry has this mail address (case-insensitive, as slapd compares mail)."""
+    known = _read_ahead.get()
+    if known is not None and address.lower() in known.mails:
+        return address.lower() in known.taken
     return find_user_by_mail(address) is not None
 
 

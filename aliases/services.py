@@ -6,17 +6,22 @@ transaction: no LDAP round trip happens while the database is locked.
 """
 
 import secrets
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from accounts import directory
+from accounts.models import SenderSuspension
 from accounts.suspension import is_suspended
 from aliases.addresses import is_reserved
 from aliases.models import Alias, AliasTombstone, Domain
@@ -44,6 +49,9 @@ def usable_domains(user: User) -> QuerySet[Domain]:
 
 def address_in_use(address: str) -> bool:
     """Taken in the database: an alias, a tombstone, or a catch-all destination (case-insensitive)."""
+    known = _read_ahead_here()
+    if known is not None and address.lower() in known.addresses:
+        return address.lower() in known.in_use
     local_part, _, domain = address.lower().partition("@")
     if Alias.objects.filter(local_part=local_part, domain__name=domain).exists():
         return True
@@ -75,21 +83,98 @@ def random_local_part() -> str:
 
 def creation_refusal(owner: User, now: datetime | None = None) -> str | None:
     """Why this user may not create another alias now, or None."""
+    known = _read_ahead_here()
+    if known is not None and owner.pk in known.refusals:
+        return known.refusals[owner.pk]
     now = now or timezone.now()
     if is_suspended(owner):
+        return _refusal(suspended=True, aliases=0, recent=0)
+    aliases = Alias.objects.filter(owner=owner).count()
+    if aliases >= settings.ALIAS_LIMIT_PER_USER:
+        return _refusal(suspended=False, aliases=aliases, recent=0)
+    recent = _creations_since(now).filter(actor_name=owner.get_username()).count()
+    return _refusal(suspended=False, aliases=aliases, recent=recent)
+
+
+def _refusal(*, suspended: bool, aliases: int, recent: int) -> str | None:
+    if suspended:
         # New addresses would be new ways to send and receive for a barred sender.
         return f"Your account is suspended, so you cannot make new aliases. Contact {settings.ABUSE_CONTACT}."
     limit = settings.ALIAS_LIMIT_PER_USER
-    if Alias.objects.filter(owner=owner).count() >= limit:
+    if aliases >= limit:
         return f"You have reached the limit of {limit} aliases. Delete some you no longer use to make new ones."
-    rate, window = settings.ALIAS_CREATION_RATE, settings.ALIAS_CREATION_WINDOW
-    recent = AuditEvent.objects.filter(
-        actor_name=owner.get_username(), action="alias.create", created_at__gte=now - timedelta(seconds=window)
-    ).count()
-    if recent >= rate:
-        minutes = max(1, window // 60)
+    if recent >= settings.ALIAS_CREATION_RATE:
+        minutes = max(1, settings.ALIAS_CREATION_WINDOW // 60)
         return f"You have made {recent} aliases in the last {minutes} minutes, the most allowed. Try again later."
     return None
+
+
+def _creations_since(now: datetime) -> QuerySet[AuditEvent]:
+    """Aliases people made themselves within ALIAS_CREATION_WINDOW (what the creation rate counts)."""
+    return AuditEvent.objects.filter(
+        action="alias.create", created_at__gte=now - timedelta(seconds=settings.ALIAS_CREATION_WINDOW)
+    )
+
+
+@dataclass(frozen=True)
+class _ReadAhead:
+    addresses: frozenset[str]  # asked, lower-case
+    in_use: frozenset[str]
+    refusals: dict[int, str | None]  # by owner id
+    depth: int  # of transactions when it was read
+
+
+# Set by checks_read_ahead(): what address_in_use() and creation_refusal() answer.
+_read_ahead: ContextVar[_ReadAhead | None] = ContextVar("alias_checks_read_ahead", default=None)
+
+
+def _transaction_depth() -> int:
+    return len(transaction.get_connection().atomic_blocks)
+
+
+def _read_ahead_here() -> _ReadAhead | None:
+    # In a transaction opened since (the services' own checks, under the owner's lock): the database.
+    known = _read_ahead.get()
+    return known if known is not None and known.depth == _transaction_depth() else None
+
+
+@contextmanager
+def checks_read_ahead(owners: Collection[User], addresses: Collection[str]) -> Iterator[None]:
+    """Inside, address_in_use() of these addresses and creation_refusal() of these owners answer
+    from seven queries made on entering, instead of three each: a CSV import checks a batch of
+    rows with the alias forms this way. Within a transaction opened inside it they ask the
+    database: create_alias() checks again in its own, so a change made meanwhile is still refused."""
+    now, wanted = timezone.now(), {address.lower() for address in addresses}
+    by_domain: dict[str, set[str]] = {}
+    for address in wanted:
+        local_part, _, domain = address.partition("@")
+        by_domain.setdefault(domain, set()).add(local_part)
+    in_use = {
+        f"{local_part}@{domain}"
+        for local_part, domain in Alias.objects.filter(
+            domain__name__in=list(by_domain), local_part__in={p for parts in by_domain.values() for p in parts}
+        ).values_list("local_part", "domain__name")
+    } & wanted
+    in_use |= set(AliasTombstone.objects.filter(address__in=wanted).values_list("address", flat=True))
+    for destinations in Domain.objects.exclude(catchall_destinations="").values_list(
+        "catchall_destinations", flat=True
+    ):
+        in_use |= wanted & {a for a in destinations.split(",") if a}
+    uids = {owner.get_username(): owner for owner in owners}
+    suspended = set(SenderSuspension.objects.active().filter(uid__in=list(uids)).values_list("uid", flat=True))
+    aliases = dict(Alias.objects.filter(owner__in=list(uids.values())).values_list("owner").annotate(n=Count("id")))
+    recent = dict(
+        _creations_since(now).filter(actor_name__in=list(uids)).values_list("actor_name").annotate(n=Count("id"))
+    )
+    refusals = {
+        owner.pk: _refusal(suspended=uid in suspended, aliases=aliases.get(owner.pk, 0), recent=recent.get(uid, 0))
+        for uid, owner in uids.items()
+    }
+    token = _read_ahead.set(_ReadAhead(frozenset(wanted), frozenset(in_use), refusals, _transaction_depth()))
+    try:
+        yield
+    finally:
+        _read_ahead.reset(token)
 
 
 def create_alias(

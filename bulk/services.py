@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.http import HttpRequest
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -25,14 +25,15 @@ from accounts import administration, directory
 from accounts.forms import UNAVAILABLE
 from aliases.forms import AliasCreateForm
 from aliases.models import Alias, Domain
-from aliases.services import AliasRefused, create_alias, set_alias_enabled, usable_domains
+from aliases.services import AliasRefused, checks_read_ahead, create_alias, set_alias_enabled, usable_domains
 from audit.models import record_event
 from bulk import csvfiles
 from bulk.forms import AliasRowForm, UserRowForm, alias_form
 from bulk.models import ImportJob, ImportRow
 from mfa import sealing
+from postfix import publication
 
-BATCH = 50  # rows per transaction (each row in a savepoint of its own); progress is noted after each
+BATCH = 50  # rows per transaction (each row in a savepoint of its own); progress is written with each
 KEEP_SECRETS = timedelta(days=7)
 STALE_AFTER = timedelta(minutes=2)  # a running job without a heartbeat this long is taken over
 PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/l/I
@@ -108,12 +109,6 @@ def _claim(job_id: int) -> ImportJob | None:
     return job
 
 
-def _note_progress(job: ImportJob) -> None:
-    job.processed_rows = job.rows.exclude(outcome=ImportRow.Outcome.PENDING).count()
-    job.heartbeat_at = timezone.now()
-    ImportJob.objects.filter(pk=job.pk).update(processed_rows=job.processed_rows, heartbeat_at=job.heartbeat_at)
-
-
 def outcome_counts(job: ImportJob) -> dict[str, int]:
     counts = dict(job.rows.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
     return {outcome: counts.get(outcome, 0) for outcome in ImportRow.Outcome.values}
@@ -151,7 +146,6 @@ def run_import(job_id: int) -> str:
         with directory.one_connection():
             for start in range(0, len(todo), BATCH):
                 handle.batch(todo[start : start + BATCH])
-                _note_progress(job)
     except Exception:
         # Let the retry (or another worker) take the job at once instead of waiting out the lease.
         ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=None)
@@ -162,7 +156,8 @@ def run_import(job_id: int) -> str:
 
 class Outcomes:
     """The outcomes of a batch, written together inside the transaction that applies them
-    (replacing a row's earlier "being created")."""
+    (replacing a row's earlier "being created"), with the job's progress and heartbeat: no
+    write of its own, and the count shown is that of the outcomes committed."""
 
     def __init__(self, job: ImportJob) -> None:
         self.job = job
@@ -181,6 +176,11 @@ class Outcomes:
     def write(self) -> None:
         ImportRow.objects.filter(job=self.job, line__in=list(self.rows)).delete()
         ImportRow.objects.bulk_create(self.rows.values())
+        # Each line gets its final outcome once (a rerun skips lines that have one).
+        final = sum(row.outcome != ImportRow.Outcome.PENDING for row in self.rows.values())
+        ImportJob.objects.filter(pk=self.job.pk).update(
+            processed_rows=F("processed_rows") + final, heartbeat_at=timezone.now()
+        )
         self.rows = {}
 
 
@@ -234,8 +234,11 @@ class UserRows:
         done: list[Outcome] = []
         created: list[NewUser] = []
         new: list[NewUser] = []
-        for row in rows:
-            checked = self._check(row)
+        uids = [row.values["uid"].strip() for row in rows]
+        with directory.read_ahead(uids, [row.values["mail"].strip() for row in rows]):
+            # One directory search for the batch's uids and addresses, read now, answers the checks.
+            checks = [self._check(row) for row in rows]
+        for checked in checks:
             if isinstance(checked, Outcome):
                 done.append(checked)
             elif checked.row.line in self.passwords and checked.data.get("existing"):
@@ -318,35 +321,56 @@ class NewAlias:
 class AliasRows:
     """A batch: each row checked by the alias forms (directory reads, outside any transaction),
     then all applied in one transaction, each row in a savepoint of its own (whole or not at
-    all), its outcome recorded with it. A dry run takes each row's steps and rolls them back."""
+    all), its outcome recorded with it, and one map publication request for the batch's rows.
+    A dry run takes the batch's steps and rolls them back."""
 
     def __init__(self, job: ImportJob) -> None:
         self.job = job
-        # Read once per run: who is who in the directory, their user rows and the domains they
-        # may use, and the domains by name.
-        self.people: dict[str, tuple[User, set[int]] | None] = {}
+        # Read once per run: the owners' user rows and the domains they may use, and the domains
+        # by name. Whether an owner is in the directory is read for each batch.
+        self.owners: dict[str, tuple[User, set[int]]] = {}
         self.domains = {domain.name: domain for domain in Domain.objects.all()}
+        self.already: set[tuple[str, str, str]] = set()
 
     def _person(self, uid: str) -> tuple[User, set[int]] | None:
-        if uid not in self.people:
-            person = directory.get_user(uid)
-            if person is None:
-                self.people[uid] = None
-            else:
-                # A person who never signed in has no row yet (the row is a cache of the directory).
-                owner, _ = User.objects.get_or_create(username=uid, defaults={"email": person.mail})
-                self.people[uid] = (owner, set(usable_domains(owner).values_list("pk", flat=True)))
-        return self.people[uid]
+        person = directory.get_user(uid)
+        if person is None:
+            return None
+        if uid not in self.owners:
+            # A person who never signed in has no row yet (the row is a cache of the directory).
+            owner, _ = User.objects.get_or_create(username=uid, defaults={"email": person.mail})
+            self.owners[uid] = (owner, set(usable_domains(owner).values_list("pk", flat=True)))
+        return self.owners[uid]
 
     def batch(self, rows: list[csvfiles.Row]) -> None:
-        checked = [self._check(row) for row in rows]
-        outcomes = Outcomes(self.job)
+        job, outcomes = self.job, Outcomes(self.job)
+        addresses = [row.values["address"].strip().lower() for row in rows]
+        # The forms' questions about this batch's owners and addresses are answered from one
+        # directory search and a few queries, read now (not kept for the next batch); one query
+        # finds the rows already there. create_alias asks the database again when it applies a row.
+        self.already = set(
+            Alias.objects.filter(
+                local_part__in={address.rpartition("@")[0] for address in addresses},
+                domain__name__in={address.rpartition("@")[2] for address in addresses},
+            ).values_list("local_part", "domain__name", "owner__username")
+        )
+        uids = {row.values["owner"].strip() for row in rows}
+        with directory.read_ahead(uids, addresses):
+            people = [self._person(uid) for uid in uids if directory.UID_PATTERN.fullmatch(uid)]
+            with checks_read_ahead([person[0] for person in people if person], addresses):
+                checked = [self._check(row) for row in rows]
         with transaction.atomic():
-            for item in checked:
-                if isinstance(item, Outcome):
-                    outcomes.add(item.row, item.key, item.outcome, item.message)
-                else:
-                    self._apply(item, outcomes)
+            with transaction.atomic():
+                # The rows' publication requests become one, committed with the rows or not at all.
+                with publication.one_request(f"CSV import {job.pk}: aliases"):
+                    for item in checked:
+                        if isinstance(item, Outcome):
+                            outcomes.add(item.row, item.key, item.outcome, item.message)
+                        else:
+                            self._apply(item, outcomes)
+                if job.dry_run:
+                    # The dry run takes every step of the import, then takes them back.
+                    transaction.set_rollback(True)
             outcomes.write()
 
     def _check(self, row: csvfiles.Row) -> Outcome | NewAlias:
@@ -361,7 +385,7 @@ class AliasRows:
             return Outcome(row, address, ImportRow.Outcome.ERROR, f"owner: There is no user {csvfiles.shown(uid)}.")
         owner, usable = person
         local_part, _, domain_name = address.rpartition("@")
-        if Alias.objects.filter(local_part=local_part, domain__name=domain_name, owner=owner).exists():
+        if (local_part, domain_name, uid) in self.already:
             return Outcome(row, address, ImportRow.Outcome.UNCHANGED, f"Already an alias of {uid}.")
         domain = self.domains.get(domain_name)
         if domain is None or domain.pk not in usable:
@@ -389,9 +413,6 @@ class AliasRows:
                 )
                 if not item.enabled:
                     set_alias_enabled(None, alias, False, actor=job.created_by)
-                if job.dry_run:
-                    # The dry run takes every step of the import, then takes them back.
-                    transaction.set_rollback(True)
         except (AliasRefused, IntegrityError) as exc:
             outcomes.add(item.row, alias_address(item), ImportRow.Outcome.ERROR, str(exc) or "This address is taken.")
             return

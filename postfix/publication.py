@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -63,10 +64,46 @@ def queue_name(host: str) -> str:
 # --- the request (outbox) -------------------------------------------------------------------
 
 
+@dataclass
+class _Noted:
+    keys: set[str] = field(default_factory=set)
+    everything: bool = False
+    requests: int = 0
+
+
+# Set by one_request(): the requests made inside it, made as one when it ends.
+_noted: ContextVar[_Noted | None] = ContextVar("publication_requests_noted", default=None)
+
+
+@contextmanager
+def one_request(reason: str) -> Iterator[None]:
+    """Inside, request_publication() only notes the keys; leaving it normally makes one request
+    for all of them (everything when any named none). Enter it inside the transaction holding the
+    changes, so the request commits with them or not at all (a CSV import's batch of rows). Keys
+    of a change rolled back meanwhile are published too: publishing compares each key with the
+    live tables, so an unchanged key changes nothing."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("one_request() belongs inside the transaction holding the changes")
+    noted = _Noted()
+    token = _noted.set(noted)
+    try:
+        yield
+    finally:
+        _noted.reset(token)
+    if noted.requests:
+        request_publication(reason, None if noted.everything else noted.keys)
+
+
 def request_publication(reason: str = "", keys: Iterable[str] | None = None) -> None:
     """Call inside the transaction that changed data the tables are made from: the need to
     publish is recorded with the change, and a worker publishes after commit. `keys` are the
     table keys the change touched (addresses); None when it may touch any."""
+    noted = _noted.get()
+    if noted is not None:
+        noted.requests += 1
+        noted.everything = noted.everything or keys is None
+        noted.keys.update(keys or ())
+        return
     bump = {"requested": F("requested") + 1, "requested_at": timezone.now(), "reason": reason[:200]}
     with transaction.atomic():
         if not MapGeneration.objects.filter(pk=1).update(**bump):

@@ -316,13 +316,13 @@ def test_the_directory_stopping_mid_import_fails_no_row_and_the_retry_goes_on(ad
     response = admin.post(f"/bulk/imports/{dry.pk}/import/")
     job = ImportJob.objects.get(source=dry)
     slapd = Slapd()
-    note_progress = services._note_progress
+    batch = services.UserRows.batch
 
-    def stop_after_the_first_batch(job: ImportJob) -> None:
-        note_progress(job)
+    def stop_after_the_first_batch(self: services.UserRows, rows: list[csvfiles.Row]) -> None:
+        batch(self, rows)
         slapd.stop()
 
-    monkeypatch.setattr(services, "_note_progress", stop_after_the_first_batch)
+    monkeypatch.setattr(services.UserRows, "batch", stop_after_the_first_batch)
     try:
         with pytest.raises(directory.DirectoryUnavailable):
             services.run_import(job.pk)  # the task retries on this
@@ -331,7 +331,7 @@ def test_the_directory_stopping_mid_import_fails_no_row_and_the_retry_goes_on(ad
         assert set(outcomes(job).values()) == {"created"} and len(outcomes(job)) == services.BATCH
     finally:
         slapd.start()
-    monkeypatch.setattr(services, "_note_progress", note_progress)
+    monkeypatch.setattr(services.UserRows, "batch", batch)
     assert response.status_code == 302 and services.run_import(job.pk) == "done"
     assert set(outcomes(job).values()) == {"created"} and len(outcomes(job)) == len(uids)
     assert all(directory.get_user(uid) for uid in uids)
