@@ -105,12 +105,23 @@ def connection(bind_dn: str | None = None, password: str | None = None) -> Itera
     open), or as bind_dn (the setup command binds as the directory's manager)."""
     shared = _shared_connection.get() if bind_dn is None else None
     if shared is not None:
+        if shared.conn is None:
+            shared.conn = _bound(None, None)
         with _errors_translated():
-            yield shared
+            yield shared.conn
         return
+    conn = _bound(bind_dn, password)
+    try:
+        with _errors_translated():
+            yield conn
+    finally:
+        conn.unbind()
+
+
+def _bound(bind_dn: str | None, password: str | None) -> ldap3.Connection:
     server = ldap3.Server(settings.LDAP_URI, connect_timeout=settings.LDAP_TIMEOUT, get_info=ldap3.NONE)
     try:
-        conn = ldap3.Connection(
+        return ldap3.Connection(
             server,
             user=settings.LDAP_SERVICE_DN if bind_dn is None else bind_dn,
             password=settings.LDAP_SERVICE_PASSWORD if password is None else password,
@@ -123,27 +134,30 @@ def connection(bind_dn: str | None = None, password: str | None = None) -> Itera
     except LDAPException as exc:
         who = "the service account" if bind_dn is None else bind_dn
         raise DirectoryError(f"the directory refused {who}: {exc}") from exc
-    try:
-        with _errors_translated():
-            yield conn
-    finally:
-        conn.unbind()
 
 
-# Set by one_connection(): the connection every call in this context uses.
-_shared_connection: ContextVar[ldap3.Connection | None] = ContextVar("directory_connection", default=None)
+@dataclass
+class _Shared:
+    conn: ldap3.Connection | None = None
+
+
+# Set by one_connection(): the connection every call in this context uses, once the first opened it.
+_shared_connection: ContextVar[_Shared | None] = ContextVar("directory_connection", default=None)
 
 
 @contextmanager
 def one_connection() -> Iterator[None]:
-    """Every directory call inside uses one connection, bound once (a CSV import's thousands of
-    rows); closed at the end. A failure ends it like any other: DirectoryUnavailable."""
-    with connection() as conn:
-        token = _shared_connection.set(conn)
-        try:
-            yield
-        finally:
-            _shared_connection.reset(token)
+    """Every directory call inside uses one connection, bound once at the first call (a CSV
+    import's thousands of rows; an API request), none when nothing asks; closed at the end. A
+    failure ends it like any other: DirectoryUnavailable."""
+    shared = _Shared()
+    token = _shared_connection.set(shared)
+    try:
+        yield
+    finally:
+        _shared_connection.reset(token)
+        if shared.conn is not None:
+            shared.conn.unbind()
 
 
 def _attributes() -> list[str]:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 from accounts import directory
 from accounts.suspension import is_suspended
-from aliases.addresses import is_reserved
+from aliases.addresses import is_reserved, normalize_local_part
 from aliases.models import Alias, AliasTombstone, Domain
 from audit.models import AuditEvent, record_event
 from mailadmin.dates import format_datetime
@@ -56,16 +57,22 @@ def address_in_use(address: str) -> bool:
 
 
 def free_local_parts(candidates: list[str], domain: Domain) -> list[str]:
-    """The candidates no alias or tombstone on this domain holds, in order (two queries)."""
+    """The candidates no alias, tombstone or catch-all destination on this domain holds, and not
+    reserved, in order (three queries however many candidates): address_in_use for each."""
     wanted = {c.lower() for c in candidates}
+    addresses = [f"{c}@{domain.name}" for c in wanted]
     # Local parts are stored lower-case (normalize_local_part), so a plain IN matches.
     taken = set(Alias.objects.filter(domain=domain, local_part__in=wanted).values_list("local_part", flat=True))
     taken |= {
         a.rsplit("@", 1)[0]
-        for a in AliasTombstone.objects.filter(address__in=[f"{c}@{domain.name}" for c in wanted]).values_list(
-            "address", flat=True
-        )
+        for a in AliasTombstone.objects.filter(address__in=addresses).values_list("address", flat=True)
     }
+    destinations = {
+        address
+        for d in Domain.objects.exclude(catchall_destinations="").only("catchall_destinations")
+        for address in map(str.lower, d.catchall_addresses)
+    }
+    taken |= {a.rsplit("@", 1)[0] for a in addresses if a in destinations}
     return [c for c in candidates if c.lower() not in taken and not is_reserved(c)]
 
 
@@ -104,8 +111,17 @@ def create_alias(
     expires_at: datetime | None = None,
     actor: User | None = None,
 ) -> Alias:
-    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check).
+    """A new alias, or AliasRefused. The caller's form has checked the input and the directory
+    (aliases.forms: the name is nobody's mailbox, nor a colleague's name), outside any
+    transaction; this refuses a name that is no valid local part whoever calls, and checks what
+    another request may change meanwhile (the limits, the address taken) under the owner's lock.
     `actor`: who made it when not the owner (an admin's CSV import; no request in the worker)."""
+    try:
+        valid = normalize_local_part(local_part, allow_reserved=True) == local_part
+    except ValidationError as exc:
+        raise AliasRefused(exc.messages[0]) from None
+    if not valid:
+        raise AliasRefused("Use only lower-case letters a–z, digits, and dots, hyphens or underscores between them.")
     address = f"{local_part}@{domain.name}"
     with transaction.atomic():
         # One creation per owner at a time, so concurrent requests cannot all see room under the limit.
@@ -117,17 +133,17 @@ def create_alias(
         if address_in_use(address):
             raise AliasRefused(TAKEN.format(address=address))
         try:
-            with transaction.atomic():
-                alias = Alias.objects.create(
-                    owner=owner,
-                    local_part=local_part,
-                    domain=domain,
-                    kind=kind,
-                    site=site,
-                    label=label,
-                    expires_at=expires_at,
-                )
+            alias = Alias.objects.create(
+                owner=owner,
+                local_part=local_part,
+                domain=domain,
+                kind=kind,
+                site=site,
+                label=label,
+                expires_at=expires_at,
+            )
         except IntegrityError:
+            # Raised inside the atomic block: the whole creation is rolled back.
             raise AliasRefused(TAKEN.format(address=address)) from None
         if actor is None or actor.pk == owner.pk:
             record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))
