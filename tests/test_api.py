@@ -3,11 +3,15 @@
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+import ldap3
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client, RequestFactory, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import directory, suspension
@@ -269,3 +273,54 @@ def test_a_body_that_is_not_json_or_not_utf8_gets_a_plain_error(person) -> None:
         response = Client().post("/api/mailadmin/aliases", body, "application/json", **bearer(raw))
         assert response.status_code == 400 and response.json()["error"], body
     assert not Alias.objects.filter(owner=owner).exists()
+
+
+@pytest.fixture
+def ldap_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The binds and searches the code under test sends (the real slapd still answers)."""
+    calls: list[str] = []
+    real_search, real_bind = ldap3.Connection.search, ldap3.Connection.bind
+
+    def search(self: ldap3.Connection, *args: Any, **kwargs: Any) -> Any:
+        calls.append("search")
+        return real_search(self, *args, **kwargs)
+
+    def bind(self: ldap3.Connection, *args: Any, **kwargs: Any) -> Any:
+        calls.append("bind")
+        return real_bind(self, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "search", search)
+    monkeypatch.setattr(ldap3.Connection, "bind", bind)
+    return calls
+
+
+def test_a_creation_costs_one_directory_bind_and_pinned_searches_and_queries(person, ldap_calls) -> None:
+    owner = person()
+    raw = make_token(owner)
+
+    def create(site: str) -> list[str]:
+        ldap_calls.clear()
+        with CaptureQueriesContext(connection) as queries:
+            made = call("POST", f"/api/alias/random/new?hostname={site}", None, {"note": "x"}, HTTP_AUTHENTICATION=raw)
+        assert made.status_code == 201, made.content
+        # The owner (entry, groups), then whether the name is a mailbox or a colleague's name.
+        assert ldap_calls == ["bind", "search", "search", "search", "search"]
+        return [query["sql"] for query in queries.captured_queries]
+
+    create("first.example.com")  # the token's first use is noted (audited once, written once a minute)
+    pinned = create("shop.example.com")
+    for n in range(30):
+        create(f"site{n}.example.com")
+    create("shop.example.com")  # a second one for a site: the name made from it is taken
+    assert len(create("more.example.com")) == len(pinned), "a creation's queries grew with the aliases"
+    # Token check: token, staff groups, suspension. Form: domains, names taken (aliases,
+    # tombstones, catch-alls). create_alias (in the test's transaction, so in a savepoint):
+    # owner's lock, suspension, alias count, creation rate, the address (alias, tombstone,
+    # catch-all), alias, audit event, publication request (savepoint, generation, request).
+    assert len(pinned) == 23, pinned
+
+
+def test_a_refused_token_costs_no_directory_connection(person, ldap_calls) -> None:
+    assert call("GET", "/api/mailadmin/token", "mat_" + "x" * 43).status_code == 401
+    assert call("POST", "/api/alias/random/new?hostname=a.example.com", None, {}).status_code == 401
+    assert ldap_calls == []
