@@ -3,9 +3,7 @@
 import json
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
-import ldap3
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -273,25 +271,6 @@ def test_a_body_that_is_not_json_or_not_utf8_gets_a_plain_error(person) -> None:
         response = Client().post("/api/mailadmin/aliases", body, "application/json", **bearer(raw))
         assert response.status_code == 400 and response.json()["error"], body
     assert not Alias.objects.filter(owner=owner).exists()
-
-
-@pytest.fixture
-def ldap_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The binds and searches the code under test sends (the real slapd still answers)."""
-    calls: list[str] = []
-    real_search, real_bind = ldap3.Connection.search, ldap3.Connection.bind
-
-    def search(self: ldap3.Connection, *args: Any, **kwargs: Any) -> Any:
-        calls.append("search")
-        return real_search(self, *args, **kwargs)
-
-    def bind(self: ldap3.Connection, *args: Any, **kwargs: Any) -> Any:
-        calls.append("bind")
-        return real_bind(self, *args, **kwargs)
-
-    monkeypatch.setattr(ldap3.Connection, "search", search)
-    monkeypatch.setattr(ldap3.Connection, "bind", bind)
-    return calls
 
 
 def test_a_creation_costs_one_directory_bind_and_pinned_searches_and_queries(person, ldap_calls) -> None:
