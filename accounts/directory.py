@@ -186,17 +186,30 @@ def find_user_by_mail(address: str) -> DirectoryUser | None:
         return _to_user(conn.entries[0]) if conn.entries else None
 
 
-def people_named(local_part: str) -> set[str]:
-    """uids of the people whose uid, or the part before @ of whose mail, is this name
-    (case-insensitive): an address with their name would pass for theirs."""
+@dataclass(frozen=True)
+class AddressClaims:
+    mailbox: bool  # an entry has this mail address (mail_exists)
+    # Without a mailbox: the uids of the people whose uid, or the part before @ of whose mail, is
+    # the local part (case-insensitive): an address with their name would pass for theirs.
+    named: frozenset[str]
+
+
+def address_claims(address: str) -> AddressClaims:
+    """Whether an entry has this address, or else who is named like its local part: one search."""
+    local_part = address.rpartition("@")[0]
     name = escape_filter_chars(local_part)
     with connection() as conn:
         conn.search(
             settings.LDAP_PEOPLE_DN,
-            f"(&(objectClass=mailAccount)(|(uid={name})(mail={name}@*)))",
-            attributes=["uid"],
+            f"(&(objectClass=mailAccount)(|(mail={escape_filter_chars(address)})(uid={name})(mail={name}@*)))",
+            attributes=["uid", "mail"],
         )
-        return {_first(entry, "uid") for entry in conn.entries}
+        entries = list(conn.entries)
+    wanted = address.lower()
+    if any(wanted == str(mail).lower() for entry in entries for mail in entry.entry_attributes_as_dict.get("mail", [])):
+        return AddressClaims(mailbox=True, named=frozenset())
+    # No entry has the address, so slapd matched each by its uid or its mail's local part.
+    return AddressClaims(mailbox=False, named=frozenset(_first(entry, "uid") for entry in entries))
 
 
 def mail_exists(address: str) -> bool:

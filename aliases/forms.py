@@ -58,11 +58,11 @@ def check_directory(address: str, person: str | None = None) -> None:
     database."""
     local_part = address.rpartition("@")[0]
     try:
-        taken = directory.mail_exists(address)
-        others = directory.people_named(local_part) - {person} if person is not None and not taken else set()
+        claims = directory.address_claims(address)
     except directory.DirectoryUnavailable:
         raise ValidationError(UNAVAILABLE, code="unavailable") from None
-    if taken:
+    others = claims.named - {person} if person is not None else set()
+    if claims.mailbox:
         raise ValidationError(f"{address} is not available. Choose another name.", code="taken")
     if others:
         raise ValidationError(
