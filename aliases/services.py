@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
@@ -125,7 +125,9 @@ def create_alias(
     address = f"{local_part}@{domain.name}"
     with transaction.atomic():
         # One creation per owner at a time, so concurrent requests cannot all see room under the limit.
-        User.objects.select_for_update().filter(pk=owner.pk).first()
+        # (SQLite has no row locks: its transactions take the one write lock at BEGIN IMMEDIATE.)
+        if connection.features.has_select_for_update:
+            User.objects.select_for_update().filter(pk=owner.pk).first()
         refusal = creation_refusal(owner)
         if refusal:
             raise AliasRefused(refusal)
