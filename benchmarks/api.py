@@ -16,8 +16,9 @@ and, per client count, has each client alternate the two calls as fast as it get
 A Celery worker publishes the maps for this host meanwhile, as in production: each creation
 requests a publication, and the worker's CPU is part of what a creation costs.
 
-First the server's CPU time per call, each call alone (two clients, no pause): the gunicorn
-workers, slapd, Redis and the Celery worker separately, read from /proc: other work on the
+First the server's CPU time per call, each call alone (one client, no pause): the gunicorn
+workers, slapd, Redis and the Celery worker (with the postmap runs it waited for) separately,
+read from /proc: other work on the
 machine changes it far less than the latencies (it still grows some when the two cores are
 shared). Then per client count p50/p95/max per call, create's p95
 against the targets (50 ms at one client, 150 ms at 20), the server CPU per request and the load
@@ -167,16 +168,16 @@ def server_parts(gunicorn: int, worker: int) -> dict[str, list[int]]:
 
 
 def cpu_per_call(port: int, tokens: list[str], rounds: int, parts: dict[str, list[int]]) -> None:
-    """Each call alone, two clients: the server's CPU per request, by part."""
-    print(f"\nserver CPU per request, each call alone ({len(tokens)} clients x {rounds}), ms:")
+    """Each call alone, one client (nothing of the server's own competes): its CPU per request, by part."""
+    print(f"\nserver CPU per request, each call alone ({len(tokens)} client(s) x {rounds}), ms:")
     print(f"{'call':9s} " + " ".join(f"{name:>8s}" for name in parts) + f" {'total':>8s}  load")
     totals: dict[str, float] = {}
     for name in ("baseline", "create"):
-        before = {part: cpu_seconds(pids) for part, pids in parts.items()}
+        before = {part: cpu_seconds(pids, children=True) for part, pids in parts.items()}
         samples = run(port, tokens, rounds, f"cpu{name}", only=name)
         time.sleep(1)  # the publications the last creations asked for
         count = len(samples[name]) or 1
-        used = {part: (cpu_seconds(pids) - before[part]) / count * 1000 for part, pids in parts.items()}
+        used = {part: (cpu_seconds(pids, children=True) - before[part]) / count * 1000 for part, pids in parts.items()}
         totals[name] = sum(used.values())
         print(
             f"{name:9s} " + " ".join(f"{value:8.2f}" for value in used.values())
@@ -211,12 +212,14 @@ def main() -> None:
         run(port, tokens[: min(4, len(tokens))], 3, "warm")  # every worker has imported and connected
         parts = server_parts(gunicorn.pid, worker.pid)
         server = [pid for pids in parts.values() for pid in pids]
-        cpu_per_call(port, tokens[:2], args.rounds * 2, parts)
+        cpu_per_call(port, tokens[:1], args.rounds * 4, parts)
         print(f"\n{'clients':>7s} {'call':9s} {'n':>5s} {'p50 ms':>8s} {'p95 ms':>8s} {'max ms':>8s} {'vs base':>8s}")
         for count in counts:
-            cpu_before, busy_before, started = cpu_seconds(server), machine_busy(), time.perf_counter()
+            cpu_before, busy_before, started = cpu_seconds(server, children=True), machine_busy(), time.perf_counter()
+            own_before = time.process_time()
             samples = run(port, tokens[:count], args.rounds, f"x{count}")
-            elapsed, cpu = time.perf_counter() - started, cpu_seconds(server) - cpu_before
+            elapsed, cpu = time.perf_counter() - started, cpu_seconds(server, children=True) - cpu_before
+            own = time.process_time() - own_before  # the clients' (this process's) share of the cores
             busy = [after - before for after, before in zip(machine_busy(), busy_before, strict=True)]
             base = p95(samples["baseline"])
             for name, values in samples.items():
@@ -234,7 +237,8 @@ def main() -> None:
                 verdict = f"; create p95 target {target:.0f} ms: {'met' if ok else 'MISSED'}"
             print(
                 f"{'':7s} {requests} requests in {elapsed:.1f} s; server CPU {cpu / requests * 1000:.1f} ms per "
-                f"request, {cpu / elapsed:.2f} cores; the machine {busy[0] / busy[1] * 100:.0f} % busy"
+                f"request, {cpu / elapsed:.2f} cores; clients {own / requests * 1000:.1f} ms per request; "
+                f"the machine {busy[0] / busy[1] * 100:.0f} % busy"
                 f"{verdict} (load average {os.getloadavg()[0]:.1f})"
             )
     finally:
