@@ -47,12 +47,14 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
 
 from accounts import directory  # noqa: E402
 from aliases.models import Domain  # noqa: E402
 from api.models import ApiToken  # noqa: E402
 from api.services import TOKEN_PREFIX, digest_of  # noqa: E402
 from benchmarks.pages import cpu_seconds, production_env, start_gunicorn, worker_pids  # noqa: E402
+from localservices.postgres import Postgres  # noqa: E402
 from localservices.process import read_pid  # noqa: E402
 from localservices.redis import Redis  # noqa: E402
 from localservices.slapd import Slapd  # noqa: E402
@@ -159,11 +161,14 @@ def machine_busy() -> tuple[int, int]:
 def server_parts(gunicorn: int, worker: int) -> dict[str, list[int]]:
     """The server's processes by part, for their CPU time."""
     slapd, redis = read_pid(Slapd().pidfile), read_pid(Redis().pidfile)
+    # SQLite works inside the processes above; PostgreSQL in its own (a backend per connection).
+    postgres = read_pid(Postgres().data_dir / "postmaster.pid") if connection.vendor == "postgresql" else None
     return {
         "web": worker_pids(gunicorn),
         "slapd": [slapd] if slapd else [],
         "redis": [redis] if redis else [],
         "publish": [worker, *worker_pids(worker)],
+        "postgres": [postgres, *worker_pids(postgres)] if postgres else [],
     }
 
 
