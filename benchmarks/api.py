@@ -214,7 +214,8 @@ def main() -> None:
     failed = False
     try:
         print(f"gunicorn: {args.workers} sync workers on 127.0.0.1:{port}; {args.rounds} rounds per client")
-        run(port, tokens[: min(4, len(tokens))], 3, "warm")  # every worker has imported and connected
+        # Every worker has imported, connected and sent its first queue message (~16 ms, once a process).
+        run(port, tokens[: min(args.workers, len(tokens))], 8, "warm")
         parts = server_parts(gunicorn.pid, worker.pid)
         server = [pid for pids in parts.values() for pid in pids]
         cpu_per_call(port, tokens[:1], args.rounds * 4, parts)
