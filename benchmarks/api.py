@@ -250,7 +250,11 @@ def main() -> None:
     finally:
         for process in (gunicorn, worker):
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+        for process in (gunicorn, worker):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker in the middle of a publication on a busy machine
+                os.killpg(process.pid, signal.SIGKILL)
     sys.exit(1 if failed else 0)
 
 
