@@ -125,6 +125,21 @@ def test_a_refused_value_gets_the_forms_own_message_and_changes_nothing(person) 
     assert not Alias.objects.filter(owner=owner).exists()
 
 
+@override_settings(ALIAS_LIMIT_PER_USER=1)
+def test_the_alias_limit_is_the_same_clear_refusal_through_every_api(person) -> None:
+    owner = person()
+    raw = make_token(owner)
+    assert call("POST", "/api/mailadmin/aliases", raw, {"site": "a.example.com"}).status_code == 201
+    expected = "You have reached the limit of 1 aliases. Delete some you no longer use to make new ones."
+    ours = call("POST", "/api/mailadmin/aliases", raw, {"site": "b.example.com"})
+    assert (ours.status_code, ours.json()) == (400, {"error": expected, "fields": {"non_field": [expected]}})
+    simplelogin = call("POST", "/api/alias/random/new?hostname=c.example.com", None, {}, HTTP_AUTHENTICATION=raw)
+    assert (simplelogin.status_code, simplelogin.json()) == (400, {"error": expected})
+    addy = call("POST", "/api/v1/aliases", raw, {"description": "Website: d.example.com."})
+    assert (addy.status_code, addy.json()["message"]) == (400, expected)
+    assert Alias.objects.filter(owner=owner).count() == 1
+
+
 def test_a_read_only_token_reads_and_is_refused_every_change(person, domain: Domain) -> None:
     owner = person()
     alias = Alias.objects.create(
