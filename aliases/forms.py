@@ -58,11 +58,14 @@ def check_directory(address: str, person: str | None = None) -> None:
     database."""
     local_part = address.rpartition("@")[0]
     try:
-        claims = directory.address_claims(address)
+        if person is None:  # nobody's name is guarded (an admin; one's own catch-all domain)
+            taken, others = directory.mail_exists(address), frozenset[str]()
+        else:
+            claims = directory.address_claims(address)
+            taken, others = claims.mailbox, claims.named - {person}
     except directory.DirectoryUnavailable:
         raise ValidationError(UNAVAILABLE, code="unavailable") from None
-    others = claims.named - {person} if person is not None else set()
-    if claims.mailbox:
+    if taken:
         raise ValidationError(f"{address} is not available. Choose another name.", code="taken")
     if others:
         raise ValidationError(
