@@ -81,7 +81,7 @@ def remember_password(request: HttpRequest) -> None:
 
 
 def _mirror_roles(user: User, member_of: frozenset[str]) -> None:
-    # Only the staff groups matter for roles; django-auth-ldap mirrors the rest at sign-in.
+    # Only the staff groups matter for roles; the sign-in backend mirrors the rest at sign-in.
     staff = {group_name(getattr(settings, setting)): getattr(settings, setting).lower() for setting in STAFF_GROUP_DNS}
     held = set(user.groups.filter(name__in=staff).values_list("name", flat=True))
     for name, dn in staff.items():
