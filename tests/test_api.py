@@ -20,6 +20,7 @@ from api import services
 from api.models import ApiToken
 from audit.models import AuditEvent
 from localservices.process import free_port
+from localservices.slapd import Slapd
 from mailadmin import counters
 
 pytestmark = pytest.mark.django_db
@@ -315,3 +316,21 @@ def test_a_refused_token_costs_no_directory_connection(person, ldap_calls) -> No
     assert call("GET", "/api/mailadmin/token", "mat_" + "x" * 43).status_code == 401
     assert call("POST", "/api/alias/random/new?hostname=a.example.com", None, {}).status_code == 401
     assert ldap_calls == []
+
+
+def test_with_slapd_down_every_call_is_a_clear_503_and_nothing_is_made(person) -> None:
+    owner = person()
+    raw = make_token(owner)
+    slapd = Slapd()
+    slapd.stop()
+    try:
+        checked = call("GET", "/api/mailadmin/token", raw)
+        made = call("POST", "/api/alias/random/new?hostname=down.example.com", None, {}, HTTP_AUTHENTICATION=raw)
+    finally:
+        slapd.start()
+    for response in (checked, made):
+        assert response.status_code == 503, response.content
+        assert "directory is not answering" in response.content.decode()
+    assert not Alias.objects.filter(owner=owner).exists()
+    again = call("POST", "/api/alias/random/new?hostname=up.example.com", None, {}, HTTP_AUTHENTICATION=raw)
+    assert again.status_code == 201, again.content
