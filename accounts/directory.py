@@ -118,7 +118,7 @@ def connection(bind_dn: str | None = None, password: str | None = None) -> Itera
     shared = _shared_connection.get() if bind_dn is None else None
     if shared is not None:
         if shared.conn is None:
-            shared.conn = _bound(None, None)
+            shared.conn = _bound()
         with _errors_translated():
             yield shared.conn
         return
@@ -130,7 +130,7 @@ def connection(bind_dn: str | None = None, password: str | None = None) -> Itera
         conn.unbind()
 
 
-def _bound(bind_dn: str | None, password: str | None) -> ldap3.Connection:
+def _bound(bind_dn: str | None = None, password: str | None = None) -> ldap3.Connection:
     server = ldap3.Server(settings.LDAP_URI, connect_timeout=settings.LDAP_TIMEOUT, get_info=ldap3.NONE)
     try:
         return ldap3.Connection(
