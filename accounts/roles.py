@@ -4,7 +4,7 @@ Who may act on whom is decided here and nowhere else (`refusal`, `may_act_on`): 
 on end users only, admins on anyone, except on themselves where that makes no sense.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import wraps
@@ -69,15 +69,22 @@ def role_of(user: Any) -> Role | None:
     cached = getattr(user, "_mailadmin_role", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    names = set(user.groups.values_list("name", flat=True))
+    remember_role(user, set(user.groups.values_list("name", flat=True)))
+    return user._mailadmin_role  # type: ignore[no-any-return]
+
+
+def remember_role(user: Any, names: Collection[str]) -> None:
+    """For role_of: the role of a user whose groups were just read (these names)."""
+    user._mailadmin_role = role_of_groups(names)
+
+
+def role_of_groups(names: Collection[str]) -> Role:
+    """The role of someone in these (Django) groups."""
     if group_name(settings.LDAP_ADMIN_GROUP_DN) in names:
-        role = Role.ADMIN
-    elif group_name(settings.LDAP_HELPDESK_GROUP_DN) in names:
-        role = Role.HELPDESK
-    else:
-        role = Role.END_USER
-    user._mailadmin_role = role
-    return role
+        return Role.ADMIN
+    if group_name(settings.LDAP_HELPDESK_GROUP_DN) in names:
+        return Role.HELPDESK
+    return Role.END_USER
 
 
 @dataclass(frozen=True)

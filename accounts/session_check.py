@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 
 from accounts import directory
 from accounts.forms import UNAVAILABLE
-from accounts.roles import group_name
+from accounts.roles import group_name, remember_role
 from mailadmin.security import is_token_only
 
 CHECKED_AT = "directory_checked_at"
@@ -82,13 +82,12 @@ def remember_password(request: HttpRequest) -> None:
 
 def _mirror_roles(user: User, member_of: frozenset[str]) -> None:
     # Only the staff groups matter for roles; the sign-in backend mirrors the rest at sign-in.
-    for setting in STAFF_GROUP_DNS:
-        dn = getattr(settings, setting)
-        name = group_name(dn)
-        has = user.groups.filter(name=name).exists()
-        if dn.lower() in member_of and not has:
+    staff = {group_name(getattr(settings, setting)): getattr(settings, setting).lower() for setting in STAFF_GROUP_DNS}
+    held = set(user.groups.filter(name__in=staff).values_list("name", flat=True))
+    for name, dn in staff.items():
+        if dn in member_of and name not in held:
             user.groups.add(Group.objects.get_or_create(name=name)[0])
-        elif dn.lower() not in member_of and has:
+        elif dn not in member_of and name in held:
             user.groups.remove(*Group.objects.filter(name=name))
-    if hasattr(user, "_mailadmin_role"):
-        del user._mailadmin_role
+    # The role as mirrored just now: role_of need not read the groups again in this request.
+    remember_role(user, {name for name, dn in staff.items() if dn in member_of})

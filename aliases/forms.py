@@ -28,7 +28,7 @@ from aliases.addresses import (
     site_name,
 )
 from aliases.models import Alias, Domain
-from aliases.services import address_in_use, creation_refusal, free_local_parts, random_local_part, usable_domains
+from aliases.services import address_in_use, free_local_parts, random_local_part, usable_domains
 from mailadmin import dates
 
 MAX_CATCHALL_DESTINATIONS = 20
@@ -50,10 +50,19 @@ def check_available(address: str, person: str | None = None) -> None:
     alice@alias.example.org taken by bob would pass for Alice's."""
     if address_in_use(address):
         raise ValidationError(f"{address} is not available. Choose another name.", code="taken")
+    check_directory(address, person)
+
+
+def check_directory(address: str, person: str | None = None) -> None:
+    """check_available's directory part alone, for a name free_local_parts found free in the
+    database."""
     local_part = address.rpartition("@")[0]
     try:
-        taken = directory.mail_exists(address)
-        others = directory.people_named(local_part) - {person} if person is not None and not taken else set()
+        if person is None:  # nobody's name is guarded (an admin; one's own catch-all domain)
+            taken, others = directory.mail_exists(address), frozenset[str]()
+        else:
+            claims = directory.address_claims(address)
+            taken, others = claims.mailbox, claims.named - {person}
     except directory.DirectoryUnavailable:
         raise ValidationError(UNAVAILABLE, code="unavailable") from None
     if taken:
@@ -121,10 +130,9 @@ class AliasCreateForm(forms.Form):
         return day
 
     def clean(self) -> dict[str, Any]:
+        # The limits (suspension, count, rate) are aliases.services.create_alias's to check: under
+        # the owner's lock, once, with the same message.
         cleaned = super().clean() or {}
-        refusal = creation_refusal(self.owner)
-        if refusal:
-            raise ValidationError(refusal, code="limit")
         domain = cleaned.get("domain") or self.default_domain
         if domain is None and "domain" not in self.errors:
             raise ValidationError("There is no alias domain yet. Ask the mail administrators to add one.")
@@ -171,7 +179,7 @@ class RandomAliasForm(AliasCreateForm):
             candidate = random_local_part()
             if free_local_parts([candidate], domain):
                 try:
-                    check_available(f"{candidate}@{domain.name}")
+                    check_directory(f"{candidate}@{domain.name}")
                 except ValidationError as exc:
                     if exc.code == "unavailable":
                         raise
@@ -208,12 +216,13 @@ class SiteAliasForm(AliasCreateForm):
 
     def clean_site(self) -> str:
         name = site_name(self.cleaned_data["site"])
+        # Cleaned here already: "another" comes after "site" in the form.
+        if self.fields["another"].to_python(self["another"].data):
+            return name  # a fresh one whatever the site has (password managers always ask so)
         self.existing = (
             Alias.objects.filter(owner=self.owner, site=name).select_related("domain").order_by("-created_at").first()
         )
-        # Cleaned here already: "another" comes after "site" in the form.
-        another = self.fields["another"].to_python(self["another"].data)
-        if self.existing is not None and not another:
+        if self.existing is not None:
             raise ValidationError(
                 f"You already have {self.existing.address} for {name}. Use it, or make another one anyway.",
                 code="site-taken",
@@ -253,7 +262,7 @@ def proposal_for(site: str, domain: Domain, person: str | None = None) -> str:
     candidates = [base] + [f"{base}{n}" for n in range(2, 21)]
     for candidate in free_local_parts(candidates, domain):
         try:
-            check_available(f"{candidate}@{domain.name}", person)
+            check_directory(f"{candidate}@{domain.name}", person)
         except ValidationError as exc:
             if exc.code == "unavailable":
                 raise

@@ -14,16 +14,16 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, QuerySet
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from accounts import directory
-from accounts.models import SenderSuspension
 from accounts.suspension import is_suspended
-from aliases.addresses import is_reserved
+from aliases.addresses import is_reserved, normalize_local_part
 from aliases.models import Alias, AliasTombstone, Domain
 from audit.models import AuditEvent, record_event
 from mailadmin.dates import format_datetime
@@ -64,16 +64,22 @@ def address_in_use(address: str) -> bool:
 
 
 def free_local_parts(candidates: list[str], domain: Domain) -> list[str]:
-    """The candidates no alias or tombstone on this domain holds, in order (two queries)."""
+    """The candidates no alias, tombstone or catch-all destination on this domain holds, and not
+    reserved, in order (three queries however many candidates): address_in_use for each."""
     wanted = {c.lower() for c in candidates}
+    addresses = [f"{c}@{domain.name}" for c in wanted]
     # Local parts are stored lower-case (normalize_local_part), so a plain IN matches.
     taken = set(Alias.objects.filter(domain=domain, local_part__in=wanted).values_list("local_part", flat=True))
     taken |= {
         a.rsplit("@", 1)[0]
-        for a in AliasTombstone.objects.filter(address__in=[f"{c}@{domain.name}" for c in wanted]).values_list(
-            "address", flat=True
-        )
+        for a in AliasTombstone.objects.filter(address__in=addresses).values_list("address", flat=True)
     }
+    destinations = {
+        address
+        for d in Domain.objects.exclude(catchall_destinations="").only("catchall_destinations")
+        for address in map(str.lower, d.catchall_addresses)
+    }
+    taken |= {a.rsplit("@", 1)[0] for a in addresses if a in destinations}
     return [c for c in candidates if c.lower() not in taken and not is_reserved(c)]
 
 
@@ -83,9 +89,6 @@ def random_local_part() -> str:
 
 def creation_refusal(owner: User, now: datetime | None = None) -> str | None:
     """Why this user may not create another alias now, or None."""
-    known = _read_ahead_here()
-    if known is not None and owner.pk in known.refusals:
-        return known.refusals[owner.pk]
     now = now or timezone.now()
     if is_suspended(owner):
         return _refusal(suspended=True, aliases=0, recent=0)
@@ -120,11 +123,10 @@ def _creations_since(now: datetime) -> QuerySet[AuditEvent]:
 class _ReadAhead:
     addresses: frozenset[str]  # asked, lower-case
     in_use: frozenset[str]
-    refusals: dict[int, str | None]  # by owner id
     depth: int  # of transactions when it was read
 
 
-# Set by checks_read_ahead(): what address_in_use() and creation_refusal() answer.
+# Set by checks_read_ahead(): what address_in_use() answers.
 _read_ahead: ContextVar[_ReadAhead | None] = ContextVar("alias_checks_read_ahead", default=None)
 
 
@@ -139,12 +141,12 @@ def _read_ahead_here() -> _ReadAhead | None:
 
 
 @contextmanager
-def checks_read_ahead(owners: Collection[User], addresses: Collection[str]) -> Iterator[None]:
-    """Inside, address_in_use() of these addresses and creation_refusal() of these owners answer
-    from seven queries made on entering, instead of three each: a CSV import checks a batch of
-    rows with the alias forms this way. Within a transaction opened inside it they ask the
-    database: create_alias() checks again in its own, so a change made meanwhile is still refused."""
-    now, wanted = timezone.now(), {address.lower() for address in addresses}
+def checks_read_ahead(addresses: Collection[str]) -> Iterator[None]:
+    """Inside, address_in_use() of these addresses answers from three queries made on entering,
+    instead of three each: a CSV import checks a batch of rows with the alias forms this way.
+    Within a transaction opened inside it, it asks the database: create_alias() checks again in
+    its own (with the limits), so a change made meanwhile is still refused."""
+    wanted = {address.lower() for address in addresses}
     by_domain: dict[str, set[str]] = {}
     for address in wanted:
         local_part, _, domain = address.partition("@")
@@ -160,17 +162,7 @@ def checks_read_ahead(owners: Collection[User], addresses: Collection[str]) -> I
         "catchall_destinations", flat=True
     ):
         in_use |= wanted & {a for a in destinations.split(",") if a}
-    uids = {owner.get_username(): owner for owner in owners}
-    suspended = set(SenderSuspension.objects.active().filter(uid__in=list(uids)).values_list("uid", flat=True))
-    aliases = dict(Alias.objects.filter(owner__in=list(uids.values())).values_list("owner").annotate(n=Count("id")))
-    recent = dict(
-        _creations_since(now).filter(actor_name__in=list(uids)).values_list("actor_name").annotate(n=Count("id"))
-    )
-    refusals = {
-        owner.pk: _refusal(suspended=uid in suspended, aliases=aliases.get(owner.pk, 0), recent=recent.get(uid, 0))
-        for uid, owner in uids.items()
-    }
-    token = _read_ahead.set(_ReadAhead(frozenset(wanted), frozenset(in_use), refusals, _transaction_depth()))
+    token = _read_ahead.set(_ReadAhead(frozenset(wanted), frozenset(in_use), _transaction_depth()))
     try:
         yield
     finally:
@@ -189,12 +181,23 @@ def create_alias(
     expires_at: datetime | None = None,
     actor: User | None = None,
 ) -> Alias:
-    """local_part must come from aliases.addresses.normalize_local_part (and the form's mailbox check).
+    """A new alias, or AliasRefused. The caller's form has checked the input and the directory
+    (aliases.forms: the name is nobody's mailbox, nor a colleague's name), outside any
+    transaction; this refuses a name that is no valid local part whoever calls, and checks what
+    another request may change meanwhile (the limits, the address taken) under the owner's lock.
     `actor`: who made it when not the owner (an admin's CSV import; no request in the worker)."""
+    try:
+        valid = normalize_local_part(local_part, allow_reserved=True) == local_part
+    except ValidationError as exc:
+        raise AliasRefused(exc.messages[0]) from None
+    if not valid:
+        raise AliasRefused("Use only lower-case letters a–z, digits, and dots, hyphens or underscores between them.")
     address = f"{local_part}@{domain.name}"
     with transaction.atomic():
         # One creation per owner at a time, so concurrent requests cannot all see room under the limit.
-        User.objects.select_for_update().filter(pk=owner.pk).first()
+        # (SQLite has no row locks: its transactions take the one write lock at BEGIN IMMEDIATE.)
+        if connection.features.has_select_for_update:
+            User.objects.select_for_update().filter(pk=owner.pk).first()
         refusal = creation_refusal(owner)
         if refusal:
             raise AliasRefused(refusal)
@@ -202,17 +205,17 @@ def create_alias(
         if address_in_use(address):
             raise AliasRefused(TAKEN.format(address=address))
         try:
-            with transaction.atomic():
-                alias = Alias.objects.create(
-                    owner=owner,
-                    local_part=local_part,
-                    domain=domain,
-                    kind=kind,
-                    site=site,
-                    label=label,
-                    expires_at=expires_at,
-                )
+            alias = Alias.objects.create(
+                owner=owner,
+                local_part=local_part,
+                domain=domain,
+                kind=kind,
+                site=site,
+                label=label,
+                expires_at=expires_at,
+            )
         except IntegrityError:
+            # Raised inside the atomic block: the whole creation is rolled back.
             raise AliasRefused(TAKEN.format(address=address)) from None
         if actor is None or actor.pk == owner.pk:
             record_event("alias.create", request=request, actor=owner, target=address, detail=_describe(alias))

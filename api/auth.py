@@ -3,12 +3,19 @@ SimpleLogin's `Authentication: …` header. Never a cookie: a browser's session 
 on the API, so a page on another site cannot make the browser act with it (no CSRF hole).
 
 The check itself is api.services.authenticate; this only adds the scope and the request's user.
+Each API request talks to the directory over one connection (the token's owner, then whatever
+the call checks), opened at its first directory call.
 """
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from ninja.security import APIKeyHeader, HttpBearer
 
+from accounts import directory
 from api import services
 from api.models import ApiToken
 
@@ -50,3 +57,15 @@ def token_of(request: HttpRequest) -> ApiToken:
     token = getattr(request, "auth", None)
     assert isinstance(token, ApiToken)
     return token
+
+
+def one_directory_connection(run: Callable[..., Any]) -> Callable[..., Any]:
+    """For NinjaAPI.add_decorator(mode="view"): the whole call, token check included, on one
+    directory connection."""
+
+    @wraps(run)
+    def call(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        with directory.one_connection():
+            return run(request, *args, **kwargs)
+
+    return call

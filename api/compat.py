@@ -25,7 +25,7 @@ from aliases.addresses import propose_local_part, site_name
 from aliases.models import Alias
 from aliases.services import usable_domains
 from api import alias_calls, errors
-from api.auth import AuthenticationHeader, BearerToken, token_of
+from api.auth import AuthenticationHeader, BearerToken, one_directory_connection, token_of
 from api.models import ApiToken
 
 # A host name with at least one dot and a top-level label of letters, optionally as a URL.
@@ -42,6 +42,7 @@ simplelogin = NinjaAPI(
     openapi_url=None,
     auth=AuthenticationHeader(ApiToken.Scope.MANAGE),
 )
+simplelogin.add_decorator(one_directory_connection, mode="view")
 errors.install(simplelogin, lambda message, fields, status: {"error": message})
 
 addy = NinjaAPI(
@@ -52,6 +53,7 @@ addy = NinjaAPI(
     openapi_url=None,
     auth=BearerToken(ApiToken.Scope.MANAGE),
 )
+addy.add_decorator(one_directory_connection, mode="view")
 errors.install(
     addy, lambda message, fields, status: {"message": message, "errors": fields} if fields else {"message": message}
 )

@@ -16,7 +16,7 @@ from ninja import NinjaAPI, Schema, Status
 from aliases.models import Alias
 from aliases.services import delete_alias, get_own_alias, set_alias_enabled, usable_domains
 from api import alias_calls, errors
-from api.auth import BearerToken, token_of
+from api.auth import BearerToken, one_directory_connection, token_of
 from api.models import ApiToken
 
 READ = BearerToken(ApiToken.Scope.READ)
@@ -30,6 +30,7 @@ api = NinjaAPI(
     docs_url=None,  # the interactive page would load its script from a CDN; the JSON is enough
     auth=READ,
 )
+api.add_decorator(one_directory_connection, mode="view")
 
 
 def _shape(message: str, fields: dict[str, list[str]], status: int) -> dict[str, Any]:

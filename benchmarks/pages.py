@@ -210,8 +210,9 @@ def run_clients(
     return samples, elapsed, len(errors)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User+system CPU time of these processes so far (Linux /proc)."""
+def cpu_seconds(pids: list[int], *, children: bool = False) -> float:
+    """User+system CPU time of these processes so far (Linux /proc); with `children`, also of
+    the children they waited for."""
     total = 0
     for pid in pids:
         try:
@@ -219,7 +220,7 @@ def cpu_seconds(pids: list[int]) -> float:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += sum(int(value) for value in fields[11 : 15 if children else 13])  # utime, stime, cutime, cstime
     return total / os.sysconf("SC_CLK_TCK")
 
 

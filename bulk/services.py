@@ -356,8 +356,7 @@ class AliasRows:
         )
         uids = {row.values["owner"].strip() for row in rows}
         with directory.read_ahead(uids, addresses):
-            people = [self._person(uid) for uid in uids if directory.UID_PATTERN.fullmatch(uid)]
-            with checks_read_ahead([person[0] for person in people if person], addresses):
+            with checks_read_ahead(addresses):
                 checked = [self._check(row) for row in rows]
         with transaction.atomic():
             with transaction.atomic():

@@ -3,7 +3,9 @@ a missing service fails the run at the start, nothing skips."""
 
 import secrets
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import ldap3
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -117,3 +119,22 @@ def sign_in(db: None, make_directory_user: Callable[..., directory.DirectoryUser
         return client
 
     return login
+
+
+@pytest.fixture
+def ldap_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The binds and searches the code under test sends, in order (the real slapd answers)."""
+    calls: list[str] = []
+    real_search, real_bind = ldap3.Connection.search, ldap3.Connection.bind
+
+    def search(self: ldap3.Connection, *args: Any, **kwargs: Any) -> Any:
+        calls.append("search")
+        return real_search(self, *args, **kwargs)
+
+    def bind(self: ldap3.Connection, *args: Any, **kwargs: Any) -> Any:
+        calls.append("bind")
+        return real_bind(self, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "search", search)
+    monkeypatch.setattr(ldap3.Connection, "bind", bind)
+    yield calls

@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts import directory
 from accounts.models import SenderSuspension
 from aliases.models import Alias, AliasTombstone, Domain
+from aliases.services import AliasRefused, create_alias
 from audit.models import AuditEvent
 from postfix import publication
 from postfix.models import MapGeneration
@@ -158,7 +159,7 @@ def test_a_colleagues_name_is_refused_on_a_shared_alias_domain(sign_in, make_dir
         assert "is the name of someone in the directory" in response.content.decode(), name
     assert not Alias.objects.exists()
     # A name nobody has is fine; LDAP filter characters are escaped, not interpreted.
-    assert not directory.people_named("*")
+    assert directory.address_claims("*@alias.example.org") == directory.AddressClaims(False, frozenset())
     client.post("/aliases/new/custom/", {"local_part": "alicecolleagues", "domain": domains[1].pk})
     assert Alias.objects.get().local_part == "alicecolleagues"
 
@@ -317,6 +318,17 @@ def test_the_creation_rate_limit_counts_deleted_aliases_too(sign_in, domains, se
     response = client.post("/aliases/new/random/", {"domain": domains[1].pk})
     assert "the most allowed" in response.content.decode()
     assert Alias.objects.count() == 1
+
+
+def test_create_alias_refuses_what_is_no_local_part_whoever_calls_it(domains) -> None:
+    # The forms normalise the name; a caller without one (a command, a script) is refused all the same.
+    owner = User.objects.create(username="direct", email="direct@example.org")
+    generation = _generation()
+    for bad in ("Shop", "a b", "a\nb@evil", "x" * 65, "", "a..b", "ümlaut"):
+        with pytest.raises(AliasRefused):
+            create_alias(None, owner, local_part=bad, domain=domains[1], kind="custom")
+    assert not Alias.objects.exists() and not AuditEvent.objects.filter(action="alias.create").exists()
+    assert _generation() == generation
 
 
 def test_a_suspended_user_cannot_create_aliases(sign_in, domains) -> None:

@@ -7,7 +7,9 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client, RequestFactory, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import directory, suspension
@@ -18,6 +20,7 @@ from api import services
 from api.models import ApiToken
 from audit.models import AuditEvent
 from localservices.process import free_port
+from localservices.slapd import Slapd
 from mailadmin import counters
 
 pytestmark = pytest.mark.django_db
@@ -121,6 +124,21 @@ def test_a_refused_value_gets_the_forms_own_message_and_changes_nothing(person) 
         "fields": {"local_part": form.errors["local_part"]},
     }
     assert not Alias.objects.filter(owner=owner).exists()
+
+
+@override_settings(ALIAS_LIMIT_PER_USER=1)
+def test_the_alias_limit_is_the_same_clear_refusal_through_every_api(person) -> None:
+    owner = person()
+    raw = make_token(owner)
+    assert call("POST", "/api/mailadmin/aliases", raw, {"site": "a.example.com"}).status_code == 201
+    expected = "You have reached the limit of 1 aliases. Delete some you no longer use to make new ones."
+    ours = call("POST", "/api/mailadmin/aliases", raw, {"site": "b.example.com"})
+    assert (ours.status_code, ours.json()) == (400, {"error": expected, "fields": {"non_field": [expected]}})
+    simplelogin = call("POST", "/api/alias/random/new?hostname=c.example.com", None, {}, HTTP_AUTHENTICATION=raw)
+    assert (simplelogin.status_code, simplelogin.json()) == (400, {"error": expected})
+    addy = call("POST", "/api/v1/aliases", raw, {"description": "Website: d.example.com."})
+    assert (addy.status_code, addy.json()["message"]) == (400, expected)
+    assert Alias.objects.filter(owner=owner).count() == 1
 
 
 def test_a_read_only_token_reads_and_is_refused_every_change(person, domain: Domain) -> None:
@@ -265,3 +283,54 @@ def test_a_body_that_is_not_json_or_not_utf8_gets_a_plain_error(person) -> None:
         response = Client().post("/api/mailadmin/aliases", body, "application/json", **bearer(raw))
         assert response.status_code == 400 and response.json()["error"], body
     assert not Alias.objects.filter(owner=owner).exists()
+
+
+def test_a_creation_costs_one_directory_bind_three_searches_and_pinned_queries(person, ldap_calls) -> None:
+    owner = person()
+    raw = make_token(owner)
+
+    def create(site: str) -> list[str]:
+        ldap_calls.clear()
+        with CaptureQueriesContext(connection) as queries:
+            made = call("POST", f"/api/alias/random/new?hostname={site}", None, {"note": "x"}, HTTP_AUTHENTICATION=raw)
+        assert made.status_code == 201, made.content
+        # The owner (entry, groups), then whether the name is a mailbox or a colleague's name.
+        assert ldap_calls == ["bind", "search", "search", "search"]
+        return [query["sql"] for query in queries.captured_queries]
+
+    create("first.example.com")  # the token's first use is noted (audited once, written once a minute)
+    pinned = create("shop.example.com")
+    for n in range(30):
+        create(f"site{n}.example.com")
+    create("shop.example.com")  # a second one for a site: the name made from it is taken
+    assert len(create("more.example.com")) == len(pinned), "a creation's queries grew with the aliases"
+    # Token check: token, staff groups, suspension. Form: domains, names taken (aliases,
+    # tombstones, catch-alls). create_alias (in the test's transaction, so in a savepoint): the
+    # owner's row lock (not on SQLite, which has none), suspension, alias count, creation rate,
+    # the address (alias, tombstone, catch-all), alias, audit event, publication request
+    # (savepoint, generation, request).
+    assert len(pinned) == (23 if connection.features.has_select_for_update else 22), pinned
+
+
+def test_a_refused_token_costs_no_directory_connection(person, ldap_calls) -> None:
+    assert call("GET", "/api/mailadmin/token", "mat_" + "x" * 43).status_code == 401
+    assert call("POST", "/api/alias/random/new?hostname=a.example.com", None, {}).status_code == 401
+    assert ldap_calls == []
+
+
+def test_with_slapd_down_every_call_is_a_clear_503_and_nothing_is_made(person) -> None:
+    owner = person()
+    raw = make_token(owner)
+    slapd = Slapd()
+    slapd.stop()
+    try:
+        checked = call("GET", "/api/mailadmin/token", raw)
+        made = call("POST", "/api/alias/random/new?hostname=down.example.com", None, {}, HTTP_AUTHENTICATION=raw)
+    finally:
+        slapd.start()
+    for response in (checked, made):
+        assert response.status_code == 503, response.content
+        assert "directory is not answering" in response.content.decode()
+    assert not Alias.objects.filter(owner=owner).exists()
+    again = call("POST", "/api/alias/random/new?hostname=up.example.com", None, {}, HTTP_AUTHENTICATION=raw)
+    assert again.status_code == 201, again.content

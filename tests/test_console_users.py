@@ -3,7 +3,7 @@ and state, sorting, a total count, and pages, all from the directory as it is no
 
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -133,24 +133,6 @@ def test_a_bad_filter_is_refused_plainly(sign_in: Any) -> None:
         response = staff.get("/directory/", params)
         assert response.status_code == 200, params
         assert b"error" in response.content.lower()
-
-
-@pytest.fixture
-def ldap_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    calls: list[str] = []
-    real_search, real_bind = ldap3.Connection.search, ldap3.Connection.bind
-
-    def search(self: ldap3.Connection, *args: Any, **kwargs: Any) -> Any:
-        calls.append("search")
-        return real_search(self, *args, **kwargs)
-
-    def bind(self: ldap3.Connection, *args: Any, **kwargs: Any) -> Any:
-        calls.append("bind")
-        return real_bind(self, *args, **kwargs)
-
-    monkeypatch.setattr(ldap3.Connection, "search", search)
-    monkeypatch.setattr(ldap3.Connection, "bind", bind)
-    yield calls
 
 
 def test_a_page_of_the_list_costs_one_connection_five_searches_and_pinned_queries(
