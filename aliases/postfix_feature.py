@@ -10,10 +10,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import compress
-from operator import not_
+from operator import itemgetter, not_
 
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
+from django.core.exceptions import EmptyResultSet, ValidationError
+from django.db import connection
 from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Concat
 
@@ -72,10 +73,17 @@ def sender_logins(uid: str, mailbox: str) -> str:
 _ADDRESS = Concat("local_part", Value("@"), "domain__name")
 
 
-def _columns(rows: Iterable[tuple[str, int]]) -> tuple[list[str], list[int]]:
-    listed = list(rows)
-    addresses, owner_ids = zip(*listed, strict=True) if listed else ((), ())
-    return list(addresses), list(owner_ids)
+def _columns(rows: "QuerySet[Alias, tuple[str, int]]") -> tuple[list[str], list[int]]:
+    """The addresses and owner ids of these rows, read with a plain cursor (the ORM's iterator
+    spends ~1 µs a row making each tuple: a second at a million)."""
+    try:
+        sql, params = rows.query.sql_with_params()
+    except EmptyResultSet:  # a keyed render whose keys name no alias
+        return [], []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchall()
+    return list(map(itemgetter(0), found)), list(map(itemgetter(1), found))
 
 
 def _aliases(keys: frozenset[str] | None) -> QuerySet[Alias]:

@@ -7,8 +7,11 @@ For each table type and size (aliases in the run's own SQLite database spread ev
 --owners owners who are in the private directory, maps in a map directory of the benchmark's
 own, Postfix not reloaded):
   - full publication (render from the database + write + postmap + verify + rename) into an
-    empty map directory, and bare `postmap` of the same virtual source, measured alternately
-    --repeat times in the same run: the medians and their ratio, and the load average;
+    empty map directory, each followed by two baselines on copies of its sources: a bare
+    `postmap` of the virtual table alone, and bare `postmap`s of every table the publication
+    built (virtual and sender_login both have a line per alias), one after the other; medians
+    over --repeat, the ratio to each baseline in wall time and in CPU time (the process and its
+    children: what a shared machine's load distorts least), and the load average;
   - change-to-live latency through a real Celery worker: from the commit of a new alias to
     `postmap -q` answering with its owner, p50/p95 over --changes changes;
   - publications caused by a burst of --burst alias creations (one transaction each).

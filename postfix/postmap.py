@@ -20,6 +20,7 @@ from django.conf import settings
 
 COMMAND_TIMEOUT = 120  # seconds; postmap of a million lines takes a few
 SUFFIXES = {"lmdb": ".lmdb", "cdb": ".cdb", "hash": ".db"}
+SMALL_SOURCE = 64 * 1024  # bytes (about a thousand lines): built in less time than a postmap start
 
 
 class PostmapError(Exception):
@@ -86,21 +87,28 @@ def _postmap(*args: str, stdin: str = "", allowed: Collection[int] = (0,)) -> st
 
 
 def build_all(sources: Iterable[tuple[Table, str]]) -> None:
-    """Write each table's source and build its database (under the table's, temporary, name),
-    side by side: each postmap starts as soon as its source is written and runs while the caller
+    """Write each table's source and build its database (under the table's, temporary, name).
+    A large table's postmap starts as soon as its source is written and runs while the caller
     makes the next source (`sources` may be a generator), so the builds and the render share
-    the cores (the full-publication targets, docs/postfix.md). Returns when all are built."""
-    running: list[tuple[Table, subprocess.Popen[str]]] = []
+    the cores; the small ones are built together by one postmap at the end (a postmap start
+    costs more than their build). Serves the full-publication targets (docs/postfix.md)."""
+    running: list[tuple[tuple[str, ...], subprocess.Popen[str]]] = []
+    small: list[str] = []
     try:
         for table, text in sources:
             try:
                 table.path.write_text(text)
             except OSError as exc:
                 raise PostmapError(f"writing {table.path.name}: {exc.strerror or exc}") from exc
-            running.append((table, _start(table.spec, stdin=subprocess.DEVNULL)))
-        for table, process in running:
+            if len(text) < SMALL_SOURCE:
+                small.append(table.spec)
+            else:
+                running.append(((table.spec,), _start(table.spec, stdin=subprocess.DEVNULL)))
+        if small:
+            running.append((tuple(small), _start(*small, stdin=subprocess.DEVNULL)))
+        for specs, process in running:
             stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
-            _checked((table.spec,), process.returncode, stdout, stderr, (0,))
+            _checked(specs, process.returncode, stdout, stderr, (0,))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PostmapError(f"postmap: {exc}") from exc
     finally:

@@ -257,3 +257,24 @@ def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_p
         postmap.query(absent, ["a@x.example"])
     with pytest.raises(postmap.PostmapError):
         postmap.query_tables({**keys, absent: ["a@x.example"]})
+
+
+def test_tables_built_side_by_side_answer_each_line_and_a_bad_line_fails_them_as_a_postmap_error(
+    typed_map_dir: Path,
+) -> None:
+    large = "".join(f"a{n}@x.example b@x.example\n" for n in range(5000))  # built on its own
+    assert len(large) > postmap.SMALL_SOURCE
+    tables = {name: postmap.temporary(name) for name in ("virtual", "mailboxes", "transport")}
+
+    postmap.build_all(
+        [(tables["virtual"], large), (tables["mailboxes"], "b@x.example x/b/\n"), (tables["transport"], "")]
+    )
+
+    assert postmap.query(tables["virtual"], ["a0@x.example", "a4999@x.example", "a5000@x.example"]) == postmap.Lookup(
+        {"a0@x.example": "b@x.example", "a4999@x.example": "b@x.example"}, frozenset({"a5000@x.example"})
+    )
+    assert postmap.query(tables["mailboxes"], ["b@x.example"]).found == {"b@x.example": "x/b/"}
+    assert tables["transport"].exists()
+    for bad in ([(postmap.temporary("virtual"), large + "no-value\n")], [(postmap.temporary("mailboxes"), "x\n")]):
+        with pytest.raises(postmap.PostmapError):
+            postmap.build_all(bad)
