@@ -54,6 +54,16 @@ def test_no_hostile_key_or_value_reaches_any_table(table: str) -> None:
     assert render(domain_wide, settings.POSTFIX_MAPS)[table] == ["@example.org OK"]
 
 
+def test_a_virtual_value_may_list_any_number_of_targets_each_a_token() -> None:
+    targets = ", ".join(f"person{n}@example.org" for n in range(100))  # about 2,000 characters
+    entries = [
+        Entry("virtual", "@example.org", targets, domain_wide=True),
+        Entry("virtual", "long@example.org", f"{'x' * 321}@example.org"),  # one target too long
+    ]
+
+    assert render(entries, settings.POSTFIX_MAPS)["virtual"] == [f"@example.org {targets}"]
+
+
 def test_the_rule_spells_out_exactly_the_characters_python_calls_whitespace() -> None:
     every = "".join(map(chr, range(sys.maxunicode + 1)))
 
