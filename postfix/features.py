@@ -109,6 +109,7 @@ def config_features() -> list[ConfigFeature]:
     return [_load(path) for path in settings.POSTFIX_CONFIG_FEATURES]  # type: ignore[misc]
 
 
-def directory_mailboxes() -> dict[str, str]:
+def directory_mailboxes(keys: frozenset[str] | None = None) -> dict[str, str]:
+    """uid -> mailbox of every person, or at least of those a render of `keys` reads."""
     read = import_string(settings.POSTFIX_DIRECTORY_MAILBOXES)
-    return read()  # type: ignore[no-any-return]
+    return read(keys)  # type: ignore[no-any-return]

@@ -382,8 +382,8 @@ def _publish_once(state: MapPublication, coalesce: bool, full: bool) -> Outcome:
             pending = _pending_keys(state)
             keys = None if pending is None else pending | _due_keys(state.last_success_at, started)
     try:
-        # The directory is read once per publication, whatever the number of owners.
-        snapshot = features.Snapshot(started, features.directory_mailboxes(), keys)
+        # The directory is read once per publication (only the people a few keys need).
+        snapshot = features.Snapshot(started, features.directory_mailboxes(keys), keys)
         changed = _publish_keys(snapshot, counts) if keys is not None else _publish_all(snapshot, counts)
     except Exception as exc:  # any failure: the previous tables stay, the error is shown
         message = str(exc)[:2000] or type(exc).__name__
