@@ -22,10 +22,16 @@ import ldap3
 from django.conf import settings
 from ldap.controls.sss import SSSRequestControl
 from ldap.controls.vlv import VLVRequestControl, VLVResponseControl
-from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPOperationResult, LDAPSocketOpenError
+from ldap3.core.exceptions import (
+    LDAPCommunicationError,
+    LDAPException,
+    LDAPInvalidDnError,
+    LDAPOperationResult,
+    LDAPSocketOpenError,
+)
 from ldap3.core.results import RESULT_CODES
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.dn import escape_rdn, parse_dn
 
 from accounts.cram_md5 import cram_md5_hash
 
@@ -831,3 +837,63 @@ def users_with_mail(address: str) -> list[str]:
             attributes=["uid"],
         )
         return sorted(_first(entry, "uid") for entry in conn.entries)
+
+
+@dataclass(frozen=True)
+class SignInEntry:
+    """What a sign-in reads of a person: the password values to check, the fields the Django
+    user row mirrors, and the names (cn) of the groups under LDAP_GROUPS_DN that list them."""
+
+    passwords: list[str]
+    given_name: str | None  # None: the entry has no such attribute
+    sn: str | None
+    mail: str | None
+    group_names: frozenset[str]
+
+
+def sign_in_entry(uid: str) -> SignInEntry | None:
+    """None unless exactly one entry under LDAP_PEOPLE_DN has this uid. Two searches."""
+    if not UID_PATTERN.fullmatch(uid):
+        return None
+    with connection() as conn:
+        conn.search(
+            settings.LDAP_PEOPLE_DN,
+            f"(&(objectClass=mailAccount)(uid={escape_filter_chars(uid)}))",
+            ldap3.LEVEL,
+            attributes=["givenName", "sn", "mail", "userPassword"],
+        )
+        if len(conn.entries) != 1:
+            return None
+        entry = conn.entries[0]
+        found = entry.entry_attributes_as_dict
+        conn.search(
+            settings.LDAP_GROUPS_DN,
+            f"(&(objectClass=groupOfNames)(member={escape_filter_chars(str(entry.entry_dn))}))",
+            ldap3.LEVEL,
+            attributes=["cn"],
+        )
+        groups = frozenset(_first(group, "cn") for group in conn.entries if _first(group, "cn"))
+
+    def text(value: object) -> str:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+    def single(attribute: str) -> str | None:
+        values = found.get(attribute) or []
+        return text(values[0]) if values else None
+
+    return SignInEntry(
+        passwords=[text(value) for value in found.get("userPassword", [])],
+        given_name=single("givenName"),
+        sn=single("sn"),
+        mail=single("mail"),
+        group_names=groups,
+    )
+
+
+def dn_first_value(dn: str) -> str:
+    """The value of a DN's first RDN ("cn=dovecot,ou=services,…" → "dovecot"); ValueError when
+    `dn` is not a DN."""
+    try:
+        return str(parse_dn(dn)[0][1])
+    except LDAPInvalidDnError:
+        raise ValueError(f"not a DN: {dn!r}") from None

@@ -1,10 +1,8 @@
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib.auth import authenticate, password_validation
 from django.contrib.auth.models import User
 from django.http import HttpRequest
@@ -20,14 +18,14 @@ from mailadmin import dates
 UNAVAILABLE = "The directory is not answering right now. Nothing was changed; please try again in a minute."
 
 
-def _reject_control_characters(value: str) -> None:
+def reject_control_characters(value: str) -> None:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise forms.ValidationError("Control characters are not allowed.")
 
 
 def read_secret_file(path_text: str) -> str:
     """A one-line secret from a file (service passwords). The error never quotes the content."""
-    _reject_control_characters(path_text)
+    reject_control_characters(path_text)
     path = Path(path_text)
     if not path.is_absolute():
         raise forms.ValidationError("Give an absolute path.")
@@ -91,7 +89,7 @@ class SignInForm(forms.Form):
     def _uid_of_address(self, address: str) -> str:
         """The uid whose mailbox this is; an address nobody has is tried (and fails) as typed,
         so that it costs a throttled attempt like any wrong name."""
-        _reject_control_characters(address)
+        reject_control_characters(address)
         try:
             uids = directory.users_with_mail(address)
         except DirectoryUnavailable:
@@ -103,10 +101,6 @@ class SignInForm(forms.Form):
 
 # --- Directory administration and sender suspension -----------------------------------
 
-# A person's name for the directory: letters of any script, spaces and a few marks.
-NAME_PATTERN = re.compile(r"[^\W\d_](?:[^\W_]|[ .'\-])*")
-# Mailbox addresses the admin may create: plain ASCII local parts only (Postfix map keys).
-MAILBOX_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?@[a-z0-9.-]{1,253}")
 REASON_MAX_LENGTH = 2000
 # Deep pages cost a walk over every earlier entry; past this, refine the search.
 DIRECTORY_MAX_PAGE = 40
@@ -117,24 +111,6 @@ DIRECTORY_LIST_MAX_PAGE = 100_000
 def _reject_control_characters_except_lines(value: str) -> None:
     if any((ord(c) < 32 and c not in "\n\t") or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in value):
         raise forms.ValidationError("Control characters are not allowed.")
-
-
-def mailbox_domains() -> set[str]:
-    from aliases.models import Domain
-
-    return {settings.MAIL_DOMAIN, *Domain.objects.filter(is_alias_domain=False).values_list("name", flat=True)}
-
-
-def address_in_use(address: str) -> bool:
-    """A mailbox, an alias or a deleted alias's tombstone already holds this address."""
-    from aliases.models import Alias, AliasTombstone
-
-    local, _, domain = address.partition("@")
-    if Alias.objects.filter(local_part__iexact=local, domain__name__iexact=domain).exists():
-        return True
-    if AliasTombstone.objects.filter(address__iexact=address).exists():
-        return True
-    return directory.mail_exists(address)
 
 
 class DirectorySearchForm(forms.Form):
@@ -165,11 +141,11 @@ class DirectorySearchForm(forms.Form):
 
     def clean_q(self) -> str:
         value: str = self.cleaned_data["q"]
-        _reject_control_characters(value)
+        reject_control_characters(value)
         return value
 
     def listing(self) -> dict[str, Any]:
-        """The keyword arguments of accounts.people.people_page, from the cleaned data."""
+        """The keyword arguments of console.people.people_page, from the cleaned data."""
         data = self.cleaned_data
         sort, descending = self.SORTS[data.get("sort") or "uid"]
         return {
@@ -200,7 +176,7 @@ class NewPasswordFields(forms.Form):
 
     def clean_new_password(self) -> str:
         password: str = self.cleaned_data["new_password"]
-        _reject_control_characters(password)
+        reject_control_characters(password)
         password_validation.validate_password(password, self.password_user())
         return password
 
@@ -239,62 +215,6 @@ class PasswordChangeForm(NewPasswordFields):
         if stored is None or not verify_cram_md5(password, stored):
             raise forms.ValidationError("This is not your current password.")
         return password
-
-
-class CreateUserForm(NewPasswordFields):
-    uid = forms.CharField(
-        label="User name (uid)",
-        max_length=64,
-        help_text="Lower-case letters, digits, dot, hyphen, underscore; starts with a letter.",
-    )
-    name = forms.CharField(label="Full name", max_length=100)
-    mail = forms.CharField(label="Mailbox address", max_length=254)
-    # The password's similarity check reads the other fields, so they are cleaned first.
-    field_order = ["uid", "name", "mail", "new_password", "new_password_again"]
-
-    def password_user(self) -> User:
-        # For the similarity check against uid, name and address.
-        return User(
-            username=self.cleaned_data.get("uid", ""),
-            first_name=self.cleaned_data.get("name", ""),
-            email=self.cleaned_data.get("mail", ""),
-        )
-
-    def clean_uid(self) -> str:
-        uid: str = self.cleaned_data["uid"]
-        if not directory.UID_PATTERN.fullmatch(uid):
-            raise forms.ValidationError(
-                "Use lower-case letters, digits, dot, hyphen or underscore, starting with a letter."
-            )
-        try:
-            taken = directory.get_user(uid) is not None
-        except DirectoryUnavailable:
-            raise forms.ValidationError(UNAVAILABLE) from None
-        if taken:
-            raise forms.ValidationError("A user with this uid already exists.")
-        return uid
-
-    def clean_name(self) -> str:
-        name = " ".join(self.cleaned_data["name"].split())
-        _reject_control_characters(self.cleaned_data["name"])
-        if not NAME_PATTERN.fullmatch(name):
-            raise forms.ValidationError("Use letters, spaces, dots, hyphens and apostrophes only.")
-        return name
-
-    def clean_mail(self) -> str:
-        raw: str = self.cleaned_data["mail"]
-        _reject_control_characters(raw)
-        address = raw.lower()
-        if not MAILBOX_PATTERN.fullmatch(address) or ".." in address:
-            raise forms.ValidationError("Enter a plain mailbox address such as jane.doe@example.org.")
-        if address.partition("@")[2] not in mailbox_domains():
-            raise forms.ValidationError(f"Mailboxes live in {', '.join(sorted(mailbox_domains()))}.")
-        try:
-            if address_in_use(address):
-                raise forms.ValidationError("This address is already a mailbox or an alias.")
-        except DirectoryUnavailable:
-            raise forms.ValidationError(UNAVAILABLE) from None
-        return address
 
 
 class ResetPasswordForm(NewPasswordFields):
@@ -383,7 +303,7 @@ class LdapSetupForm(forms.Form):
         value = self.cleaned_data[name]
         if not value:
             return None
-        _reject_control_characters(value)
+        reject_control_characters(value)
         if not Path(value).is_absolute():
             raise forms.ValidationError("Give an absolute path.")
         return Path(value)

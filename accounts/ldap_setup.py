@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from ldap3.core.exceptions import LDAPInvalidDnError
-from ldap3.utils.dn import parse_dn
 
-from accounts.directory import NewEntry
+from accounts.directory import NewEntry, dn_first_value
 
 ACL_LDIF = settings.BASE_DIR / "deploy" / "ldap" / "acl.ldif"
 ACL_CONF = settings.BASE_DIR / "deploy" / "ldap" / "acl.conf"
@@ -47,14 +45,10 @@ def checked_dn(value: str, what: str) -> str:
     if not _LDIF_SAFE.match(value) or '"' in value:
         raise SetupError(f"{what} must be printable ASCII without quotes or line breaks")
     try:
-        parse_dn(value)
-    except LDAPInvalidDnError:
+        dn_first_value(value)
+    except ValueError:
         raise SetupError(f"{what} is not a DN: {value!r}") from None
     return value
-
-
-def _rdn_value(dn: str) -> str:
-    return str(parse_dn(dn)[0][1])
 
 
 def services_dn() -> str:
@@ -91,7 +85,7 @@ def checked_settings() -> None:
 
 def container_entries() -> list[NewEntry]:
     return [
-        NewEntry(dn, {"objectClass": ["organizationalUnit"], "ou": [_rdn_value(dn)]})
+        NewEntry(dn, {"objectClass": ["organizationalUnit"], "ou": [dn_first_value(dn)]})
         for dn in (services_dn(), settings.LDAP_PEOPLE_DN, settings.LDAP_GROUPS_DN)
     ]
 
@@ -101,14 +95,14 @@ def account_entry(account: ServiceAccount, hashed_password: str) -> NewEntry:
         account.dn,
         {
             "objectClass": ["organizationalRole", "simpleSecurityObject"],
-            "cn": [_rdn_value(account.dn)],
+            "cn": [dn_first_value(account.dn)],
             "userPassword": [hashed_password],
         },
     )
 
 
 def group_entry(group_dn: str, members: list[str]) -> NewEntry:
-    return NewEntry(group_dn, {"objectClass": ["groupOfNames"], "cn": [_rdn_value(group_dn)], "member": members})
+    return NewEntry(group_dn, {"objectClass": ["groupOfNames"], "cn": [dn_first_value(group_dn)], "member": members})
 
 
 def ldif_add(entry: NewEntry, comments: tuple[str, ...] = ()) -> str:

@@ -59,7 +59,7 @@ SELF_REFUSALS: dict[Action, str] = {
 
 
 def group_name(group_dn: str) -> str:
-    """The Django group django-auth-ldap mirrors for an LDAP group: its cn."""
+    """The Django group the sign-in backend mirrors for an LDAP group: its cn."""
     return group_dn.split(",", 1)[0].split("=", 1)[1]
 
 

@@ -81,7 +81,7 @@ def remember_password(request: HttpRequest) -> None:
 
 
 def _mirror_roles(user: User, member_of: frozenset[str]) -> None:
-    # Only the staff groups matter for roles; django-auth-ldap mirrors the rest at sign-in.
+    # Only the staff groups matter for roles; the sign-in backend mirrors the rest at sign-in.
     for setting in STAFF_GROUP_DNS:
         dn = getattr(settings, setting)
         name = group_name(dn)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, OperationalError, transaction
@@ -221,10 +222,9 @@ def _put_back_flag(uid: str, blocked: bool) -> None:
 
 
 def _schedule_lift(suspension_id: int, until: datetime) -> None:
-    from accounts.tasks import lift_suspension
-
+    # By name, as postfix/publication.py does: accounts.tasks imports this module.
     try:
-        lift_suspension.apply_async(args=[suspension_id], eta=until)
+        current_app.send_task("accounts.tasks.lift_suspension", args=[suspension_id], eta=until)
     except Exception:
         # The broker is down: the periodic sweep lifts it at most one interval late.
         log.warning("could not schedule the end of suspension %s; the sweep will lift it", suspension_id)

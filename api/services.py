@@ -33,6 +33,7 @@ from accounts.suspension import is_suspended
 from api.models import ApiToken, ApiTokenAddress
 from audit.models import client_address, record_event
 from mailadmin import counters
+from mailadmin.redis_store import RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def rate_key(token: ApiToken) -> str:
 def _count_request(token: ApiToken) -> None:
     try:
         counted = counters.count(rate_key(token), settings.API_RATE_WINDOW)
-    except counters.CounterUnavailable as exc:
+    except RedisUnavailable as exc:
         log.error("API rate limit unavailable, refusing the call: %s", exc)
         message = "The API is paused for a moment (its rate limiter does not answer). Try again soon."
         raise RateLimiterDown(message) from exc

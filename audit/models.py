@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import DatabaseError, models
 from django.http import HttpRequest
 
@@ -41,8 +42,6 @@ def record_event(
     detail: str = "",
 ) -> AuditEvent:
     """Record an audit event; the actor defaults to the request's signed-in user."""
-    from django.contrib.auth.models import User
-
     if actor is None and request is not None and request.user.is_authenticated:
         actor = request.user
     user = actor if isinstance(actor, User) else None

@@ -35,9 +35,10 @@ from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from localservices.process import free_port, wait_for_port  # noqa: E402
-from outofoffice.evaluation import evaluate  # noqa: E402
+from mailadmin.outgoing_mail import close_session  # noqa: E402
+from outofoffice.evaluation import evaluate, recipient_for  # noqa: E402
 from outofoffice.models import ReplyLog, VacationReply  # noqa: E402
-from outofoffice.replies import ReplyRecord, build_reply, close_session, hand_over  # noqa: E402
+from outofoffice.replies import ReplyRecord, build_reply, hand_over  # noqa: E402
 from outofoffice.routing import routing_address  # noqa: E402
 from outofoffice.rules import decide, parse_incoming  # noqa: E402
 
@@ -163,8 +164,6 @@ def cost_per_decision(count: int) -> tuple[float, float]:
         evaluate(MAILBOX, parse_incoming(f"cost{n}@remote.example", raw), now)
     full = (time.perf_counter() - started) / count * 1e6
     vacation = VacationReply.objects.get(address=MAILBOX)
-    from outofoffice.evaluation import recipient_for
-
     recipient = recipient_for(vacation, "cost@remote.example")
     incoming = parse_incoming("cost@remote.example", raws[0])
     started = time.perf_counter()

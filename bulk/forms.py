@@ -10,11 +10,11 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import UploadedFile
 
 from accounts.cram_md5 import is_cram_md5
-from accounts.forms import CreateUserForm
 from aliases.forms import AliasCreateForm, CustomAliasForm, SiteAliasForm
 from aliases.models import Domain
 from bulk import csvfiles
 from bulk.models import ImportJob
+from console.forms import CreateUserForm
 
 ENABLED_VALUES = {"": True, "yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 

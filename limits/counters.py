@@ -1,4 +1,5 @@
-"""Sending counters shared by every mail host: Redis with expiring buckets.
+"""Sending counters shared by every mail host: Redis (through mailadmin/redis_store.py) with
+expiring buckets.
 
 Per sender, minute buckets (kept 61 minutes) sum to the last hour and hour buckets (kept 25
 hours) to the last day, so a window slides instead of resetting on the hour. Sorted sets per
@@ -18,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import redis
-
 from limits.rules import Counts
+from mailadmin.redis_store import RedisUnavailable, Store
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
+TIMEOUT_SECONDS = 0.5
 # One call per counted recipient, run inside Redis (a pipeline of the same ~90 commands cost the
 # policy service about 0.7 ms of CPU per decision to build and parse): add to this minute's and
 # this hour's buckets and to the rankings, then sum the last 60 minutes and 24 hours. The key
@@ -121,10 +122,10 @@ class LocalCounters:
 
 class Counters:
     def __init__(self, url: str, prefix: str = "mailadmin:out", clock: Callable[[], float] = time.time) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._store = Store(url, TIMEOUT_SECONDS)
         self._prefix = prefix
         self._clock = clock
-        self._count = self._redis.register_script(COUNT)
+        self._count = self._store.script(COUNT)
         self._local = LocalCounters()
         self.shared = True
         self._retry_at = 0.0
@@ -140,7 +141,7 @@ class Counters:
         if self.shared or now >= self._retry_at:
             try:
                 counts = self._add_shared(login, messages, recipients, now)
-            except redis.RedisError as exc:
+            except RedisUnavailable as exc:
                 if self.shared:
                     log.warning("sending counters: Redis not answering (%s); counting on this host only", exc)
                     self.shared = False
@@ -159,28 +160,26 @@ class Counters:
         name = quote(login, safe="@.-_+")
         keys = [self._key(name, "m", m) for m in _minutes(now)] + [self._key(name, "h", h) for h in _hours(now)]
         try:
-            self._redis.delete(*keys)
-        except redis.RedisError as exc:
+            self._store.delete(keys)
+        except RedisUnavailable as exc:
             log.warning("sending counters: could not reset %s in Redis (%s)", login, exc)
 
     def _add_shared(self, login: str, messages: int, recipients: int, now: float) -> Counts:
         name = quote(login, safe="@.-_+")
         minute, hour = math.floor(now / 60), math.floor(now / 3600)
         args: list[str | int] = [self._prefix, name, login, minute, hour, messages, recipients, MINUTE_TTL, HOUR_TTL]
-        messages_hour, recipients_hour, recipients_day = self._count(keys=[], args=args)
-        return Counts(int(messages_hour), int(recipients_hour), int(recipients_day))
+        messages_hour, recipients_hour, recipients_day = self._count(args)
+        return Counts(messages_hour, recipients_hour, recipients_day)
 
     def heaviest(self, window: str, limit: int = 25) -> list[Sender]:
         """The senders with the most recipients in the last hour ("hour") or day ("day").
-        Raises redis.RedisError when the store does not answer."""
+        Raises RedisUnavailable when the store does not answer."""
         now = self._clock()
         kind, buckets = ("m", _minutes(now)) if window == "hour" else ("h", _hours(now))
         totals: dict[str, list[int]] = {}
         for index, what in enumerate((RECIPIENTS, MESSAGES)):
             keys = [self._key("top", what, kind, b) for b in buckets]
-            union: list[tuple[bytes, float]] = self._redis.zunion(keys, withscores=True, aggregate="SUM")  # type: ignore[assignment]
-            for member, score in union:
-                login = member.decode()
+            for login, score in self._store.union_with_scores(keys):
                 totals.setdefault(login, [0, 0])[index] = int(score)
         heaviest = sorted(totals.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))[:limit]
         return [Sender(login, recipients, messages) for login, (recipients, messages) in heaviest]

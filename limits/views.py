@@ -1,6 +1,5 @@
 """Admin pages: the heaviest senders now, automatic suspensions, and limit overrides."""
 
-import redis
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -14,6 +13,7 @@ from limits import services
 from limits.counters import Counters
 from limits.forms import SendingLimitForm
 from limits.models import SendingLimit
+from mailadmin.redis_store import RedisUnavailable
 
 
 @admin_required
@@ -21,7 +21,7 @@ def senders(request: HttpRequest) -> HttpResponse:
     counters = Counters(settings.LIMIT_COUNTER_URL)
     try:
         hour, day, unavailable = counters.heaviest("hour"), counters.heaviest("day"), False
-    except redis.RedisError:
+    except RedisUnavailable:
         hour, day, unavailable = [], [], True
     context = {
         "hour": hour,

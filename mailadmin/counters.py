@@ -1,4 +1,4 @@
-"""Counters in Redis (the Celery broker's server): the one place the app itself talks to Redis.
+"""Fixed-window counters in Redis (through mailadmin/redis_store.py): the API's rate limit.
 
 A counter counts events in a fixed window that starts with its first event. Redis answers an
 increment in well under a millisecond and atomically across every web worker and host; a
@@ -7,16 +7,12 @@ the one lock of the whole database).
 """
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-import redis
 from django.conf import settings
 
+from mailadmin.redis_store import Store
+
 KEY_PREFIX = "mailadmin:counter:"
-
-
-class CounterUnavailable(Exception):
-    """Redis did not answer (down, unreachable, or too slow)."""
 
 
 @dataclass(frozen=True)
@@ -25,28 +21,16 @@ class Count:
     resets_in: int  # seconds until the window ends
 
 
-@lru_cache(maxsize=1)
-def _client() -> redis.Redis:
-    timeout = settings.COUNTER_TIMEOUT
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout)
+def _store() -> Store:
+    return Store(settings.REDIS_URL, settings.COUNTER_TIMEOUT)
 
 
 def count(name: str, window: int) -> Count:
-    """Count one event under `name` in a window of `window` seconds."""
-    key = KEY_PREFIX + name
-    try:
-        pipeline = _client().pipeline(transaction=True)
-        pipeline.incr(key)
-        pipeline.expire(key, window, nx=True)  # the first event starts the window
-        pipeline.ttl(key)
-        value, _, ttl = pipeline.execute()
-    except redis.RedisError as exc:
-        raise CounterUnavailable(f"Redis did not answer: {exc.__class__.__name__}") from exc
-    return Count(value=int(value), resets_in=max(1, int(ttl)))
+    """Count one event under `name` in a window of `window` seconds; RedisUnavailable when
+    Redis does not answer."""
+    value, ttl = _store().count_in_window(KEY_PREFIX + name, window)
+    return Count(value=value, resets_in=max(1, ttl))
 
 
 def reset(name: str) -> None:
-    try:
-        _client().delete(KEY_PREFIX + name)
-    except redis.RedisError as exc:
-        raise CounterUnavailable(f"Redis did not answer: {exc.__class__.__name__}") from exc
+    _store().delete([KEY_PREFIX + name])

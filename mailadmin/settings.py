@@ -7,6 +7,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -160,8 +161,6 @@ def _database(url: str) -> dict[str, object]:
                 "init_command": "PRAGMA journal_mode=WAL",
             },
         }
-    from urllib.parse import unquote, urlsplit
-
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ImproperlyConfigured(f"MAILADMIN_DATABASE_URL: unsupported scheme {parts.scheme!r}")
@@ -242,20 +241,9 @@ LDAP_SENDER_BLOCK_ATTR = env_str("LDAP_SENDER_BLOCK_ATTR", "mailSenderBlocked")
 LDAP_ADMIN_GROUP_DN = env_str("LDAP_ADMIN_GROUP_DN", f"cn=mailadmin-admins,{LDAP_GROUPS_DN}")
 LDAP_HELPDESK_GROUP_DN = env_str("LDAP_HELPDESK_GROUP_DN", f"cn=mailadmin-helpdesk,{LDAP_GROUPS_DN}")
 
+# Reads the entry as the service account (a {CRAM-MD5} password cannot be checked by a simple
+# bind) and verifies the password itself; mirrors names, mail and groups into the user row.
 AUTHENTICATION_BACKENDS = ["accounts.backends.CramMD5LDAPBackend"]
-
-# django-auth-ldap: binds as the service account (a {CRAM-MD5} password cannot be checked by
-# a simple bind); the backend verifies the password itself.
-AUTH_LDAP_SERVER_URI = LDAP_URI
-AUTH_LDAP_BIND_DN = LDAP_SERVICE_DN
-AUTH_LDAP_BIND_PASSWORD = LDAP_SERVICE_PASSWORD
-
-AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
-AUTH_LDAP_ALWAYS_UPDATE_USER = True
-AUTH_LDAP_FIND_GROUP_PERMS = False
-AUTH_LDAP_CONNECTION_OPTIONS: dict[int, object] = {}
-AUTH_LDAP_GLOBAL_OPTIONS: dict[int, object] = {}
-AUTH_LDAP_CACHE_TIMEOUT = 0
 
 # Failed sign-ins (accounts/throttle.py): LOGIN_FAILURE_LIMIT per account and client address
 # within LOGIN_FAILURE_WINDOW seconds; LOGIN_ACCOUNT_FAILURE_LIMIT per account and hour from
@@ -561,17 +549,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django_auth_ldap": {"level": "WARNING"}},
 }
-
-# django-auth-ldap group mirroring: LDAP groups become Django groups of the same cn,
-# from which accounts.roles derives each user's role.
-from django_auth_ldap.config import GroupOfNamesType, LDAPSearch  # noqa: E402
-
-AUTH_LDAP_USER_SEARCH = LDAPSearch(LDAP_PEOPLE_DN, 1, "(&(objectClass=mailAccount)(uid=%(user)s))")  # 1 = one level
-AUTH_LDAP_GROUP_SEARCH = LDAPSearch(LDAP_GROUPS_DN, 1, "(objectClass=groupOfNames)")
-AUTH_LDAP_GROUP_TYPE = GroupOfNamesType()
-AUTH_LDAP_MIRROR_GROUPS = True
 
 # --- Delivery trail (trail/, docs/delivery-trail.md) ----------------------------------------
 # The Postfix log `manage.py follow_maillog` reads: Postfix's own (maillog_file, written by
@@ -616,3 +594,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # --- Explain an address (explain/, docs/explain.md) ------------------------------------------
 # Reads this host's live tables (POSTFIX_MAP_DIR) with postmap -q: serve it where the maps are.
 INSTALLED_APPS.append("explain")
+# --- The staff console (console/, docs/console.md) -------------------------------------------
+# Pages that combine apps (the home page, the user list and a person's page, the audit log):
+# an app above accounts, aliases, out-of-office and audit, so none of those imports another's pages.
+INSTALLED_APPS.append("console")

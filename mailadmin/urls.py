@@ -1,16 +1,16 @@
 from django.urls import include, path
 
 from api import compat, endpoints
-from mailadmin import dashboard
+from console import home
 
 urlpatterns = [
-    path("", dashboard.home, name="home"),
+    path("", home.home, name="home"),
     path("accounts/", include("accounts.urls")),
-    path("directory/", include("accounts.directory_urls")),
+    path("directory/", include("console.directory_urls")),
     path("aliases/", include("aliases.urls")),
     path("out-of-office/", include("outofoffice.urls")),
     path("handover/", include("handover.urls")),
-    path("audit/", include("audit.urls")),
+    path("audit/", include("console.audit_urls")),
     path("second-factor/", include("mfa.urls")),
     path("limits/", include("limits.urls")),
     path("trail/", include("trail.urls")),

@@ -1,6 +1,6 @@
 """Second factors of people: TOTP authenticators, passkeys and one-time recovery codes.
 
-Keyed by the Django user row that django-auth-ldap keeps for everyone who ever signed in: a
+Keyed by the Django user row the sign-in backend keeps for everyone who ever signed in: a
 factor belongs to a sign-in, and removing the row (the person is gone) removes the factors.
 """
 

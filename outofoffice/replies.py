@@ -13,9 +13,6 @@ hand-over needs neither 8BITMIME nor SMTPUTF8.
 import base64
 import binascii
 import re
-import smtplib
-import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +21,7 @@ from email.utils import format_datetime, make_msgid
 from django.conf import settings
 from django.db import connection
 
+from mailadmin import outgoing_mail
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.rules import ADDRESS_PATTERN, LOOP_HEADER, Incoming
 
@@ -33,14 +31,6 @@ PLAIN_BODY = re.compile(r"^[\x20-\x7e\t\n]*\Z")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 MAX_LINE = 998  # RFC 5322, octets without the CRLF
 WORD_BYTES = 45  # UTF-8 octets per encoded word: "=?utf-8?b?" + 60 base64 chars + "?=" stays within 75
-
-
-class ReplyNotAccepted(Exception):
-    """Postfix did not take the reply for now; the copy must be retried."""
-
-
-class ReplyRefused(Exception):
-    """Postfix refused the reply for good (5xx): retrying the copy would not change that."""
 
 
 def reply_text(vacation: VacationReply, internal: bool) -> str:
@@ -161,135 +151,12 @@ class ReplyRecord:
         self.written = False
 
 
-class _Connections(threading.local):
-    smtp: smtplib.SMTP | None = None
-    target: tuple[str, int] | None = None
-
-
-# One SMTP session per responder thread, reused: a new connection per reply would cost
-# Postfix an smtpd hand-over each time.
-_connections = _Connections()
-
-
-def _session() -> smtplib.SMTP:
-    target = (settings.VACATION_SMTP_HOST, settings.VACATION_SMTP_PORT)
-    if _connections.smtp is not None and _connections.target == target:
-        return _connections.smtp
-    close_session()
-    smtp = smtplib.SMTP(*target, timeout=30)
-    # The final "." follows the content as a separate small write; with Nagle's algorithm it
-    # would wait for the ACK of the content, which the server delays (~40 ms per reply).
-    assert smtp.sock is not None  # the constructor connected
-    smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _connections.smtp, _connections.target = smtp, target
-    return smtp
-
-
-def close_session() -> None:
-    """End the thread's session politely (QUIT), e.g. when the responder stops."""
-    smtp, _connections.smtp = _connections.smtp, None
-    if smtp is not None:
-        try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            smtp.close()
-
-
-def _drop_session() -> None:
-    """Close the connection without another word: in the middle of DATA a QUIT would be read
-    as content, and a session that failed may not answer one."""
-    smtp, _connections.smtp = _connections.smtp, None
-    if smtp is not None:
-        smtp.close()
-
-
-def _refusal(step: str, code: int, text: bytes) -> Exception:
-    message = f"{step}: {code} {text.decode('utf-8', 'replace')}"
-    return ReplyRefused(message) if 500 <= code < 600 else ReplyNotAccepted(message)
-
-
-def _envelope(smtp: smtplib.SMTP, recipient: str, size: int) -> None:
-    """MAIL FROM:<>, RCPT TO and DATA; raise unless the server is ready for the content, leaving
-    the session ready for the next reply. With PIPELINING (Postfix) the three go in one write
-    and cost one round trip instead of three."""
-    smtp.ehlo_or_helo_if_needed()
-    options = f" SIZE={size}" if smtp.has_extn("size") else ""
-    steps = [(f"MAIL FROM:<>{options}", (250,)), (f"RCPT TO:<{recipient}>", (250, 251)), ("DATA", (354,))]
-    replies: list[tuple[int, bytes]] = []
-    if smtp.has_extn("pipelining"):
-        smtp.send("".join(f"{command}\r\n" for command, _ in steps))
-        replies = [smtp.getreply() for _ in steps]
-    else:
-        for command, expected in steps:
-            smtp.putcmd(command)
-            replies.append(smtp.getreply())
-            if replies[-1][0] not in expected:
-                break
-    closing = [text for code, text in replies if code == 421]
-    if closing:
-        # The server is closing this session (e.g. Postfix after its idle timeout): like a
-        # closed connection, so a reused session is replaced and the reply tried once more.
-        _drop_session()
-        raise smtplib.SMTPServerDisconnected(f"421 {closing[0].decode('utf-8', 'replace')}")
-    answered = zip(steps[: len(replies)], replies, strict=True)
-    refused = [(command, reply) for (command, expected), reply in answered if reply[0] not in expected]
-    if not refused:
-        return
-    if replies[-1][0] == 354:  # a server that took DATA after a refusal: only closing ends it
-        _drop_session()
-    else:
-        try:
-            smtp.rset()
-        except (smtplib.SMTPException, OSError):
-            _drop_session()
-    command, (code, text) = refused[0]
-    raise _refusal(command.split(":", 1)[0], code, text)
-
-
-def _start_transaction(recipient: str, size: int) -> smtplib.SMTP:
-    """A session at the start of DATA. A reused session Postfix has meanwhile closed is
-    replaced once; nothing was handed over on it."""
-    for attempt in (1, 2):
-        reused = _connections.smtp is not None
-        try:
-            smtp = _session()
-            _envelope(smtp, recipient, size)
-            return smtp
-        except smtplib.SMTPServerDisconnected as exc:
-            _drop_session()
-            if attempt == 2 or not reused:  # a fresh connection that fails is a real failure
-                raise ReplyNotAccepted(str(exc)) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            _drop_session()
-            raise ReplyNotAccepted(str(exc)) from exc
-    raise AssertionError("unreachable")
-
-
 def hand_over(content: bytes, recipient: str, before_end: Callable[[], None]) -> None:
     """Hand the reply to Postfix with an empty envelope sender, to the envelope sender only,
-    calling `before_end` once the whole content is out and before the final ".".
-
-    Returns once Postfix has accepted the reply. If `before_end` raises, the connection is
-    closed without the "." (Postfix then discards the partial message: nothing is queued) and
-    the exception propagates. Raises ReplyNotAccepted or ReplyRefused otherwise."""
+    on this thread's SMTP session (outgoing_mail.send_with_null_sender: `before_end` runs once
+    the content is out, before the final "."). Raises MailRefused when Postfix refused it for
+    good, MailNotSent when it did not take it for now."""
     if not ADDRESS_PATTERN.match(recipient):  # the rules make sure; this keeps CR/LF out of RCPT TO
-        raise ReplyRefused("the recipient is not a usable address")
-    smtp = _start_transaction(recipient, len(content))
-    try:
-        smtp.send(re.sub(rb"(?m)^\.", b"..", content))
-    except (smtplib.SMTPException, OSError) as exc:
-        _drop_session()
-        raise ReplyNotAccepted(f"content: {exc}") from exc
-    try:
-        before_end()
-    except BaseException:
-        _drop_session()  # without the final ".": Postfix discards what it got
-        raise
-    try:
-        smtp.send(b".\r\n")
-        code, text = smtp.getreply()
-    except (smtplib.SMTPException, OSError) as exc:
-        _drop_session()
-        raise ReplyNotAccepted(f"end of data: {exc}") from exc
-    if code != 250:
-        raise _refusal("end of data", code, text)
+        raise outgoing_mail.MailRefused("the recipient is not a usable address")
+    target = (settings.VACATION_SMTP_HOST, settings.VACATION_SMTP_PORT)
+    outgoing_mail.send_with_null_sender(target, content, recipient, before_end)

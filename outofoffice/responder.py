@@ -22,16 +22,10 @@ from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
 from accounts import directory
+from mailadmin.outgoing_mail import MailNotSent, MailRefused, close_session
 from mailadmin.service_thread import ServiceThread
 from outofoffice.evaluation import evaluate, is_internal_sender
-from outofoffice.replies import (
-    ReplyNotAccepted,
-    ReplyRecord,
-    ReplyRefused,
-    build_reply,
-    close_session,
-    hand_over,
-)
+from outofoffice.replies import ReplyRecord, build_reply, hand_over
 from outofoffice.routing import mailbox_for
 from outofoffice.rules import parse_incoming
 
@@ -109,14 +103,14 @@ def _hand_over(mailbox: str, sender: str, content: bytes, record: ReplyRecord) -
             type(exc).__name__,
         )
         return TEMPORARY
-    except ReplyNotAccepted as exc:
-        _take_back(record, mailbox)
-        log.warning("deferred mailbox=%s sender=%s: Postfix did not accept the reply: %s", mailbox, sender, exc)
-        return TEMPORARY
-    except ReplyRefused as exc:
+    except MailRefused as exc:
         _take_back(record, mailbox)
         log.warning("not replying mailbox=%s sender=%s: Postfix refused the reply: %s", mailbox, sender, exc)
         return "250 2.0.0 no vacation reply (refused by the mail system)"
+    except MailNotSent as exc:
+        _take_back(record, mailbox)
+        log.warning("deferred mailbox=%s sender=%s: Postfix did not accept the reply: %s", mailbox, sender, exc)
+        return TEMPORARY
     log.info("replied mailbox=%s sender=%s: Postfix accepted it (recorded before its end of data)", mailbox, sender)
     return "250 2.0.0 vacation reply sent"
 

@@ -1,4 +1,4 @@
-"""The postmap boundary: the only module that runs postmap or postfix.
+"""The postmap boundary: the only module that runs postmap, postconf or postfix.
 
 A Table is a name in this host's map directory and the configured type (lmdb, cdb, hash).
 build_all() makes databases under temporary names from their sources, side by side;
@@ -19,6 +19,7 @@ from pathlib import Path
 from django.conf import settings
 
 COMMAND_TIMEOUT = 120  # seconds; postmap of a million lines takes a few
+POSTCONF = "/usr/sbin/postconf"
 SUFFIXES = {"lmdb": ".lmdb", "cdb": ".cdb", "hash": ".db"}
 SMALL_SOURCE = 64 * 1024  # bytes (about a thousand lines): built in less time than a postmap start
 
@@ -210,3 +211,26 @@ def reload_postfix() -> None:
     result = _run(shlex.split(settings.POSTFIX_RELOAD_COMMAND))
     if result.returncode != 0:
         raise PostmapError(f"postfix reload failed: {(result.stderr or result.stdout).strip()[:300]}")
+
+
+# postconf reads a host's existing configuration (manage.py postfix_apply merges into it).
+
+
+def postconf_value(config_dir: Path, parameter: str) -> str:
+    """A main.cf parameter's value with $names expanded, as Postfix uses it."""
+    result = _run([POSTCONF, "-c", str(config_dir), "-xh", parameter])
+    if result.returncode != 0:
+        raise PostmapError(f"postconf -c {config_dir} cannot read {parameter}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def postconf_map_types(config_dir: Path) -> set[str]:
+    """The table types this Postfix supports (postconf -m)."""
+    return set(_run([POSTCONF, "-c", str(config_dir), "-m"]).stdout.split())
+
+
+def postconf_warnings(config_dir: Path) -> list[str]:
+    """What postconf says about the configuration in config_dir: nothing when it is sound."""
+    result = _run([POSTCONF, "-c", str(config_dir)])
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    return warnings or ([f"postconf exited with {result.returncode}"] if result.returncode != 0 else [])

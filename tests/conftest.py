@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
@@ -13,6 +14,8 @@ from hypothesis import settings as hypothesis_settings
 
 from accounts import directory
 from localservices.process import port_open
+from mfa import sealing, services, totp
+from mfa.models import TotpDevice
 
 DEMO_PASSWORD = "correct horse battery staple"
 
@@ -72,10 +75,6 @@ def make_directory_user() -> Iterator[Callable[..., directory.DirectoryUser]]:
 
 def give_second_factor(uid: str) -> str:
     """An authenticator app for this person (who has signed in once), set up directly; its secret."""
-    from django.contrib.auth.models import User
-
-    from mfa import sealing, totp
-    from mfa.models import TotpDevice
 
     secret = totp.new_secret()
     TotpDevice.objects.create(user=User.objects.get(username=uid), sealed_secret=sealing.seal(secret))
@@ -86,9 +85,6 @@ def pass_second_factor(client: Client, uid: str) -> HttpResponse:
     """After the password was accepted and the second factor is asked for: answer it (with an
     authenticator app set up here if the person has none, and a fresh recovery code, which
     works however often the same person signs in within one TOTP step)."""
-    from django.contrib.auth.models import User
-
-    from mfa import services
 
     user = User.objects.get(username=uid)
     if not services.has_second_factor(user):

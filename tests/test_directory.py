@@ -1,11 +1,15 @@
 import subprocess
 
+import ldap3
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client
 
 from accounts import directory
+from aliases.models import Alias, Domain
 from audit.models import AuditEvent
+from outofoffice.models import VacationReply
 from tests.conftest import DEMO_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -145,12 +149,9 @@ def test_hostile_or_bad_new_user_input_changes_nothing(sign_in, field, value, me
 
 
 def test_new_user_mail_may_not_collide_with_a_mailbox_or_an_alias(sign_in, make_directory_user) -> None:
-    from aliases.models import Alias, Domain
-
     existing = make_directory_user()
     client = sign_in("admin")
     owner = client.directory_user
-    from django.contrib.auth.models import User
 
     domain = Domain.objects.get_or_create(name=settings.MAIL_DOMAIN)[0]
     Alias.objects.create(owner=User.objects.get(username=owner.uid), local_part="taken", domain=domain)
@@ -212,11 +213,6 @@ def test_reset_password_sets_a_new_password_and_enables_the_account(sign_in, mak
 
 
 def test_user_page_shows_addresses_suspension_vacation_and_events(sign_in, make_directory_user) -> None:
-    from django.contrib.auth.models import User
-
-    from aliases.models import Alias, Domain
-    from outofoffice.models import VacationReply
-
     owner_client = sign_in()
     person = owner_client.directory_user
     domain = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})[0]
@@ -231,8 +227,6 @@ def test_user_page_shows_addresses_suspension_vacation_and_events(sign_in, make_
 def test_the_search_page_has_a_fixed_cost_in_queries_and_ldap_round_trips(
     sign_in, make_directory_user, django_assert_max_num_queries, monkeypatch
 ) -> None:
-    import ldap3
-
     for n in range(30):
         make_directory_user(uid=f"costtest{n:02d}")
     client = sign_in("admin")

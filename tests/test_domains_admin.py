@@ -1,7 +1,10 @@
+from io import StringIO
+
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from aliases.management.commands.seed_demo import Command
 from aliases.models import Alias, Domain
 from audit.models import AuditEvent
 from postfix.models import MapGeneration
@@ -105,10 +108,6 @@ def test_a_domain_cannot_be_renamed(sign_in) -> None:
 
 
 def test_seed_demo_creates_the_demo_domains_once(db) -> None:
-    from io import StringIO
-
-    from accounts.management.commands.seed_demo import Command
-
     # Only the domain step: the demo users would stay in this run's directory.
     for _ in range(2):
         Command(stdout=StringIO())._seed_domains()

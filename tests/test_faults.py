@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import override_settings
 from django.utils import timezone
 
-from accounts import suspension, tasks
+from accounts import directory, suspension, tasks
 from accounts.models import SenderSuspension
 from aliases.models import Alias, Domain
 from audit.models import AuditEvent
@@ -158,7 +158,6 @@ def test_a_suspension_that_ends_while_slapd_is_down_holds_until_slapd_answers(ma
         assert not AuditEvent.objects.filter(action="suspension.expire").exists()
     finally:
         slapd.start()
-    from accounts import directory
 
     assert directory.get_user(target.uid).sender_blocked  # Postfix kept refusing meanwhile
 

@@ -2,6 +2,7 @@
 responder: each gets a clear error or is handled, the service keeps running (no 500), and a
 refused value changes nothing stored: no row, no directory entry, no map publication requested."""
 
+import email
 import hashlib
 import re
 import secrets
@@ -9,6 +10,7 @@ import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.policy import default
 from html.parser import HTMLParser
 
 import pytest
@@ -26,10 +28,15 @@ from api.models import ApiToken
 from audit.models import AuditEvent
 from handover.models import HandoverNote, TopicDelegate, WorkItem
 from limits.models import SendingLimit
+from localservices.outside import OutsideWorld
+from localservices.process import free_port
 from mfa import services
 from outofoffice.models import ReplyLog, VacationReply
+from outofoffice.responder import ResponderThread
+from outofoffice.routing import routing_address
 from postfix.models import MapGeneration
 from tests.conftest import DEMO_PASSWORD
+from tests.test_authorization_matrix import ALL_URLS
 
 pytestmark = pytest.mark.django_db
 
@@ -573,7 +580,6 @@ def _send(client: Client, method: str, url: str, data: dict[str, str]):
 
 def test_every_form_of_the_project_is_in_the_corpus() -> None:
     # A new form page must be added to CASES (or to this list with the reason it has none).
-    from tests.test_authorization_matrix import ALL_URLS
 
     without_fields = {
         "home",
@@ -731,14 +737,6 @@ NASTY_MESSAGES = [
 def test_nasty_mail_through_the_responder_gets_a_status_and_never_an_injected_reply(
     transactional_db, tmp_path, settings
 ):
-    import email
-    from email.policy import default
-
-    from localservices.outside import OutsideWorld
-    from localservices.process import free_port
-    from outofoffice.responder import ResponderThread
-    from outofoffice.routing import routing_address
-
     outside = OutsideWorld(port=free_port(), path=tmp_path / "captured").start()
     settings.VACATION_SMTP_PORT = outside.port
     # A port picked now, not at the start of the run: by now a loopback connection (to

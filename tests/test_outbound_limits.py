@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from django.test import override_settings
 from django.urls import reverse
@@ -232,6 +233,17 @@ def test_the_senders_page_lists_automatic_suspensions_and_heavy_senders(sign_in,
         and reverse("directory:reinstate", kwargs={"uid": person.uid}) in page
     )
     assert f"heavy-{person.uid}" in page
+
+
+def test_the_senders_page_reuses_one_redis_connection_across_requests(sign_in) -> None:
+    admin = sign_in("admin")
+    admin.get(reverse("limits:senders"))  # the process's client opens its connection
+    server = redis.Redis.from_url(settings.LIMIT_COUNTER_URL)
+    before = server.info("stats")["total_connections_received"]
+    for _ in range(5):
+        assert admin.get(reverse("limits:senders")).status_code == 200
+    after = server.info("stats")["total_connections_received"]
+    assert after - before <= 1  # this test's own connection; a client per request would open five
 
 
 def test_the_senders_page_says_when_the_counters_are_down(sign_in) -> None:

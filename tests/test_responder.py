@@ -8,16 +8,21 @@ import asyncio
 import email
 import logging
 import smtplib
+import socket
+import threading
 from datetime import datetime, timedelta
 from email.policy import default
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import OperationalError, connections
 from django.utils import timezone
 
+from accounts import directory
+from accounts.models import SenderSuspension
 from aliases.models import Alias, Domain
 from localservices.outside import OutsideWorld
 from localservices.process import free_port
@@ -90,8 +95,6 @@ def message(sender: str = "carol@remote.example", *extra: str, to: str = USER) -
 
 def deliver(sender: str, raw: bytes, *recipients: str) -> list[tuple[int, bytes]]:
     """One LMTP transaction; the status of each recipient after DATA, in order."""
-    from django.conf import settings
-
     with smtplib.LMTP(settings.RESPONDER_HOST, settings.RESPONDER_PORT) as lmtp:
         lmtp.ehlo_or_helo_if_needed()
         assert lmtp.mail(sender)[0] == 250
@@ -236,8 +239,6 @@ def test_a_new_text_counts_as_a_new_reply(responder, capture, vacation):
 
 
 def test_a_copy_with_an_internationalised_sender_is_accepted_and_gets_no_reply(responder, capture, vacation):
-    from django.conf import settings
-
     with smtplib.LMTP(settings.RESPONDER_HOST, settings.RESPONDER_PORT) as lmtp:
         lmtp.ehlo_or_helo_if_needed()
         assert lmtp.has_extn("smtputf8")
@@ -250,9 +251,6 @@ def test_a_copy_with_an_internationalised_sender_is_accepted_and_gets_no_reply(r
 
 
 def test_the_responder_waits_for_its_port_when_something_holds_it_for_a_moment(transactional_db):
-    import socket
-    import threading
-
     holder = socket.socket()
     holder.bind(("127.0.0.1", free_port()))
     holder.listen()
@@ -436,8 +434,6 @@ def test_a_reused_session_the_relay_closes_with_421_is_replaced_and_the_reply_go
 
 
 def test_a_user_with_an_active_suspension_sends_no_reply_until_reinstated(responder, capture, vacation, caplog):
-    from accounts.models import SenderSuspension
-
     suspension = SenderSuspension.objects.create(uid="alice", mail=USER, reason="spam run")
     with caplog.at_level(logging.INFO, logger="outofoffice.responder"):
         assert deliver("carol@remote.example", message(), routing_address(USER))[0][0] == 250
@@ -452,8 +448,6 @@ def test_a_user_with_an_active_suspension_sends_no_reply_until_reinstated(respon
 def test_a_user_blocked_in_the_directory_by_another_tool_sends_no_reply(
     responder, capture, transactional_db, make_directory_user
 ):
-    from accounts import directory
-
     person = make_directory_user()
     now = timezone.now()
     VacationReply.objects.create(

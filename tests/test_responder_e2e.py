@@ -22,6 +22,7 @@ from localservices.outside import OutsideWorld
 from localservices.postfix import Postfix
 from outofoffice.models import ReplyLog, VacationReply
 from outofoffice.responder import ResponderThread
+from postfix.publication import publish
 
 pytestmark = [pytest.mark.e2e]
 
@@ -89,8 +90,6 @@ def responder(transactional_db):
 @pytest.fixture
 def on_vacation(transactional_db, make_directory_user, outside):
     """A directory user with an active vacation reply, published into the Postfix maps."""
-    from postfix.publication import publish
-
     user = make_directory_user(role="end user")
     now = timezone.now()
     VacationReply.objects.create(

@@ -1,22 +1,27 @@
 """Production posture: check --deploy, security headers, sessions, throttling, secrets."""
 
+import http.client
 import json
 import logging
 import os
 import re
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.contrib.sessions.models import Session
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from accounts import directory
 from accounts.models import SignInFailure
 from audit.models import AuditEvent
+from localservices.process import free_port, port_open
 from mailadmin.security import CONTENT_SECURITY_POLICY
 from tests.conftest import DEMO_PASSWORD
 
@@ -169,8 +174,8 @@ INLINE_CODE = [
 
 def test_no_template_needs_inline_script_or_style() -> None:
     found = []
-    for directory in TEMPLATE_DIRS:
-        for template in directory.rglob("*.html"):
+    for template_dir in TEMPLATE_DIRS:
+        for template in template_dir.rglob("*.html"):
             text = template.read_text()
             name = template.relative_to(settings.BASE_DIR)
             found += [f"{name}: {what}" for rx, what in INLINE_CODE if rx.search(text)]
@@ -309,8 +314,6 @@ def all_logs(caplog):
 
 
 def test_passwords_and_service_secrets_are_never_logged_audited_or_kept(make_directory_user, all_logs, capfd) -> None:
-    from accounts import directory
-
     user = make_directory_user()
     client = Client()
     assert _sign_in(client, user.uid, "Wrong guess 123456").status_code == 200
@@ -351,7 +354,6 @@ def test_passwords_and_service_secrets_are_never_logged_audited_or_kept(make_dir
 
 def test_the_suite_runs_on_the_database_it_was_asked_for() -> None:
     # CI's PostgreSQL run (MAILADMIN_TEST_DATABASE=postgresql) must not quietly fall back to SQLite.
-    from django.db import connection
 
     wanted = os.environ.get("MAILADMIN_TEST_DATABASE", "sqlite")
     assert connection.vendor == wanted
@@ -393,11 +395,6 @@ def test_the_example_environment_file_passes_check_deploy(tmp_path) -> None:
 
 
 def test_gunicorn_serves_the_app_behind_a_tls_proxy_with_the_example_settings(tmp_path) -> None:
-    import http.client
-    import time
-
-    from localservices.process import free_port, port_open
-
     env = _example_env(tmp_path)
     env.pop("MAILADMIN_DATABASE_URL")  # the sign-in page needs no database; no PostgreSQL here
     env["MAILADMIN_STATIC_ROOT"] = str(tmp_path / "static")
@@ -442,8 +439,6 @@ def test_gunicorn_serves_the_app_behind_a_tls_proxy_with_the_example_settings(tm
 
 
 def test_passwords_an_admin_sets_are_never_logged_or_audited(sign_in, make_directory_user, all_logs, capfd) -> None:
-    from accounts import directory
-
     admin = sign_in("admin")
     target = make_directory_user()
     created_uid = f"s{os.urandom(3).hex()}"

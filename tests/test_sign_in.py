@@ -2,10 +2,12 @@ import subprocess
 
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import Group
+from django.test import Client, override_settings
 
 from accounts import directory
-from accounts.roles import Role, role_of
+from accounts.roles import Role, group_name, role_of
 from audit.models import AuditEvent
 from tests.conftest import DEMO_PASSWORD, pass_second_factor
 
@@ -29,6 +31,22 @@ def test_each_role_signs_in_with_the_ldap_password_and_gets_its_role(make_direct
     assert home.status_code == 200
     assert role_of(home.wsgi_request.user) == role
     assert home.wsgi_request.user.email == user.mail
+
+
+def test_each_sign_in_mirrors_the_entry_and_its_groups_into_the_user_row(make_directory_user) -> None:
+    person = make_directory_user(role="helpdesk")
+    user = authenticate(None, username=person.uid, password=DEMO_PASSWORD)
+    assert user is not None and not user.has_usable_password()
+    assert (user.username, user.first_name, user.last_name, user.email) == (person.uid, "Test", person.uid, person.mail)
+    assert set(user.groups.values_list("name", flat=True)) == {group_name(settings.LDAP_HELPDESK_GROUP_DN)}
+
+    user.groups.add(Group.objects.get_or_create(name="made-up-here")[0])
+    directory.remove_from_group(person.uid, settings.LDAP_HELPDESK_GROUP_DN)
+    directory.add_to_group(person.uid, settings.LDAP_ADMIN_GROUP_DN)
+    again = authenticate(None, username=person.uid, password=DEMO_PASSWORD)
+    assert again is not None and again.pk == user.pk
+    assert set(again.groups.values_list("name", flat=True)) == {group_name(settings.LDAP_ADMIN_GROUP_DN)}
+    assert authenticate(None, username=person.uid, password=DEMO_PASSWORD + "x") is None
 
 
 def test_wrong_password_is_refused_and_recorded(make_directory_user) -> None:
@@ -115,9 +133,9 @@ def test_password_is_never_logged_or_audited(make_directory_user, caplog) -> Non
     assert "CRAM-MD5" not in text
 
 
-def test_directory_down_gives_a_clear_message(make_directory_user, settings) -> None:
+def test_directory_down_gives_a_clear_message(make_directory_user) -> None:
     user = make_directory_user()
-    settings.AUTH_LDAP_SERVER_URI = "ldap://127.0.0.1:1"
-    response = _post_sign_in(Client(), user.uid, DEMO_PASSWORD)
+    with override_settings(LDAP_URI="ldap://127.0.0.1:1"):
+        response = _post_sign_in(Client(), user.uid, DEMO_PASSWORD)
     assert "directory is not answering" in response.content.decode()
     assert not directory.get_user("nobodyhere")

@@ -1,9 +1,13 @@
+import json
 from datetime import timedelta
+from io import StringIO
 
 import ldap3
 import pytest
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from accounts import directory, suspension, tasks
@@ -193,6 +197,24 @@ def test_the_eta_task_lifts_the_suspension_at_its_end(sign_in, make_directory_us
     assert not suspension.is_suspended(target.uid) and _flag(target.uid) is False
 
 
+def test_a_suspension_with_an_end_queues_the_task_that_lifts_it_at_that_end(
+    sign_in, make_directory_user, django_capture_on_commit_callbacks
+) -> None:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("celery")
+    target = make_directory_user()
+    until = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)
+    admin_user = User.objects.get(username=sign_in("admin").directory_user.uid)
+    with django_capture_on_commit_callbacks(execute=True):
+        row = suspension.suspend(target.uid, "short", until, admin_user)
+    messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+    broker.delete("celery")
+    assert [(m["headers"]["task"], m["headers"]["eta"]) for m in messages] == [
+        (tasks.lift_suspension.name, until.isoformat())
+    ]
+    assert messages[0]["headers"]["argsrepr"] == repr([row.pk])
+
+
 def test_with_slapd_stopped_suspending_fails_clearly_and_records_nothing(sign_in, make_directory_user) -> None:
     target = make_directory_user()
     admin = sign_in("admin")
@@ -254,10 +276,6 @@ def test_the_sweep_reapplies_the_database_to_ldap(sign_in, make_directory_user) 
 
 
 def test_the_command_line_suspends_and_reinstates_through_the_same_checks(sign_in, make_directory_user) -> None:
-    from io import StringIO
-
-    from django.core.management import CommandError, call_command
-
     target = make_directory_user()
     admin = make_directory_user(role="admin")
     with pytest.raises(CommandError, match="not an admin"):

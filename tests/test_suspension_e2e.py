@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from accounts import sender_block, suspension
 from aliases.models import Alias, Domain
 from localservices.slapd import Slapd
+from postfix.publication import publish
 from tests.test_suspension import HOSTILE_REASON
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -56,8 +57,6 @@ def test_a_suspended_mailbox_is_refused_at_mail_from_live_and_accepted_after_rei
 def test_a_suspended_users_alias_is_refused_through_the_published_sender_access_map(
     make_directory_user,
 ) -> None:
-    from postfix.publication import publish
-
     target, bystander = make_directory_user(), make_directory_user()
     admin = _admin(make_directory_user)
     domain = Domain.objects.get_or_create(name=settings.ALIAS_DOMAIN, defaults={"is_alias_domain": True})[0]

@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 
 from audit.models import AuditEvent
+from localservices.slapd import Slapd
 from outofoffice.models import VacationReply
 from outofoffice.routing import vacation_transport_entries, vacation_virtual_entries
 
@@ -327,8 +328,6 @@ def test_the_helpdesk_list_costs_the_same_queries_for_many_vacations(sign_in, dj
 
 
 def test_with_slapd_stopped_helpdesk_gets_a_clear_message_and_nothing_changes(sign_in, make_directory_user):
-    from localservices.slapd import Slapd
-
     target = make_directory_user(role="end user")
     helpdesk = sign_in("helpdesk")
     slapd = Slapd()

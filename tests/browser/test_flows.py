@@ -9,6 +9,7 @@ from playwright.sync_api import Page, expect
 from accounts import directory
 from accounts.models import SenderSuspension
 from aliases.models import Alias, Domain
+from handover.models import HandoverNote
 from outofoffice.models import VacationReply
 from tests.conftest import DEMO_PASSWORD
 
@@ -68,7 +69,6 @@ def test_end_user_makes_an_alias_from_a_url_switches_it_off_and_prepares_an_abse
     page.get_by_label("Primary delegate").fill(colleague.uid)
     page.get_by_role("button", name="Save the note").click()
     expect(page.get_by_role("status")).to_be_visible()
-    from handover.models import HandoverNote
 
     assert HandoverNote.objects.get(author__username=user.uid).primary_delegate_uid == colleague.uid
 

@@ -11,7 +11,6 @@ bind password (mode 0640 root:postfix, atomically), then asks `postconf` for war
 import difflib
 import grp
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,8 @@ from aliases.postfix_merge import (
     without_ldap,
 )
 from audit.models import AuditLogUnavailable, record_event, require_audit_log
-from postfix import config
+from postfix import config, postmap
 
-POSTCONF = "/usr/sbin/postconf"
 LDAP_TABLE_MODE = 0o640
 
 
@@ -51,23 +49,6 @@ def generated_configuration(config_dir: Path) -> tuple[str, str, dict[str, list[
     master_cf = "\n".join(checked_lines(config.master_cf(ctx)))
     files = {name: checked_lines(lines) for name, lines in config.cf_files(ctx).items()}
     return main_cf, master_cf, files
-
-
-def _expanded(config_dir: Path, parameter: str) -> str:
-    """A main.cf parameter's value with $names expanded, as Postfix uses it."""
-    result = subprocess.run(
-        [POSTCONF, "-c", str(config_dir), "-xh", parameter], capture_output=True, text=True, check=False, timeout=60
-    )
-    if result.returncode != 0:
-        raise CommandError(f"postconf -c {config_dir} cannot read {parameter}: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
-def _map_types(config_dir: Path) -> set[str]:
-    result = subprocess.run(
-        [POSTCONF, "-c", str(config_dir), "-m"], capture_output=True, text=True, check=False, timeout=60
-    )
-    return set(result.stdout.split())
 
 
 def _our_domains() -> set[str]:
@@ -132,9 +113,9 @@ class Command(BaseCommand):
                 desired = without_ldap(desired)
             new_main, new_master, changes = merge(main_path.read_text(), master_path.read_text(), desired)
             table_texts = self._ldap_tables(config_dir, desired, tables, form.cleaned_data["ldap_password"], dry_run)
-        except MergeError as exc:
+            clashes = local_destination_conflicts(postmap.postconf_value(config_dir, "mydestination"), _our_domains())
+        except (MergeError, postmap.PostmapError) as exc:
             raise CommandError(str(exc)) from None
-        clashes = local_destination_conflicts(_expanded(config_dir, "mydestination"), _our_domains())
         if clashes:
             raise CommandError(
                 f"{', '.join(clashes)}: in this host's mydestination, so Postfix would deliver to local"
@@ -166,7 +147,7 @@ class Command(BaseCommand):
     ) -> dict[Path, str]:
         """The ldap: tables the configuration uses that are missing or differ: path → text."""
         paths = sorted(referenced_ldap_tables(desired.parameters, desired.services))
-        if paths and "ldap" not in _map_types(config_dir):
+        if paths and "ldap" not in postmap.postconf_map_types(config_dir):
             raise CommandError("this Postfix has no ldap: tables: install postfix-ldap, or give --without-ldap")
         if paths and not password and not dry_run:
             raise CommandError("the ldap: tables need the cn=postfix password: give --ldap-password-file")
@@ -204,10 +185,10 @@ class Command(BaseCommand):
             self.stdout.write("nothing to change")
 
     def _check(self, config_dir: Path) -> None:
-        result = subprocess.run(
-            [POSTCONF, "-c", str(config_dir)], capture_output=True, text=True, check=False, timeout=60
-        )
-        warnings = [line for line in result.stderr.splitlines() if line.strip()]
-        if result.returncode != 0 or warnings:
+        try:
+            warnings = postmap.postconf_warnings(config_dir)
+        except postmap.PostmapError as exc:
+            raise CommandError(str(exc)) from None
+        if warnings:
             raise CommandError("postconf reports:\n" + "\n".join(warnings))
         self.stdout.write(f"postconf -c {config_dir}: no warnings; run 'postfix reload' to use the changes")

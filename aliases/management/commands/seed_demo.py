@@ -6,7 +6,10 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts import directory
+from aliases.addresses import normalize_domain
+from aliases.models import Domain
 from audit.models import record_event
+from postfix.publication import request_publication
 
 DEMO_USERS = (
     # uid, given name, surname, group
@@ -49,10 +52,6 @@ class Command(BaseCommand):
 
     def _seed_domains(self) -> None:
         # Aliases: the demo's mailbox domain and alias domain, if missing (checked like the admin form's).
-        from aliases.addresses import normalize_domain
-        from aliases.models import Domain
-        from postfix.publication import request_publication
-
         for setting, is_alias_domain in ((settings.MAIL_DOMAIN, False), (settings.ALIAS_DOMAIN, True)):
             name = normalize_domain(setting)
             with transaction.atomic():

@@ -9,11 +9,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from accounts import administration, directory, people, suspension
+from accounts import administration, directory, suspension
 from accounts.assurance import recent_second_factor
 from accounts.forms import (
     UNAVAILABLE,
-    CreateUserForm,
     DirectorySearchForm,
     DisableAccountForm,
     ResetPasswordForm,
@@ -23,6 +22,8 @@ from accounts.models import SenderSuspension
 from accounts.roles import Action, acts_on, admin_required, directory_roles, may_act_on, staff_required
 from aliases.models import Alias
 from audit.models import AuditEvent
+from console import people
+from console.forms import CreateUserForm
 
 PAGE_SIZE = 25
 RECENT_EVENTS = 20

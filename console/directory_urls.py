@@ -1,7 +1,7 @@
 from django.urls import path
 
 from accounts import converters  # noqa: F401 -- registers <uid:...>
-from accounts import directory_views as views
+from console import directory_views as views
 
 app_name = "directory"
 urlpatterns = [
