@@ -365,6 +365,8 @@ def mail_entries_of(uids: Collection[str], mails: Collection[str], domains: Coll
     with connection() as conn:
         for search_filter, limit in searches:
             conn.search(settings.LDAP_PEOPLE_DN, search_filter, attributes=["uid", "mail"], size_limit=limit)
+            if not limit and conn.result["result"] != 0:  # the server's size or time limit: a part only
+                raise DirectoryError(f"the directory answered part of a search: {conn.result['description']}")
             for entry in conn.entries:
                 found[entry.entry_dn] = MailEntry(entry.entry_dn, _first(entry, "uid"), _first(entry, "mail").lower())
     return list(found.values())

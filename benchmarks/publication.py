@@ -7,15 +7,21 @@ For each table type and size (aliases in the run's own SQLite database spread ev
 --owners owners who are in the private directory, maps in a map directory of the benchmark's
 own, Postfix not reloaded):
   - full publication (render from the database + write + postmap + verify + rename) into an
-    empty map directory, and bare `postmap` of the same virtual source, measured alternately
-    --repeat times in the same run: the medians and their ratio, and the load average;
+    empty map directory, each followed by two baselines on copies of its sources: a bare
+    `postmap` of the virtual table alone, and bare `postmap`s of every table the publication
+    built (virtual and sender_login both have a line per alias), one after the other; medians
+    over --repeat, the ratio to each baseline in wall time and in CPU time (the process and its
+    children: what a shared machine's load distorts least), and the load average;
   - change-to-live latency through a real Celery worker: from the commit of a new alias to
-    `postmap -q` answering with its owner, p50/p95 over --changes changes;
+    `postmap -q` answering with its owner, p50/p95 over --changes changes each made as soon as
+    the one before is live (within the quiet spell: the worker coalesces), and p95 over as many
+    lone changes (each after MAP_PUBLISH_QUIET_MS without one: published at once);
   - publications caused by a burst of --burst alias creations (one transaction each).
 """
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -25,6 +31,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ["MAILADMIN_STATE_DIR"])
@@ -77,22 +84,46 @@ def fill(domain: Domain, owners: list[int], target: int) -> None:
         cursor.executemany(insert, rows)
 
 
-def full_publication() -> tuple[float, float]:
+class Full(NamedTuple):
+    """One full publication and bare postmaps of its sources, wall and CPU seconds (CPU: this
+    process and its children, which load on a shared machine distorts far less)."""
+
+    publish: float
+    publish_cpu: float
+    bare: float  # postmap of the virtual table alone
+    bare_cpu: float
+    bare_all: float  # postmap of every table the publication built, one after the other
+    bare_all_cpu: float
+
+
+def cpu() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def bare_postmap(sources: list[Path]) -> tuple[float, float]:
+    started, started_cpu = time.perf_counter(), cpu()
+    for source in sources:
+        table = f"{settings.POSTFIX_MAP_TYPE}:{source}"
+        subprocess.run([settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), table], check=True)
+    return time.perf_counter() - started, cpu() - started_cpu
+
+
+def full_publication() -> Full:
     MapPublication.objects.filter(host="bench").delete()
     shutil.rmtree(MAP_DIR, ignore_errors=True)
     MAP_DIR.mkdir(parents=True)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), cpu()
     outcome = publication.publish(force=True, coalesce=False)
-    elapsed = time.perf_counter() - started
+    elapsed, elapsed_cpu = time.perf_counter() - started, cpu() - started_cpu
     assert outcome.status == "published", outcome.error
     with tempfile.TemporaryDirectory(dir=STATE_DIR) as scratch:
-        copy = Path(scratch) / "virtual"
-        shutil.copyfile(MAP_DIR / "virtual", copy)
-        started = time.perf_counter()
-        table = f"{settings.POSTFIX_MAP_TYPE}:{copy}"
-        subprocess.run([settings.POSTMAP_COMMAND, "-c", str(settings.POSTFIX_CONFIG_DIR), table], check=True)
-        bare = time.perf_counter() - started
-    return elapsed, bare
+        sources = [Path(scratch) / name for name in outcome.changed]
+        for source in sources:
+            shutil.copyfile(MAP_DIR / source.name, source)
+        bare, bare_cpu = bare_postmap([Path(scratch) / "virtual"])
+        bare_all, bare_all_cpu = bare_postmap(sources)
+    return Full(elapsed, elapsed_cpu, bare, bare_cpu, bare_all, bare_all_cpu)
 
 
 def create_alias(owner_id: int, domain: Domain, local: str) -> None:
@@ -101,10 +132,14 @@ def create_alias(owner_id: int, domain: Domain, local: str) -> None:
         publication.request_publication("benchmark", keys=[f"{local}@{domain.name}"])  # as aliases/services.py
 
 
-def latencies(domain: Domain, owner_id: int, email: str, size: int, changes: int) -> list[float]:
+def latencies(domain: Domain, owner_id: int, email: str, size: int, changes: int, lone: bool = False) -> list[float]:
+    """Each change made as soon as the one before is live (the worker sees changes coming one
+    after another and coalesces), or, lone, after a quiet spell (a change alone: at once)."""
     found = []
     for n in range(changes):
-        local = f"live{size}{settings.POSTFIX_MAP_TYPE}x{n}x{changes}"
+        if lone:
+            time.sleep(settings.MAP_PUBLISH_QUIET_MS / 1000 + 0.05)
+        local = f"live{size}{settings.POSTFIX_MAP_TYPE}x{n}x{changes}{'lone' if lone else ''}"
         started = time.perf_counter()
         create_alias(owner_id, domain, local)
         while postmap_query(f"{local}@{domain.name}") != email:
@@ -182,30 +217,36 @@ def main() -> None:
     owner_ids = [owner.pk for owner in owners]
     MAP_DIR.mkdir(parents=True, exist_ok=True)
     print(f"aliases spread over {len(owners)} owners, one alias domain; load average {os.getloadavg()[0]:.1f}")
-    print(f"{'type':>5} {'aliases':>9} {'publish s':>9} {'postmap s':>9} {'ratio':>6} {'load':>5} {'live p50':>9} "
-          f"{'live p95':>9} {'burst pubs':>10} {'burst s':>8} {'lost':>5}")  # fmt: skip
+    print("publish: full publication, median of --repeat; bare: postmap of the virtual table alone; bare all:")
+    print("postmap of every table the publication built, one after the other; cpu: that process and its children")
+    print(f"{'type':>5} {'aliases':>9} {'publish s':>9} {'bare s':>7} {'ratio':>6} {'bare all':>8} {'ratio':>6} "
+          f"{'cpu ratio':>9} {'cpu all':>7} {'load':>5} {'live p50':>9} {'live p95':>9} {'lone p95':>9} "
+          f"{'burst pubs':>10} {'burst s':>8} {'lost':>5}")  # fmt: skip
     for size in sizes:
         fill(domain, owner_ids, size)
         for table_type in args.types.split(","):
             # In this process and in the worker started below.
             settings.POSTFIX_MAP_TYPE = table_type
             os.environ["MAILADMIN_POSTFIX_MAP_TYPE"] = table_type
-            # Before the worker starts: nothing else publishes. Alternated, so that a change in
-            # the machine's load falls on both.
+            # Before the worker starts: nothing else publishes. Each publication is followed by
+            # its bare postmaps, so that a change in the machine's load falls on both.
             runs = [full_publication() for _ in range(args.repeat)]
-            elapsed, bare = statistics.median(run[0] for run in runs), statistics.median(run[1] for run in runs)
+            full = Full(*(statistics.median(run[n] for run in runs) for n in range(len(Full._fields))))
             load = os.getloadavg()[0]
             worker = start_worker()
             try:
                 latencies(domain, owners[0].pk, owners[0].email, size, 1)  # the worker starts up
                 live = latencies(domain, owners[0].pk, owners[0].email, size, args.changes)
+                lone = latencies(domain, owners[0].pk, owners[0].email, size, args.changes, lone=True)
                 publications, burst_seconds, lost = burst(domain, owners[1].pk, size, args.burst)
             finally:
                 stop_worker(worker)
             print(
-                f"{table_type:>5} {size:>9} {elapsed:>9.3f} {bare:>9.3f} {elapsed / bare:>6.2f} {load:>5.1f} "
-                f"{percentile(live, 0.5):>9.3f} {percentile(live, 0.95):>9.3f} {publications:>10} "
-                f"{burst_seconds:>8.1f} {lost:>5}",
+                f"{table_type:>5} {size:>9} {full.publish:>9.3f} {full.bare:>7.3f} {full.publish / full.bare:>6.2f} "
+                f"{full.bare_all:>8.3f} {full.publish / full.bare_all:>6.2f} "
+                f"{full.publish_cpu / full.bare_cpu:>9.2f} {full.publish_cpu / full.bare_all_cpu:>7.2f} {load:>5.1f} "
+                f"{percentile(live, 0.5):>9.3f} {percentile(live, 0.95):>9.3f} {percentile(lone, 0.95):>9.3f} "
+                f"{publications:>10} {burst_seconds:>8.1f} {lost:>5}",
                 flush=True,
             )
     print(

@@ -14,8 +14,8 @@ from accounts import directory
 from accounts.models import SenderSuspension
 from accounts.sender_block import sender_block_cf_lines
 from activity.models import SenderBlock
-from aliases.models import AliasTombstone, Domain, aliases_named
-from aliases.postfix_feature import mailboxes_of
+from aliases.models import AliasTombstone, aliases_named
+from aliases.postfix_feature import relevant_mailboxes
 from explain import decision
 from explain.decision import Block, Difference, Key, PublicationState, Routing, Tables, Verdict
 from outofoffice import handoff
@@ -89,29 +89,10 @@ def live_tables(address: str) -> Tables:
     return tables
 
 
-def relevant_mailboxes(asked: frozenset[Key]) -> dict[str, str]:
-    """uid -> mailbox of the people the render of these keys reads: the owners of aliases
-    among them and of catch-alls (their mailbox is the target), the people whose mailbox is
-    among them (a suspended one's is refused), and one person of each domain among them
-    (whether it is a mailbox domain). The whole directory gives the same lines for these keys
-    at a cost growing with the number of people (tests/test_explain.py compares the two)."""
-    keys = {key for _, key in asked}
-    addresses = {key for key in keys if "@" in key and not key.startswith("@")}
-    domains = {key.lstrip("@") for key in keys if "@" not in key or key.startswith("@")}
-    by_domain: dict[str, list[str]] = defaultdict(list)
-    for address in addresses:
-        local, _, domain = address.rpartition("@")
-        by_domain[domain].append(local)
-    uids = set(Domain.objects.exclude(catchall_owner=None).values_list("catchall_owner__username", flat=True))
-    for domain, locals_ in by_domain.items():
-        uids.update(aliases_named(domain, locals_).values_list("owner__username", flat=True))
-    return mailboxes_of(directory.mail_entries_of(uids, addresses, domains))
-
-
 def expected_tables(asked: frozenset[Key]) -> Tables:
     """The same keys rendered from the database and the directory now, as a publication would."""
     keys = frozenset(key for _, key in asked)
-    rendered = render_tables(features.Snapshot(timezone.now(), relevant_mailboxes(asked), keys))
+    rendered = render_tables(features.Snapshot(timezone.now(), relevant_mailboxes(keys), keys))
     values: dict[Key, str] = {}
     for table, lines in rendered.items():
         for line in lines:

@@ -25,6 +25,16 @@ class Entry(NamedTuple):  # a tuple: a render makes one per alias, a million of 
     domain_wide: bool = False
 
 
+class Entries(NamedTuple):
+    """Many entries of one table at once, as two columns (keys[n] -> values[n]), in priority
+    order: a feature's bulk, a row per alias, with no object per entry (a full render of a
+    million aliases; the full-publication targets in docs/postfix.md)."""
+
+    table: str
+    keys: list[str]
+    values: list[str]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What a render reads besides the database: the time, and the directory's mailboxes."""
@@ -37,7 +47,7 @@ class Snapshot:
 
 
 class MapFeature(Protocol):
-    def entries(self, snapshot: Snapshot) -> Iterable[Entry]:
+    def entries(self, snapshot: Snapshot) -> Iterable[Entry | Entries]:
         """Every entry, in priority order: for a table other than virtual, the first value
         given for a key wins; virtual joins every target given for a key."""
         ...
@@ -99,6 +109,7 @@ def config_features() -> list[ConfigFeature]:
     return [_load(path) for path in settings.POSTFIX_CONFIG_FEATURES]  # type: ignore[misc]
 
 
-def directory_mailboxes() -> dict[str, str]:
+def directory_mailboxes(keys: frozenset[str] | None = None) -> dict[str, str]:
+    """uid -> mailbox of every person, or at least of those a render of `keys` reads."""
     read = import_string(settings.POSTFIX_DIRECTORY_MAILBOXES)
-    return read()  # type: ignore[no-any-return]
+    return read(keys)  # type: ignore[no-any-return]

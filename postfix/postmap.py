@@ -1,9 +1,10 @@
 """The postmap boundary: the only module that runs postmap, postconf or postfix.
 
 A Table is a name in this host's map directory and the configured type (lmdb, cdb, hash).
-build() makes a database under a temporary name from lines; install() renames it into place;
-put() and delete() change a live lmdb: table in place (one transaction per key: a reader sees
-each key old or new, never a missing or half-written one); query() and dump() read back.
+build_all() makes databases under temporary names from their sources, side by side;
+install() renames one into place; put() and delete() change a live lmdb: table in place (one
+transaction per key: a reader sees each key old or new, never a missing or half-written one);
+query(), query_tables() and dump() read back.
 Every failure is a PostmapError.
 """
 
@@ -11,7 +12,7 @@ import os
 import secrets
 import shlex
 import subprocess
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from django.conf import settings
 COMMAND_TIMEOUT = 120  # seconds; postmap of a million lines takes a few
 POSTCONF = "/usr/sbin/postconf"
 SUFFIXES = {"lmdb": ".lmdb", "cdb": ".cdb", "hash": ".db"}
+SMALL_SOURCE = 64 * 1024  # bytes (about a thousand lines): built in less time than a postmap start
 
 
 class PostmapError(Exception):
@@ -85,13 +87,33 @@ def _postmap(*args: str, stdin: str = "", allowed: Collection[int] = (0,)) -> st
     return _checked(args, result.returncode, result.stdout, result.stderr, allowed)
 
 
-def build(table: Table, lines: list[str]) -> None:
-    """Write the source and build its database (both under the table's, temporary, name)."""
+def build_all(sources: Iterable[tuple[Table, str]]) -> None:
+    """Write each table's source and build its database (under the table's, temporary, name).
+    A large table's postmap starts as soon as its source is written and runs while the caller
+    makes the next source (`sources` may be a generator), so the builds and the render share
+    the cores; the small ones are built together by one postmap at the end (a postmap start
+    costs more than their build). Serves the full-publication targets (docs/postfix.md)."""
+    running: list[tuple[tuple[str, ...], subprocess.Popen[str]]] = []
+    small: list[str] = []
     try:
-        table.path.write_text("".join(f"{line}\n" for line in lines))
-    except OSError as exc:
-        raise PostmapError(f"writing {table.path.name}: {exc.strerror or exc}") from exc
-    _postmap(table.spec)
+        for table, text in sources:
+            try:
+                table.path.write_text(text)
+            except OSError as exc:
+                raise PostmapError(f"writing {table.path.name}: {exc.strerror or exc}") from exc
+            if len(text) < SMALL_SOURCE:
+                small.append(table.spec)
+            else:
+                running.append(((table.spec,), _start(table.spec, stdin=subprocess.DEVNULL)))
+        if small:
+            running.append((tuple(small), _start(*small, stdin=subprocess.DEVNULL)))
+        for specs, process in running:
+            stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
+            _checked(specs, process.returncode, stdout, stderr, (0,))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PostmapError(f"postmap: {exc}") from exc
+    finally:
+        _stop(process for _, process in running)
 
 
 def install(built: Table, name: str) -> None:
@@ -144,34 +166,35 @@ def query(table: Table, keys: Collection[str]) -> Lookup:
 
 def query_tables(requests: Mapping[Table, Collection[str]]) -> dict[Table, Lookup]:
     """query() of several tables, one postmap each, run side by side: as long as the slowest,
-    not the sum (explain asks up to seven tables a round). The keys and answers are a few lines,
-    well within a pipe's buffer, so each process is fed and read in turn without blocking."""
-    started: list[tuple[Table, Collection[str], tuple[str, ...], subprocess.Popen[str]]] = []
+    not the sum (explain asks up to seven tables a round, a publication reads back every table
+    it changed). The keys and answers are a few lines, well within a pipe's buffer, so each
+    process is fed and read in turn without blocking."""
+    started: list[tuple[Table, Collection[str], subprocess.Popen[str]]] = []
     try:
         for table, keys in requests.items():
-            if not keys:
-                continue
-            args: tuple[str, ...] = ("-q", "-", table.spec)
-            process = subprocess.Popen(  # noqa: S603
-                _postmap_argv(*args),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            started.append((table, keys, args, process))
+            if keys:
+                started.append((table, keys, _start("-q", "-", table.spec)))
         answers = {table: Lookup({}, frozenset()) for table, keys in requests.items() if not keys}
-        for table, keys, args, process in started:
+        for table, keys, process in started:
             stdout, stderr = process.communicate("".join(f"{key}\n" for key in keys), timeout=COMMAND_TIMEOUT)
-            answers[table] = _lookup(keys, _checked(args, process.returncode, stdout, stderr, (0, 1)))
+            answers[table] = _lookup(keys, _checked(("-q", "-"), process.returncode, stdout, stderr, (0, 1)))
         return answers
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PostmapError(f"postmap -q: {exc}") from exc
     finally:
-        for *_, process in started:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        _stop(process for *_, process in started)
+
+
+def _start(*args: str, stdin: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    argv = _postmap_argv(*args)
+    return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
+
+
+def _stop(processes: Iterable[subprocess.Popen[str]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def dump(table: Table) -> dict[str, str]:

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from postfix import features, postmap
 from postfix.models import MapGeneration, MapPublication, PublicationRequest
-from postfix.render import render
+from postfix.render import render, render_each
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def _wait_for_quiet() -> None:
 # --- writing the tables ------------------------------------------------------------------------
 
 
-def _entries(snapshot: features.Snapshot) -> Iterator[features.Entry]:
+def _entries(snapshot: features.Snapshot) -> Iterator[features.Entry | features.Entries]:
     for feature in features.map_features():
         yield from feature.entries(snapshot)
 
@@ -274,13 +274,14 @@ def _table(lines: list[str]) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in lines)
 
 
-def _check(table: postmap.Table, expected: Mapping[str, str | None], name: str) -> None:
-    """Read keys back: each gives its value, or nothing where None is expected."""
-    answer = postmap.query(table, list(expected))
-    for key, value in expected.items():
-        if answer.found.get(key) != value:
-            got = answer.found.get(key)
-            raise PublicationError(f"verification of {name}: {key} gave {got!r}, expected {value!r}")
+def _read_back(expected: Mapping[str, tuple[postmap.Table, Mapping[str, str | None]]]) -> None:
+    """Read keys back from tables (one postmap each, side by side): each gives its value, or
+    nothing where None is expected."""
+    answers = postmap.query_tables({table: list(keys) for table, keys in expected.values()})
+    for name, (table, keys) in expected.items():
+        for key, value in keys.items():
+            if (got := answers[table].found.get(key)) != value:
+                raise PublicationError(f"verification of {name}: {key} gave {got!r}, expected {value!r}")
 
 
 def _sample(lines: list[str]) -> list[str]:
@@ -302,13 +303,15 @@ def _publish_keys(snapshot: features.Snapshot, counts: dict[str, int]) -> list[s
     """Render only the snapshot's keys and change only what differs from the live tables."""
     assert snapshot.keys is not None
     rendered = render_tables(snapshot)
-    changes: dict[str, tuple[dict[str, str], set[str]]] = {}
     addresses_only = all("@" in key for key in snapshot.keys)
-    for name in settings.POSTFIX_MAPS:
-        if addresses_only and name in DOMAIN_TABLES and not rendered[name]:
-            continue  # keyed by domain: holds none of these keys (one postmap run less)
+    # A table keyed by domain holds none of these keys (one postmap run less).
+    skip = [name for name in DOMAIN_TABLES if addresses_only and not rendered[name]]
+    names = [name for name in settings.POSTFIX_MAPS if name not in skip]
+    live = postmap.query_tables({postmap.live(name): snapshot.keys for name in names})
+    changes: dict[str, tuple[dict[str, str], set[str]]] = {}
+    for name in names:
         new = _table(rendered[name])
-        old = postmap.query(postmap.live(name), snapshot.keys).found
+        old = live[postmap.live(name)].found
         puts = {key: value for key, value in new.items() if old.get(key) != value}
         deletes = old.keys() - new.keys()
         if puts or deletes:
@@ -325,12 +328,12 @@ def _publish_keys(snapshot: features.Snapshot, counts: dict[str, int]) -> list[s
                 postmap.copy(table, copy)
                 postmap.put(copy, puts)
                 postmap.delete(copy, deletes)
-                _check(copy, {**puts, **dict.fromkeys(deletes)}, name)
+                _read_back({name: (copy, {**puts, **dict.fromkeys(deletes)})})
                 postmap.install(copy, name)
             finally:
                 postmap.remove(copy)
-    for name, (puts, deletes) in changes.items():
-        _check(postmap.live(name), {**puts, **dict.fromkeys(deletes)}, name)
+    expected = {name: {**puts, **dict.fromkeys(deletes)} for name, (puts, deletes) in changes.items()}
+    _read_back({name: (postmap.live(name), keys) for name, keys in expected.items()})
     return list(changes)
 
 
@@ -344,17 +347,22 @@ def _live_text(name: str) -> str | None:
         return None
 
 
+def _source(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def _publish_all(snapshot: features.Snapshot, counts: dict[str, int]) -> list[str]:
-    """Render every table; rebuild and rename into place those whose content changed."""
-    rendered = render_tables(snapshot)
+    """Render every table; rebuild those whose content changed (each one's postmap runs while
+    the next table renders), read them back, and rename them into place."""
     built: dict[str, postmap.Table] = {}
     unions: dict[str, postmap.Table] = {}
-    try:
-        for name in settings.POSTFIX_MAPS:
-            lines = rendered[name]
+    samples: dict[str, tuple[postmap.Table, Mapping[str, str | None]]] = {}
+
+    def changed() -> Iterator[tuple[postmap.Table, str]]:
+        for name, lines in render_each(_entries(snapshot), settings.POSTFIX_MAPS):
             counts[name] = len(lines)
-            old = _live_text(name)
-            if old == "".join(f"{line}\n" for line in lines):
+            text, old = _source(lines), _live_text(name)
+            if old == text:
                 continue
             if name in REFUSALS and old is not None:
                 # Old and new refusals together first: nothing refused before or after the
@@ -362,10 +370,14 @@ def _publish_all(snapshot: features.Snapshot, counts: dict[str, int]) -> list[st
                 both = {**_table(old.splitlines()), **_table(lines)}
                 if len(both) > len(lines):
                     unions[name] = postmap.temporary(name)
-                    postmap.build(unions[name], [f"{key} {value}" for key, value in sorted(both.items())])
+                    yield unions[name], _source([f"{key} {value}" for key, value in sorted(both.items())])
             built[name] = postmap.temporary(name)
-            postmap.build(built[name], lines)
-            _check(built[name], dict(_table(_sample(lines))), name)
+            samples[name] = (built[name], _table(_sample(lines)))
+            yield built[name], text
+
+    try:
+        postmap.build_all(changed())
+        _read_back(samples)
         refusals = [name for name in built if name in REFUSALS]
         order = [*unions.items()]
         order += [(name, built[name]) for name in refusals if name not in unions]
@@ -407,8 +419,8 @@ def _publish_once(state: MapPublication, coalesce: bool, full: bool) -> Outcome:
             pending = _pending_keys(state)
             keys = None if pending is None else pending | _due_keys(state.last_success_at, started)
     try:
-        # The directory is read once per publication, whatever the number of owners.
-        snapshot = features.Snapshot(started, features.directory_mailboxes(), keys)
+        # The directory is read once per publication (only the people a few keys need).
+        snapshot = features.Snapshot(started, features.directory_mailboxes(keys), keys)
         changed = _publish_keys(snapshot, counts) if keys is not None else _publish_all(snapshot, counts)
     except Exception as exc:  # any failure: the previous tables stay, the error is shown
         message = str(exc)[:2000] or type(exc).__name__

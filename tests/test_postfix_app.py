@@ -1,7 +1,9 @@
 """The postfix app: the one key-safety rule over every table, the generator behind the private
 Postfix, and publication with every table type (lmdb, cdb, hash), torn reads included."""
 
+import re
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,9 +16,9 @@ from django.test import override_settings
 from accounts.directory import DirectoryUser
 from aliases.models import Alias, Domain
 from postfix import config, postmap, publication
-from postfix.features import Entry
+from postfix.features import Entries, Entry
 from postfix.postmap import SUFFIXES
-from postfix.render import render
+from postfix.render import WHITESPACE, render
 from tests.test_publication import lookup, person
 
 pytestmark = pytest.mark.django_db
@@ -43,10 +45,31 @@ def test_no_hostile_key_or_value_reaches_any_table(table: str) -> None:
     entries = [Entry(table, key, "OK") for key in HOSTILE_KEYS]
     entries += [Entry(table, f"value{n}@example.org", value) for n, value in enumerate(HOSTILE_VALUES)]
     entries.append(Entry(table, "fine@example.org", "fine@example.org"))
+    # The same as one block of columns (a feature's bulk), and a catch-all's form for each key.
+    block = Entries(table, [entry.key for entry in entries], [entry.value for entry in entries])
+    domain_wide = [entry._replace(domain_wide=True) for entry in entries[: len(HOSTILE_KEYS)]]
 
-    lines = render(entries, settings.POSTFIX_MAPS)[table]
+    assert render(entries, settings.POSTFIX_MAPS)[table] == ["fine@example.org fine@example.org"]
+    assert render([block], settings.POSTFIX_MAPS)[table] == ["fine@example.org fine@example.org"]
+    assert render(domain_wide, settings.POSTFIX_MAPS)[table] == ["@example.org OK"]
 
-    assert lines == ["fine@example.org fine@example.org"]
+
+def test_a_virtual_value_may_list_any_number_of_targets_each_a_token() -> None:
+    targets = ", ".join(f"person{n}@example.org" for n in range(100))  # about 2,000 characters
+    entries = [
+        Entry("virtual", "@example.org", targets, domain_wide=True),
+        Entry("virtual", "long@example.org", f"{'x' * 321}@example.org"),  # one target too long
+    ]
+
+    assert render(entries, settings.POSTFIX_MAPS)["virtual"] == [f"@example.org {targets}"]
+
+
+def test_the_rule_spells_out_exactly_the_characters_python_calls_whitespace() -> None:
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+
+    spelled = re.findall(rf"[{WHITESPACE}]", every)
+
+    assert spelled == [character for character in every if character.isspace()]
 
 
 def test_only_a_catch_all_entry_may_name_a_whole_domain() -> None:
@@ -228,13 +251,9 @@ def test_deploy_files_are_what_the_generator_prints_for_their_example_settings()
 def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_postmap_error(
     typed_map_dir: Path,
 ) -> None:
-    built = {}
-    for name, lines in {
-        "virtual": ["a@x.example b@x.example", "@x.example c@x.example"],
-        "mailboxes": ["b@x.example x/b/"],
-    }.items():
-        built[name] = postmap.live(name)
-        postmap.build(built[name], lines)
+    sources = {"virtual": "a@x.example b@x.example\n@x.example c@x.example\n", "mailboxes": "b@x.example x/b/\n"}
+    built = {name: postmap.live(name) for name in sources}
+    postmap.build_all((built[name], text) for name, text in sources.items())
     keys = {built["virtual"]: ["a@x.example", "@x.example", "none@x.example"], built["mailboxes"]: ["b@x.example"]}
 
     answers = postmap.query_tables({**keys, postmap.live("transport"): []})
@@ -248,3 +267,24 @@ def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_p
         postmap.query(absent, ["a@x.example"])
     with pytest.raises(postmap.PostmapError):
         postmap.query_tables({**keys, absent: ["a@x.example"]})
+
+
+def test_tables_built_side_by_side_answer_each_line_and_a_bad_line_fails_them_as_a_postmap_error(
+    typed_map_dir: Path,
+) -> None:
+    large = "".join(f"a{n}@x.example b@x.example\n" for n in range(5000))  # built on its own
+    assert len(large) > postmap.SMALL_SOURCE
+    tables = {name: postmap.temporary(name) for name in ("virtual", "mailboxes", "transport")}
+
+    postmap.build_all(
+        [(tables["virtual"], large), (tables["mailboxes"], "b@x.example x/b/\n"), (tables["transport"], "")]
+    )
+
+    assert postmap.query(tables["virtual"], ["a0@x.example", "a4999@x.example", "a5000@x.example"]) == postmap.Lookup(
+        {"a0@x.example": "b@x.example", "a4999@x.example": "b@x.example"}, frozenset({"a5000@x.example"})
+    )
+    assert postmap.query(tables["mailboxes"], ["b@x.example"]).found == {"b@x.example": "x/b/"}
+    assert tables["transport"].exists()
+    for bad in ([(postmap.temporary("virtual"), large + "no-value\n")], [(postmap.temporary("mailboxes"), "x\n")]):
+        with pytest.raises(postmap.PostmapError):
+            postmap.build_all(bad)

@@ -17,9 +17,10 @@ from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
 from accounts.directory import DirectoryUser
+from accounts.models import SenderSuspension
 from aliases import services
 from aliases.models import Alias, AliasTombstone, Domain
-from postfix import publication
+from postfix import features, publication
 from postfix.models import MapGeneration, MapPublication
 from postfix.postmap import SUFFIXES
 
@@ -483,6 +484,37 @@ def test_incremental_render_matches_a_full_render_after_every_kind_of_change(
     virtual = "\n".join(tables["virtual"] or [])
     assert "inc0@" not in virtual and "inc1@" not in virtual and "added@" in virtual
     assert lookup("virtual", "soonexpired@alias.example.org") is None
+
+
+def test_a_render_of_a_few_keys_reads_a_few_people_and_gives_what_the_whole_directory_gives(
+    make_directory_user: Callable[..., DirectoryUser], owner: User, alias_domain: Domain
+) -> None:
+    other, catcher, suspended = (person(make_directory_user, uid) for uid in ("otto", "cathy", "sully"))
+    bystanders = [person(make_directory_user, f"by{n}") for n in range(5)]
+    ghost = User.objects.create(username="ghost", email="ghost@example.org")  # not in the directory
+    catchall = Domain.objects.create(name="catch.example.org", catchall_owner=catcher)
+    aliases = [
+        make_alias(owner, "shop", alias_domain),
+        make_alias(other, "off", alias_domain, enabled=False),
+        make_alias(ghost, "orphan", alias_domain),
+        make_alias(suspended, "sent", alias_domain),
+        make_alias(bystanders[0], "news", catchall),
+    ]
+    SenderSuspension.objects.create(uid=suspended.username, mail=suspended.email, reason="test")
+    keys = frozenset(
+        [*(alias.address for alias in aliases), owner.email, suspended.email, catcher.email, "nobody@catch.example.org"]
+    )
+    snapshot = features.Snapshot(timezone.now(), features.directory_mailboxes(keys), keys)
+
+    few = publication.render_tables(snapshot)
+
+    assert len(snapshot.mailboxes) < len(features.directory_mailboxes())
+    assert few == publication.render_tables(features.Snapshot(snapshot.now, features.directory_mailboxes(), keys))
+    assert few["recipient_access"] == [
+        "off@alias.example.org 550 5.1.1 This address is disabled",
+        "orphan@alias.example.org 550 5.1.1 This address is disabled",
+    ]
+    assert f"shop@alias.example.org {owner.email}" in few["virtual"]
 
 
 def test_a_mass_change_is_read_afresh_and_published_whole(map_dir: Path, owner: User, alias_domain: Domain) -> None:
