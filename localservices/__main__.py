@@ -5,6 +5,7 @@ python -m localservices demo                    the demo: services, web, worker,
 python -m localservices stop                    stop the demo's daemons (after a crash)
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -110,9 +111,11 @@ def run_demo() -> int:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
         for child in children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            # The rest of its group too: a leader can exit before a process it forked (Celery's
+            # beat or pool), and a process still starting up can miss the TERM.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
         _stop(daemons)
 

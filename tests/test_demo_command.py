@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -14,6 +15,20 @@ from localservices.__main__ import PORT_VARIABLES
 from localservices.process import free_port, port_open
 
 pytestmark = pytest.mark.e2e
+
+
+def processes_of(state: Path) -> list[str]:
+    """The command lines of live processes whose environment names this state directory."""
+    marker = f"MAILADMIN_STATE_DIR={state}\0".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            # (A zombie's environment reads empty: only processes still running are found.)
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone meanwhile
+            continue
+    return found
 
 
 def test_a_demo_started_in_the_background_stops_on_sigint(tmp_path) -> None:
@@ -43,6 +58,11 @@ def test_a_demo_started_in_the_background_stops_on_sigint(tmp_path) -> None:
         assert demo.wait(timeout=60) == 0
         assert not port_open(ports["WEB_PORT"]) and not port_open(ports["LDAP_PORT"])
         assert not port_open(ports["SMTP_PORT"]) and not port_open(ports["POLICY_PORT"])
+        # Nothing it started is left running (the worker has no port to look at).
+        deadline = time.monotonic() + 5
+        while (left := processes_of(state)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
