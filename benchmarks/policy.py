@@ -212,8 +212,11 @@ def main() -> None:
     rates: dict[tuple[str, int], float] = {}
     try:
         for concurrency in (1, 10, 20):
-            rows = (("echo", echo_port, echo, mix), ("policy", policy_port, real, mix))
-            rows += (("outbound", policy_port, real, outbound),)
+            rows = (
+                ("echo", echo_port, echo, mix),
+                ("policy", policy_port, real, mix),
+                ("outbound", policy_port, real, outbound),
+            )
             for name, port, process, requests in rows:
                 cpu = cpu_seconds(process.pid)
                 rate, latencies = asyncio.run(load(port, concurrency, args.requests, requests))

@@ -292,4 +292,3 @@ def test_the_admin_overview_marks_automatic_suspensions(sign_in, make_directory_
     suspension.suspend(person.uid, "automatic: 901 recipients in 1 hour (hard limit 900)", None, actor=None)
     page = sign_in("admin").get(reverse("home")).content.decode()
     assert person.uid in page and ">automatic</span>" in page and reverse("limits:senders") in page
-
