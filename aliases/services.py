@@ -66,21 +66,25 @@ def address_in_use(address: str) -> bool:
 def free_local_parts(candidates: list[str], domain: Domain) -> list[str]:
     """The candidates no alias, tombstone or catch-all destination on this domain holds, and not
     reserved, in order (three queries however many candidates): address_in_use for each."""
-    wanted = {c.lower() for c in candidates}
-    addresses = [f"{c}@{domain.name}" for c in wanted]
-    # Local parts are stored lower-case (normalize_local_part), so a plain IN matches.
-    taken = set(Alias.objects.filter(domain=domain, local_part__in=wanted).values_list("local_part", flat=True))
-    taken |= {
-        a.rsplit("@", 1)[0]
-        for a in AliasTombstone.objects.filter(address__in=addresses).values_list("address", flat=True)
-    }
-    destinations = {
-        address
-        for d in Domain.objects.exclude(catchall_destinations="").only("catchall_destinations")
-        for address in map(str.lower, d.catchall_addresses)
-    }
-    taken |= {a.rsplit("@", 1)[0] for a in addresses if a in destinations}
+    # Local parts are stored lower-case (normalize_local_part).
+    taken = {a.rsplit("@", 1)[0] for a in _in_use({f"{c.lower()}@{domain.name}" for c in candidates})}
     return [c for c in candidates if c.lower() not in taken and not is_reserved(c)]
+
+
+def _in_use(wanted: set[str]) -> set[str]:
+    """Those of these (lower-case) addresses an alias, a tombstone or a catch-all destination
+    holds, in three queries however many: address_in_use for each."""
+    parts = [address.rpartition("@")[::2] for address in wanted]
+    in_use = {
+        f"{local_part}@{domain}"
+        for local_part, domain in Alias.objects.filter(
+            domain__name__in={domain for _, domain in parts}, local_part__in={local for local, _ in parts}
+        ).values_list("local_part", "domain__name")
+    } & wanted
+    in_use |= set(AliasTombstone.objects.filter(address__in=wanted).values_list("address", flat=True))
+    for catchall in Domain.objects.exclude(catchall_destinations="").only("catchall_destinations"):
+        in_use |= wanted & {address.lower() for address in catchall.catchall_addresses}
+    return in_use
 
 
 def random_local_part() -> str:
@@ -142,26 +146,12 @@ def _read_ahead_here() -> _ReadAhead | None:
 
 @contextmanager
 def checks_read_ahead(addresses: Collection[str]) -> Iterator[None]:
-    """Inside, address_in_use() of these addresses answers from three queries made on entering,
-    instead of three each: a CSV import checks a batch of rows with the alias forms this way.
-    Within a transaction opened inside it, it asks the database: create_alias() checks again in
-    its own (with the limits), so a change made meanwhile is still refused."""
+    """Inside, address_in_use() of these addresses answers from the three queries of _in_use()
+    made on entering, instead of three each: a CSV import checks a batch of rows with the alias
+    forms this way. Within a transaction opened inside it, it asks the database: create_alias()
+    checks again in its own (with the limits), so a change made meanwhile is still refused."""
     wanted = {address.lower() for address in addresses}
-    by_domain: dict[str, set[str]] = {}
-    for address in wanted:
-        local_part, _, domain = address.partition("@")
-        by_domain.setdefault(domain, set()).add(local_part)
-    in_use = {
-        f"{local_part}@{domain}"
-        for local_part, domain in Alias.objects.filter(
-            domain__name__in=list(by_domain), local_part__in={p for parts in by_domain.values() for p in parts}
-        ).values_list("local_part", "domain__name")
-    } & wanted
-    in_use |= set(AliasTombstone.objects.filter(address__in=wanted).values_list("address", flat=True))
-    for destinations in Domain.objects.exclude(catchall_destinations="").values_list(
-        "catchall_destinations", flat=True
-    ):
-        in_use |= wanted & {a for a in destinations.split(",") if a}
+    in_use = _in_use(wanted)
     token = _read_ahead.set(_ReadAhead(frozenset(wanted), frozenset(in_use), _transaction_depth()))
     try:
         yield
