@@ -1,5 +1,6 @@
 """Redis (the Celery broker's server), the one module that talks to it: the counters of the
-API's rate limit (mailadmin/counters.py) and of outbound limits (limits/counters.py) use it.
+API's rate limit (mailadmin/counters.py) and of outbound limits (limits/counters.py) use it, and
+the map publication's mark of a queued run (postfix/publication.py).
 
 Each Redis address has one client per process, shared by every caller and thread (redis-py
 keeps a pool of connections in it), so a page or a policy decision reuses an open connection.
@@ -55,6 +56,13 @@ class Store:
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
         return int(value), int(ttl)
+
+    def add(self, key: str, seconds: int) -> bool:
+        """Set `key` for `seconds` unless it is set; whether this call set it."""
+        try:
+            return bool(self._redis.set(key, 1, nx=True, ex=seconds))
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from exc
 
     def delete(self, keys: Sequence[str]) -> None:
         try:

@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from mailadmin.redis_store import RedisUnavailable, Store
 from postfix import features, postmap
 from postfix.models import MapGeneration, MapPublication, PublicationRequest
 from postfix.render import render, render_each
@@ -128,13 +129,51 @@ def note_directory(fingerprint: str) -> bool:
 
 
 def enqueue_publication() -> None:
-    """Queue a publication on every mail host. A broker that is down loses nothing: the
-    generation is in the database and each worker's reconcile publishes it."""
+    """Queue a publication on every mail host, unless a run queued there has not begun yet: it
+    reads the database when it begins, so it publishes this change too. A burst of changes
+    queues a run or two per host instead of one each (each run costs the worker a task even
+    when it finds nothing left to do). A broker that is down loses nothing: the generation is
+    in the database and each worker's reconcile publishes it."""
     for host in settings.MAP_HOSTS:
+        if not _mark_queued(host):
+            continue
         try:
             current_app.send_task("postfix.tasks.publish_maps", queue=queue_name(host), retry=False)
         except Exception as exc:  # kombu raises several types for an unreachable broker
             logger.warning("map publication for %s not queued (%s); the reconcile will publish it", host, exc)
+            _unmark_queued(host)
+
+
+def queued_mark(host: str) -> str:
+    return f"mailadmin:publication-queued:{host}"
+
+
+def _marks() -> Store:
+    return Store(settings.REDIS_URL, settings.COUNTER_TIMEOUT)
+
+
+def _mark_queued(host: str) -> bool:
+    """Whether to queue a run for `host`: no when one queued has not begun. The mark expires
+    after MAP_RECONCILE_INTERVAL, so a run lost with its mark (a worker killed before it began)
+    holds changes back no longer than the periodic reconcile would."""
+    try:
+        return _marks().add(queued_mark(host), settings.MAP_RECONCILE_INTERVAL)
+    except RedisUnavailable:
+        return True  # queue it anyway: a run too many is harmless
+
+
+def _unmark_queued(host: str) -> None:
+    try:
+        _marks().delete([queued_mark(host)])
+    except RedisUnavailable as exc:
+        logger.warning("mark of a queued map publication on %s not removed (%s); it expires by itself", host, exc)
+
+
+def publish_queued() -> Outcome:
+    """A queued run (postfix.tasks.publish_maps): its mark goes before anything is read, so a
+    change committed from now on queues another run (this one may read too early to see it)."""
+    _unmark_queued(settings.MAIL_HOST)
+    return publish()
 
 
 def requested_generation() -> int:

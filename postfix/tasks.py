@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 @shared_task(ignore_result=True)
 def publish_maps() -> str:
-    return publication.publish().status
+    return publication.publish_queued().status
 
 
 @shared_task(ignore_result=True)

@@ -20,6 +20,7 @@ from accounts.directory import DirectoryUser
 from accounts.models import SenderSuspension
 from aliases import services
 from aliases.models import Alias, AliasTombstone, Domain
+from localservices.process import free_port
 from postfix import features, publication
 from postfix.models import MapGeneration, MapPublication
 from postfix.postmap import SUFFIXES
@@ -83,6 +84,11 @@ def person(make_directory_user: Callable[..., DirectoryUser], uid: str, mail: st
 @pytest.fixture
 def owner(make_directory_user: Callable[..., DirectoryUser]) -> User:
     return person(make_directory_user, "owen")
+
+
+@pytest.fixture
+def free_redis_url() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"
 
 
 @pytest.fixture
@@ -423,7 +429,7 @@ def test_accepted_local_part_is_published_by_the_same_path(
 def test_publication_queues_a_wake_up_at_the_next_expiry(map_dir: Path, owner: User, alias_domain: Domain) -> None:
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     queue = publication.queue_name(settings.MAIL_HOST)
-    broker.delete(queue)
+    broker.delete(queue, publication.queued_mark(settings.MAIL_HOST))
     expires_at = (timezone.now() + timedelta(minutes=10)).replace(microsecond=0)
     make_alias(owner, "tenminutes", alias_domain, expires_at=expires_at)
 
@@ -441,11 +447,11 @@ def test_each_mail_host_publishes_its_own_directory_and_keeps_its_own_state(
 ) -> None:
     make_alias(owner, "everywhere", alias_domain)
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("maps.mx1", "maps.mx2")
+    broker.delete("maps.mx1", "maps.mx2", publication.queued_mark("mx1"), publication.queued_mark("mx2"))
     with override_settings(MAP_HOSTS=["mx1", "mx2"]):
         publication.enqueue_publication()
     assert (broker.llen("maps.mx1"), broker.llen("maps.mx2")) == (1, 1)
-    broker.delete("maps.mx1", "maps.mx2")
+    broker.delete("maps.mx1", "maps.mx2", publication.queued_mark("mx1"), publication.queued_mark("mx2"))
     dirs = {host: tmp_path / host / "maps" for host in ("mx1", "mx2")}
     for path in dirs.values():
         path.mkdir(parents=True)
@@ -460,6 +466,43 @@ def test_each_mail_host_publishes_its_own_directory_and_keeps_its_own_state(
     states = {s.host: s for s in MapPublication.objects.all()}
     assert states["mx1"].last_error == "" and states["mx1"].last_success_at is not None
     assert states["mx2"].last_error and states["mx2"].last_success_at is None
+
+
+def test_changes_made_before_a_queued_run_begins_queue_no_run_of_their_own(
+    map_dir: Path, owner: User, alias_domain: Domain
+) -> None:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queue, mark = publication.queue_name(settings.MAIL_HOST), publication.queued_mark(settings.MAIL_HOST)
+    broker.delete(queue, mark)
+    publication.publish(force=True, coalesce=False)
+    addresses = [f"burst{n}@{alias_domain.name}" for n in range(3)]
+    for address in addresses:
+        make_alias(owner, address.split("@")[0], alias_domain)
+        publication.request_publication("test", keys=[address])
+        publication.enqueue_publication()  # what each change's commit does
+    assert broker.llen(queue) == 1
+    # Lost with its run (a worker killed before it began), the mark holds changes back no longer
+    # than the periodic reconcile would.
+    assert 0 < broker.ttl(mark) <= settings.MAP_RECONCILE_INTERVAL
+
+    # The run begins: it publishes every change committed before, and a change from now on
+    # queues a run of its own (this one may have read too early to see it).
+    assert publication.publish_queued().status == "published"
+    assert [lookup("virtual", address, map_dir) for address in addresses] == [owner.email] * 3
+    publication.enqueue_publication()
+    assert broker.llen(queue) == 2
+    broker.delete(queue, mark)
+
+
+def test_without_the_mark_every_change_still_queues_its_run(free_redis_url: str) -> None:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queue = publication.queue_name(settings.MAIL_HOST)
+    broker.delete(queue, publication.queued_mark(settings.MAIL_HOST))
+    with override_settings(REDIS_URL=free_redis_url):  # where the marks are kept, nobody answers
+        publication.enqueue_publication()
+        publication.enqueue_publication()
+    assert broker.llen(queue) == 2
+    broker.delete(queue)
 
 
 def test_incremental_render_matches_a_full_render_after_every_kind_of_change(
