@@ -563,36 +563,65 @@ class SessionFacts:
 
 
 def session_facts(uid: str) -> SessionFacts | None:
-    """None when the entry is gone. Two searches: the entry, and the groups naming it."""
+    """None when the entry is gone. One search for the entry and the groups naming it, from
+    the nearest entry above both LDAP_PEOPLE_DN and LDAP_GROUPS_DN (two searches when they
+    share none): every API request and every session re-check asks this."""
     if not UID_PATTERN.fullmatch(uid):
         return None
     dn = user_dn(uid)
+    base = _common_base(settings.LDAP_PEOPLE_DN, settings.LDAP_GROUPS_DN)
+    person_filter = f"(&(objectClass=mailAccount)(uid={escape_filter_chars(uid)}))"
+    groups_filter = f"(&(objectClass=groupOfNames)(member={escape_filter_chars(dn)}))"
+    attributes = ["objectClass", "userPassword", settings.LDAP_SENDER_BLOCK_ATTR]
     with connection() as conn:
         try:
-            conn.search(
-                dn,
-                "(objectClass=mailAccount)",
-                ldap3.BASE,
-                attributes=["userPassword", settings.LDAP_SENDER_BLOCK_ATTR],
-            )
+            if base is not None:
+                conn.search(base, f"(|{person_filter}{groups_filter})", ldap3.SUBTREE, attributes=attributes)
+            else:
+                conn.search(dn, person_filter, ldap3.BASE, attributes=attributes)
         except ldap3.core.exceptions.LDAPNoSuchObjectResult:
-            return None
-        entries = _found(conn)
-        if not entries:
-            return None
-        found = entries[0]["attributes"]
-        values = found.get("userPassword", [])
-        blocked = _is_true(found.get(settings.LDAP_SENDER_BLOCK_ATTR))
-        conn.search(
-            settings.LDAP_GROUPS_DN,
-            f"(&(objectClass=groupOfNames)(member={escape_filter_chars(dn)}))",
-            ldap3.SUBTREE,
-            attributes=[],
-        )
-        groups = frozenset(str(entry["dn"]).lower() for entry in _found(conn))
+            return None  # nothing above the entry, or the entry itself, exists
+        found = _found(conn)
+        if base is None and found:
+            conn.search(settings.LDAP_GROUPS_DN, groups_filter, ldap3.SUBTREE, attributes=["objectClass"])
+            found += _found(conn)
+    own, groups_dn = _dn_key(dn), _dn_key(settings.LDAP_GROUPS_DN)
+    entry, groups = None, set()
+    for item in found:
+        key, classes = _dn_key(item["dn"]), {str(c).lower() for c in item["attributes"].get("objectClass", [])}
+        if key == own and "mailaccount" in classes:
+            entry = item["attributes"]
+        elif _is_under(key, groups_dn) and "groupofnames" in classes:
+            groups.add(str(item["dn"]).lower())
+    if entry is None:
+        return None
+    values = entry.get("userPassword", [])
+    blocked = _is_true(entry.get(settings.LDAP_SENDER_BLOCK_ATTR))
     raw = b"\0".join(sorted(v if isinstance(v, bytes) else str(v).encode() for v in values))
     digest = hmac.new(settings.SECRET_KEY.encode(), raw, hashlib.sha256).hexdigest()
-    return SessionFacts(has_password=bool(values), password_digest=digest, groups=groups, sender_blocked=blocked)
+    return SessionFacts(
+        has_password=bool(values), password_digest=digest, groups=frozenset(groups), sender_blocked=blocked
+    )
+
+
+def _dn_key(dn: str) -> tuple[tuple[str, str], ...]:
+    """A DN as slapd compares the ones here (attribute names and these values case-insensitively)."""
+    return tuple((name.lower(), value.lower()) for name, value, _ in parse_dn(dn))
+
+
+def _is_under(key: tuple[tuple[str, str], ...], base: tuple[tuple[str, str], ...]) -> bool:
+    return len(key) >= len(base) and key[len(key) - len(base) :] == base
+
+
+@lru_cache(maxsize=4)
+def _common_base(first: str, second: str) -> str | None:
+    """The nearest DN both are under (or are), None when they share no part."""
+    one, other = _dn_key(first), _dn_key(second)
+    shared = 0
+    while shared < min(len(one), len(other)) and one[-1 - shared] == other[-1 - shared]:
+        shared += 1
+    parts = parse_dn(first)
+    return ",".join(f"{name}={value}" for name, value, _ in parts[len(parts) - shared :]) if shared else None
 
 
 # --- Setting up an existing directory (manage.py ldap_setup), bound as its manager -------------

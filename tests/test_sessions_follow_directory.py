@@ -109,3 +109,18 @@ def test_with_the_directory_down_a_due_check_refuses_to_serve_on_stale_powers(si
     monkeypatch.setattr(directory, "session_facts", unavailable)
     _expire_check(admin)
     assert admin.get("/directory/").status_code == 503
+
+
+def test_the_facts_are_the_same_whether_people_and_groups_share_a_base_or_not(make_directory_user, monkeypatch):
+    admin, blocked, plain = make_directory_user("admin"), make_directory_user("helpdesk"), make_directory_user()
+    directory.add_to_group(admin.uid, settings.LDAP_HELPDESK_GROUP_DN)
+    directory.set_sender_blocked(blocked.uid, True)
+    uids = [admin.uid, blocked.uid, plain.uid, "nobody-here"]
+    together = [directory.session_facts(uid) for uid in uids]  # one search from their common base
+    monkeypatch.setattr(directory, "_common_base", lambda people, groups: None)  # e.g. two suffixes
+    apart = [directory.session_facts(uid) for uid in uids]  # the entry, then its groups
+    assert together == apart
+    staff = {settings.LDAP_ADMIN_GROUP_DN.lower(), settings.LDAP_HELPDESK_GROUP_DN.lower()}
+    assert together[0] is not None and together[0].groups == staff and not together[0].sender_blocked
+    assert together[1] is not None and together[1].sender_blocked and together[1].has_password
+    assert together[2] is not None and together[2].groups == frozenset() and together[3] is None
