@@ -106,7 +106,8 @@ def request_publication(reason: str = "", keys: Iterable[str] | None = None) -> 
         noted.keys.update(keys or ())
         return
     bump = {"requested": F("requested") + 1, "requested_at": timezone.now(), "reason": reason[:200]}
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction: a failure here fails the change with it.
+    with transaction.atomic(savepoint=False):
         if not MapGeneration.objects.filter(pk=1).update(**bump):
             MapGeneration.objects.get_or_create(pk=1)  # the very first change
             MapGeneration.objects.filter(pk=1).update(**bump)
