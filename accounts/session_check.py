@@ -58,13 +58,20 @@ def recheck(request: HttpRequest, user: User, now: float) -> HttpResponse | None
     return None
 
 
-def directory_standing(user: User) -> directory.SessionFacts | None:
-    """The person as the directory has them now (None: the entry is gone), with their staff
-    roles mirrored from its groups. Web sessions (above) and API tokens (api/services.py) both
-    rest on it. Raises DirectoryUnavailable."""
+def directory_standing(user: User, *, mirror: bool = True) -> directory.SessionFacts | None:
+    """The person as the directory has them now (None: the entry is gone), their role taken
+    from its groups for this request and their staff roles mirrored into the user's Django
+    groups. Web sessions (above) and API tokens (api/services.py) both rest on it. The API
+    passes mirror=False: each of its requests takes the role from the directory afresh, so it
+    neither needs the mirrored groups nor reads them (a query on every call); the web's own
+    re-check keeps mirroring them. Raises DirectoryUnavailable."""
     facts = directory.session_facts(user.get_username())
     if facts is not None:
-        _mirror_roles(user, facts.groups)
+        staff = _staff_groups()
+        if mirror:
+            _mirror_roles(user, staff, facts.groups)
+        # The role as the directory gives it now: role_of need not read the groups in this request.
+        remember_role(user, {name for name, dn in staff.items() if dn in facts.groups})
     return facts
 
 
@@ -80,14 +87,16 @@ def remember_password(request: HttpRequest) -> None:
         request.session[CHECKED_AT] = time.time()
 
 
-def _mirror_roles(user: User, member_of: frozenset[str]) -> None:
+def _staff_groups() -> dict[str, str]:
+    """Django group name -> LDAP group DN (lower-case), for the staff roles."""
+    return {group_name(getattr(settings, setting)): getattr(settings, setting).lower() for setting in STAFF_GROUP_DNS}
+
+
+def _mirror_roles(user: User, staff: dict[str, str], member_of: frozenset[str]) -> None:
     # Only the staff groups matter for roles; the sign-in backend mirrors the rest at sign-in.
-    staff = {group_name(getattr(settings, setting)): getattr(settings, setting).lower() for setting in STAFF_GROUP_DNS}
     held = set(user.groups.filter(name__in=staff).values_list("name", flat=True))
     for name, dn in staff.items():
         if dn in member_of and name not in held:
             user.groups.add(Group.objects.get_or_create(name=name)[0])
         elif dn not in member_of and name in held:
             user.groups.remove(*Group.objects.filter(name=name))
-    # The role as mirrored just now: role_of need not read the groups again in this request.
-    remember_role(user, {name for name, dn in staff.items() if dn in member_of})

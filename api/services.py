@@ -121,7 +121,7 @@ def authenticate(request: HttpRequest, raw: str) -> ApiToken:
         raise TokenRefused("This API token has expired.")
     _count_request(token)
     owner = token.owner
-    facts = directory_standing(owner)
+    facts = directory_standing(owner, mirror=False)
     if facts is None or not facts.has_password:
         raise TokenRefused("The account of this API token is disabled.")
     if facts.sender_blocked or is_suspended(owner):

@@ -304,12 +304,24 @@ def test_a_creation_costs_one_directory_bind_two_searches_and_pinned_queries(per
         create(f"site{n}.example.com")
     create("shop.example.com")  # a second one for a site: the name made from it is taken
     assert len(create("more.example.com")) == len(pinned), "a creation's queries grew with the aliases"
-    # Token check: token, staff groups, suspension. Form: domains, names taken (aliases,
+    # Token check: token, suspension (the role comes from the directory's groups). Form: domains, names taken (aliases,
     # tombstones, catch-alls). create_alias (in the test's transaction, so in a savepoint): the
     # owner's row lock (not on SQLite, which has none), suspension, alias count, creation rate,
     # the address (alias, tombstone, catch-all), alias, audit event, publication request
     # (generation bumped, its value, request; no savepoint).
-    assert len(pinned) == (21 if connection.features.has_select_for_update else 20), pinned
+    assert len(pinned) == (20 if connection.features.has_select_for_update else 19), pinned
+
+
+def test_a_role_taken_away_in_the_directory_counts_from_the_next_call(person) -> None:
+    admin = person("admin")
+    raw = make_token(admin)
+    # Admins may give out reserved names; the role is the directory's at each call.
+    made = call("POST", "/api/mailadmin/aliases", raw, {"kind": "custom", "local_part": "owner-lists"})
+    assert made.status_code == 201, made.content
+    directory.remove_from_group(admin.username, settings.LDAP_ADMIN_GROUP_DN)
+    refused = call("POST", "/api/mailadmin/aliases", raw, {"kind": "custom", "local_part": "owner-news"})
+    assert refused.status_code == 400 and "reserved" in refused.json()["error"], refused.content
+    assert not Alias.objects.filter(local_part="owner-news").exists()
 
 
 def test_a_refused_token_costs_no_directory_connection(person, ldap_calls) -> None:
