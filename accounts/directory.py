@@ -7,9 +7,12 @@ DirectoryUnavailable (slapd down or unreachable) or DirectoryError (refused).
 import base64
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import select
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -121,8 +124,12 @@ def connection(bind_dn: str | None = None, password: str | None = None) -> Itera
     if shared is not None:
         if shared.conn is None:
             shared.conn = _bound()
-        with _errors_translated():
-            yield shared.conn
+        try:
+            with _errors_translated():
+                yield shared.conn
+        except BaseException:
+            shared.failed = True  # not to be kept: it may be broken, or hold an answer not read
+            raise
         return
     conn = _bound(bind_dn, password)
     try:
@@ -160,6 +167,7 @@ def _prepared(password: str) -> str | bytes:
 @dataclass
 class _Shared:
     conn: ldap3.Connection | None = None
+    failed: bool = False
 
 
 # Set by one_connection(): the connection every call in this context uses, once the first opened it.
@@ -167,18 +175,57 @@ _shared_connection: ContextVar[_Shared | None] = ContextVar("directory_connectio
 
 
 @contextmanager
-def one_connection() -> Iterator[None]:
+def one_connection(*, keep: bool = False) -> Iterator[None]:
     """Every directory call inside uses one connection, bound once at the first call (a CSV
     import's thousands of rows; an API request), none when nothing asks; closed at the end. A
-    failure ends it like any other: DirectoryUnavailable."""
-    shared = _Shared()
+    failure ends it like any other: DirectoryUnavailable. With keep (an API request), the
+    connection is kept by the thread for its next request instead (see _take_kept)."""
+    shared = _Shared(_take_kept() if keep else None)
     token = _shared_connection.set(shared)
+    sound = False
     try:
         yield
+        sound = True
     finally:
         _shared_connection.reset(token)
         if shared.conn is not None:
-            shared.conn.unbind()
+            if keep and sound and not shared.failed:
+                _kept.entry = (shared.conn, time.monotonic(), os.getpid())
+            else:
+                _close(shared.conn)
+
+
+# An API request's connection is kept by its thread for the next one instead of being closed:
+# opening and binding one costs ~0.3 ms of the web worker's CPU, and some of slapd's, on every
+# API call. It is used again only while sound: by the process that opened it, within
+# KEPT_IDLE seconds of its last use (well within slapd's idletimeout or a firewall's idle cut),
+# with nothing waiting on its socket (slapd closing it, on a restart or a timeout, makes the
+# socket readable). A request that fails in any way closes it; the next one opens a new one.
+KEPT_IDLE = 10.0
+_kept = threading.local()
+
+
+def _take_kept() -> ldap3.Connection | None:
+    conn, used_at, pid = getattr(_kept, "entry", None) or (None, 0.0, 0)
+    _kept.entry = None
+    if conn is None:
+        return None
+    if pid != os.getpid() or time.monotonic() - used_at > KEPT_IDLE or not _quiet(conn):
+        _close(conn)
+        return None
+    return conn
+
+
+def _quiet(conn: ldap3.Connection) -> bool:
+    """Open, with nothing to read: an idle connection slapd has closed has its end readable."""
+    sock = getattr(conn, "socket", None)
+    if conn.closed or sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def _attributes() -> list[str]:

@@ -61,11 +61,11 @@ def token_of(request: HttpRequest) -> ApiToken:
 
 def one_directory_connection(run: Callable[..., Any]) -> Callable[..., Any]:
     """For NinjaAPI.add_decorator(mode="view"): the whole call, token check included, on one
-    directory connection."""
+    directory connection, kept for the worker's next call (accounts.directory.one_connection)."""
 
     @wraps(run)
     def call(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        with directory.one_connection():
+        with directory.one_connection(keep=True):
             return run(request, *args, **kwargs)
 
     return call

@@ -285,7 +285,7 @@ def test_a_body_that_is_not_json_or_not_utf8_gets_a_plain_error(person) -> None:
     assert not Alias.objects.filter(owner=owner).exists()
 
 
-def test_a_creation_costs_one_directory_bind_two_searches_and_pinned_queries(person, ldap_calls) -> None:
+def test_a_creation_costs_two_directory_searches_on_a_kept_connection_and_pinned_queries(person, ldap_calls) -> None:
     owner = person()
     raw = make_token(owner)
 
@@ -294,10 +294,12 @@ def test_a_creation_costs_one_directory_bind_two_searches_and_pinned_queries(per
         with CaptureQueriesContext(connection) as queries:
             made = call("POST", f"/api/alias/random/new?hostname={site}", None, {"note": "x"}, HTTP_AUTHENTICATION=raw)
         assert made.status_code == 201, made.content
-        # The owner (entry and groups in one), then whether the name is a mailbox or a colleague's name.
-        assert ldap_calls == ["bind", "search", "search"]
+        # The owner (entry and groups in one), then whether the name is a mailbox or a colleague's
+        # name, on the connection the previous call bound and kept.
+        assert ldap_calls == ["search", "search"]
         return [query["sql"] for query in queries.captured_queries]
 
+    call("GET", "/api/mailadmin/token", raw)  # binds the connection (unless an earlier call did)
     create("first.example.com")  # the token's first use is noted (audited once, written once a minute)
     pinned = create("shop.example.com")
     for n in range(30):
@@ -322,6 +324,26 @@ def test_a_role_taken_away_in_the_directory_counts_from_the_next_call(person) ->
     refused = call("POST", "/api/mailadmin/aliases", raw, {"kind": "custom", "local_part": "owner-news"})
     assert refused.status_code == 400 and "reserved" in refused.json()["error"], refused.content
     assert not Alias.objects.filter(local_part="owner-news").exists()
+
+
+def test_an_api_call_binds_a_new_connection_only_when_the_kept_one_is_stale_or_closed(
+    person, ldap_calls, monkeypatch
+) -> None:
+    raw = make_token(person())
+    assert call("GET", "/api/mailadmin/token", raw).status_code == 200
+    ldap_calls.clear()
+    assert call("GET", "/api/mailadmin/token", raw).status_code == 200
+    assert ldap_calls == ["search"]  # kept from the call before
+    slapd = Slapd()
+    slapd.stop()
+    slapd.start()  # the kept connection is closed with it: seen before use, not a 503
+    ldap_calls.clear()
+    assert call("GET", "/api/mailadmin/token", raw).status_code == 200
+    assert ldap_calls == ["bind", "search"]
+    monkeypatch.setattr(directory, "KEPT_IDLE", 0.0)  # idle longer than it may be: not used again
+    ldap_calls.clear()
+    assert call("GET", "/api/mailadmin/token", raw).status_code == 200
+    assert ldap_calls == ["bind", "search"]
 
 
 def test_a_refused_token_costs_no_directory_connection(person, ldap_calls) -> None:
