@@ -9,13 +9,13 @@ docs/alias-list.md for the measurements).
 """
 
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape  # the standard library's: Django's checks every argument for lazy text
 from typing import Any, cast
 
-from django.db.models import Count, DateTimeField, Expression, QuerySet
+from django.db import connections
+from django.db.models import Count, DateTimeField, Expression, Field, IntegerField, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
@@ -147,12 +147,10 @@ def fields() -> list[str]:
     return [*BASE_FIELDS, *dict.fromkeys(extra)]
 
 
-# The list's queries are built (their expressions resolved) once per process and key, then only
-# narrowed to one person's aliases per request: resolving the activity subqueries and the state
-# counts cost ~2 ms of every page. Queries, not data: every request still asks the database.
+# The rows' query is built (its expressions resolved) once per process and key, then only narrowed
+# to one person's aliases per request: resolving the activity subqueries cost ~0.8 ms a page.
+# Queries, not data: every request still asks the database.
 _QUERIES: dict[str, tuple[object, QuerySet[Alias, Any]]] = {}
-# The moment the state counts compare with, for the query being compiled in this context.
-_moment: ContextVar[datetime | None] = ContextVar("alias_list_moment", default=None)
 
 
 def _built(kind: str, key: object, build: Callable[[], QuerySet[Alias, Any]]) -> QuerySet[Alias, Any]:
@@ -160,19 +158,6 @@ def _built(kind: str, key: object, build: Callable[[], QuerySet[Alias, Any]]) ->
     if held is None or held[0] != key:
         held = _QUERIES[kind] = (key, build())
     return held[1]
-
-
-class Moment(Expression):
-    """The moment of the request whose query is being compiled (_moment), as a parameter: a
-    query built once compares with each request's own "now", as it would with the value."""
-
-    output_field = DateTimeField()
-
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
-        moment = _moment.get()
-        if moment is None:
-            raise RuntimeError("an alias list query compiled outside state_counts()")
-        return "%s", (connection.ops.adapt_datetimefield_value(moment),)
 
 
 def values(**lookups: object) -> QuerySet[Alias, Values]:
@@ -186,21 +171,48 @@ def values_of(alias: Alias) -> Values:
     return values(pk=alias.pk).get()
 
 
+class Slot(Expression):
+    """A parameter of a query compiled once (_COUNTS): the SQL has a placeholder, and each
+    request puts its own value there, as the ORM would have put the value itself."""
+
+    def __init__(self, name: str, output_field: "Field[Any, Any]") -> None:
+        super().__init__(output_field=output_field)
+        self.name = name
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
+        return "%s", (self,)
+
+    def fill(self, values: dict[str, object], connection: Any) -> Any:
+        return self.output_field.get_db_prep_value(values[self.name], connection)
+
+
+# The state counts' SQL, compiled once per database and set of states (building and compiling
+# the query with one filtered count per state cost ~0.35 ms of each page); the owner and the
+# moment are Slots. SQL, not data: every request still asks the database.
+_COUNTS: dict[tuple[object, ...], tuple[str, tuple[Any, ...]]] = {}
+
+
 def state_counts(owner_id: int, search: AliasSearchForm, now: datetime) -> dict[str, int]:
     """How many of this person's aliases there are in all and in each state at `now` (one query)."""
     states = tuple(search.STATES.items())
-    moment = cast(datetime, Moment())  # each state's condition, with the moment filled in per request
-
-    def build() -> QuerySet[Alias, Any]:
+    db = connections[Alias.objects.db]
+    compiled = _COUNTS.get((db.vendor, states))
+    if compiled is None:
+        moment = cast(datetime, Slot("now", DateTimeField()))  # each state's condition at the request's moment
         counts = {key: Count("id", filter=state.matches(moment)) for key, state in states}
-        return Alias.objects.order_by().values("owner_id").annotate(all=Count("id"), **counts)
-
-    token = _moment.set(now)
-    try:
-        found = list(_built("counts", states, build).filter(owner_id=owner_id))
-    finally:
-        _moment.reset(token)
-    row = found[0] if found else {}
+        query = (
+            Alias.objects.order_by()
+            .filter(owner_id=Slot("owner", IntegerField()))
+            .values("owner_id")
+            .annotate(all=Count("id"), **counts)
+        )
+        compiled = _COUNTS[(db.vendor, states)] = query.query.get_compiler(connection=db).as_sql()
+    sql, params = compiled
+    given: dict[str, object] = {"owner": owner_id, "now": now}
+    with db.cursor() as cursor:
+        cursor.execute(sql, [p.fill(given, db) if isinstance(p, Slot) else p for p in params])
+        found = cursor.fetchone()
+        row = dict(zip((column[0] for column in cursor.description), found, strict=True)) if found else {}
     return {key: row.get(key, 0) for key in ("all", *search.STATES)}
 
 
