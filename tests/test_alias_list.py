@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import directory
+from activity.models import AliasDailyCount, LeakFlag
 from aliases import listing
 from aliases.forms import AliasSearchForm, AliasSort, AliasState
 from aliases.models import Alias, AliasTombstone, Domain
@@ -299,3 +300,38 @@ def test_state_counts_follow_the_moment_each_request_gives(owner, alias_domain) 
     assert at == after == {"all": 3, "on": 1, "off": 1, "expired": 1, "leaked": 0}
     nobody = User.objects.create(username="noaliases")
     assert listing.state_counts(nobody.pk, search, expiry) == {"all": 0, "on": 0, "off": 0, "expired": 0, "leaked": 0}
+
+
+def test_the_rows_compiled_once_are_the_orms_rows_for_every_state_sort_and_page(owner, alias_domain) -> None:
+    # Without a text search the page's rows come from SQL compiled once per state, sort and slice
+    # (listing.OwnRows); they must be what QuerySet.values() gives, value for value, at the moment given.
+    now = timezone.now()
+    for n in range(12):
+        alias = _make(
+            owner,
+            f"a{n:02}",
+            alias_domain,
+            site=f"shop{n % 4}.example",
+            label=f"note {n % 3}",
+            enabled=n % 5 != 0,
+            expires_at=now + timedelta(days=n - 6) if n % 2 else None,
+        )
+        if n % 3 == 0:
+            AliasDailyCount.objects.create(alias=alias, day=now.date(), accepted=n, refused=n % 2, last_at=now)
+        if n % 4 == 1:
+            LeakFlag.objects.create(
+                alias=alias, registrable_domain="x.example", sender_domain="m.x.example", flagged_at=now
+            )
+    sorts = [key for entry in AliasSearchForm.SORTS for key in (entry, f"-{entry}")]
+    for state in ["", *AliasSearchForm.STATES]:
+        for sort in sorts:
+            search = AliasSearchForm({"state": state, "sort": sort})
+            assert search.is_valid()
+            orm = list(search.filter(listing.values(owner_id=owner.user.pk), now))
+            rows = listing.OwnRows(owner.user.pk, search, now, len(orm))
+            assert rows[0:5] + rows[5:12] == orm[:12], (state, sort)
+            assert rows[0:0] == []
+    everything = list(listing.values(owner_id=owner.user.pk))  # the rows compared hold each kind of value
+    assert {row["leak_domain"] for row in everything} == {None, "m.x.example"}
+    assert {row["mails_30d"] for row in everything} == {0, 3, 6, 9}
+    assert {row["enabled"] for row in everything} == {True, False}
