@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape  # the standard library's: Django's checks every argument for lazy text
 from typing import Any, cast, overload
-from weakref import WeakKeyDictionary
 
-from django.db import connections
-from django.db.models import Count, DateTimeField, Expression, Field, IntegerField, QuerySet
+from django.db.models import Count, DateTimeField, IntegerField, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
@@ -24,6 +22,8 @@ from django.utils.safestring import SafeString, mark_safe
 from aliases.activity_columns import with_activity
 from aliases.forms import AliasSearchForm
 from aliases.models import Alias
+from mailadmin import compiled_sql
+from mailadmin.compiled_sql import Slot
 from mailadmin.dates import RelativeTimes
 
 PLACEHOLDER = 2_147_483_647  # a pk no alias has, replaced by each row's own
@@ -172,69 +172,8 @@ def values_of(alias: Alias) -> Values:
     return values(pk=alias.pk).get()
 
 
-class Slot(Expression):
-    """A parameter of a query compiled once (Compiled): the SQL has a placeholder, and each
-    request puts its own value there, as the ORM would have put the value itself."""
-
-    def __init__(self, name: str, output_field: "Field[Any, Any]") -> None:
-        super().__init__(output_field=output_field)
-        self.name = name
-
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
-        return "%s", (self,)
-
-    def fill(self, values: dict[str, object], connection: Any) -> Any:
-        return self.output_field.get_db_prep_value(values[self.name], connection)
-
-
 OWNER = Slot("owner", IntegerField())
 MOMENT = cast(datetime, Slot("now", DateTimeField()))  # for the states' conditions, typed as what they take
-
-
-class Compiled:
-    """A values() query the ORM compiled once: run() fills in the Slots (OWNER, MOMENT) and
-    converts the rows as the ORM would (QuerySet.values() on the same query)."""
-
-    def __init__(self, queryset: QuerySet[Alias, Any], connection: Any) -> None:
-        compiler = queryset.query.get_compiler(connection=connection)
-        self.sql, self.params = compiler.as_sql()
-        query = queryset.query
-        # The row's names in the order of its columns, as ValuesIterable takes them.
-        selected = query.selected or [*query.extra_select, *query.values_select, *query.annotation_select]
-        self.names = list(selected)
-        self.converters = list(compiler.get_converters([s[0] for s in compiler.select[: compiler.col_count]]).items())
-
-    def run(self, connection: Any, **given: object) -> list[Values]:
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql, [p.fill(given, connection) if isinstance(p, Slot) else p for p in self.params])
-            rows = cursor.fetchall()
-        found = []
-        for row in rows:
-            values = list(row)
-            for position, (converters, expression) in self.converters:
-                for converter in converters:
-                    values[position] = converter(values[position], expression, connection)
-            found.append(dict(zip(self.names, values, strict=True)))
-        return found
-
-
-# The list's SQL, compiled once per database connection and key (building and compiling the
-# queries cost ~0.9 ms of every page: the state counts' filtered counts, the rows' activity
-# subqueries); a key names what shapes the SQL (the states; the columns, day, state, sort and
-# slice). SQL, not data: every request still runs its queries.
-_COMPILED: "WeakKeyDictionary[Any, dict[tuple[object, ...], Compiled]]" = WeakKeyDictionary()
-_MAX_COMPILED = 500  # per connection; more (every page of every sort) starts again
-
-
-def _compiled(key: tuple[object, ...], build: Callable[[], QuerySet[Alias, Any]]) -> tuple[Compiled, Any]:
-    connection = connections[Alias.objects.db]
-    held = _COMPILED.setdefault(connection, {})
-    compiled = held.get(key)
-    if compiled is None:
-        if len(held) >= _MAX_COMPILED:
-            held.clear()
-        compiled = held[key] = Compiled(build(), connection)
-    return compiled, connection
 
 
 def state_counts(owner_id: int, search: AliasSearchForm, now: datetime) -> dict[str, int]:
@@ -245,8 +184,9 @@ def state_counts(owner_id: int, search: AliasSearchForm, now: datetime) -> dict[
         counts = {key: Count("id", filter=state.matches(MOMENT)) for key, state in states}
         return Alias.objects.order_by().filter(owner_id=OWNER).values("owner_id").annotate(all=Count("id"), **counts)
 
-    compiled, connection = _compiled(("counts", states), build)
-    found = compiled.run(connection, owner=owner_id, now=now)
+    # Compiled once (mailadmin/compiled_sql.py): building and compiling the filtered counts cost
+    # twice what running them does.
+    found = compiled_sql.run(Alias, ("alias counts", states), build, owner=owner_id, now=now)
     row = found[0] if found else {}
     return {key: row.get(key, 0) for key in ("all", *search.STATES)}
 
@@ -254,7 +194,9 @@ def state_counts(owner_id: int, search: AliasSearchForm, now: datetime) -> dict[
 class OwnRows(Sequence[Values]):
     """One person's aliases as a search without text selects and orders them, for the Paginator:
     the length is given (the state counts hold it), and a slice runs the SQL compiled for that
-    state, sort and slice. (A text search goes through the ORM: values() and AliasSearchForm.filter.)"""
+    state, sort and slice, compiled once (mailadmin/compiled_sql.py: building and compiling the
+    activity subqueries cost more than running them). A text search goes through the ORM:
+    values() and AliasSearchForm.filter."""
 
     def __init__(self, owner_id: int, search: AliasSearchForm, now: datetime, count: int) -> None:
         self.owner_id, self.search, self.now, self._count = owner_id, search, now, count
@@ -275,9 +217,12 @@ class OwnRows(Sequence[Values]):
         if part.stop is not None and part.stop <= (part.start or 0):
             return []  # as an empty slice of a QuerySet: no query
         search = self.search
-        key = ("rows", timezone.now().date(), *fields(), search.state_key, search.sort_key, part.start, part.stop)
-        compiled, connection = _compiled(key, lambda: search.filter(values(owner_id=OWNER), MOMENT)[part])
-        return compiled.run(connection, owner=self.owner_id, now=self.now)
+        key = ("alias rows", timezone.now().date(), *fields(), search.state_key, search.sort_key, part.start, part.stop)
+
+        def build() -> QuerySet[Alias, Values]:
+            return search.filter(values(owner_id=OWNER), MOMENT)[part]
+
+        return compiled_sql.run(Alias, key, build, owner=self.owner_id, now=self.now)
 
 
 def filter_links(search: AliasSearchForm, counts: dict[str, int]) -> list[tuple[str, str, int, str]]:
