@@ -13,13 +13,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from accounts import directory
+from accounts.backends import STAFF_GROUPS, group_name
 from accounts.forms import UNAVAILABLE
-from accounts.roles import group_name, remember_role
+from accounts.roles import remember_role
 from mailadmin.security import is_token_only
 
 CHECKED_AT = "directory_checked_at"
 PASSWORD_DIGEST = "directory_password_digest"
-STAFF_GROUP_DNS = ("LDAP_ADMIN_GROUP_DN", "LDAP_HELPDESK_GROUP_DN")
 
 
 def follow_directory(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
@@ -89,7 +89,7 @@ def remember_password(request: HttpRequest) -> None:
 
 def _staff_groups() -> dict[str, str]:
     """Django group name -> LDAP group DN (lower-case), for the staff roles."""
-    return {group_name(getattr(settings, setting)): getattr(settings, setting).lower() for setting in STAFF_GROUP_DNS}
+    return {group_name(getattr(settings, setting)): getattr(settings, setting).lower() for setting in STAFF_GROUPS}
 
 
 def _mirror_roles(user: User, staff: dict[str, str], member_of: frozenset[str]) -> None:
