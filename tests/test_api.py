@@ -175,6 +175,17 @@ def test_a_suspended_or_disabled_persons_tokens_stop_at_the_next_request(person)
     assert refused.status_code == 401 and refused.json() == {"error": "The account of this API token is disabled."}
 
 
+def test_a_suspension_in_force_here_stops_the_tokens_even_with_the_directory_flag_cleared(person) -> None:
+    owner, admin = person(), person("admin")
+    raw = make_token(owner)
+    suspension.suspend(owner.username, "Phishing from this account", None, admin)
+    directory.set_sender_blocked(owner.username, False)  # another LDAP tool cleared the flag
+    refused = call("GET", "/api/mailadmin/token", raw)
+    assert refused.status_code == 403 and "suspended" in refused.json()["error"]
+    suspension.reinstate(owner.username, admin)
+    assert call("GET", "/api/mailadmin/token", raw).status_code == 200
+
+
 def test_a_revoked_or_expired_token_opens_nothing(person) -> None:
     owner = person()
     raw = make_token(owner, expires_at=timezone.now() + timedelta(days=1))
@@ -306,12 +317,12 @@ def test_a_creation_costs_two_directory_searches_on_a_kept_connection_and_pinned
         create(f"site{n}.example.com")
     create("shop.example.com")  # a second one for a site: the name made from it is taken
     assert len(create("more.example.com")) == len(pinned), "a creation's queries grew with the aliases"
-    # Token check: token, suspension (the role comes from the directory's groups). Form: domains, names taken (aliases,
-    # tombstones, catch-alls). create_alias (in the test's transaction, so in a savepoint): the
-    # owner's row lock (not on SQLite, which has none), suspension, alias count, creation rate,
-    # the address (alias, tombstone, catch-all), alias, audit event, publication request
-    # (generation bumped, its value, request; no savepoint).
-    assert len(pinned) == (20 if connection.features.has_select_for_update else 19), pinned
+    # Token check: the token with its owner's suspension (the role comes from the directory's
+    # groups). Form: domains, names taken (aliases, tombstones, catch-alls). create_alias (in the
+    # test's transaction, so in a savepoint): the owner's row lock (not on SQLite, which has
+    # none), suspension, alias count, creation rate, the address (alias, tombstone, catch-all),
+    # alias, audit event, publication request (generation bumped, its value, request).
+    assert len(pinned) == (19 if connection.features.has_select_for_update else 18), pinned
 
 
 def test_a_role_taken_away_in_the_directory_counts_from_the_next_call(person) -> None:
