@@ -358,11 +358,11 @@ def _publish_all(snapshot: features.Snapshot, counts: dict[str, int]) -> list[st
     unions: dict[str, postmap.Table] = {}
     samples: dict[str, tuple[postmap.Table, Mapping[str, str | None]]] = {}
 
-    def changed() -> Iterator[tuple[postmap.Table, str]]:
+    def changed() -> Iterator[tuple[postmap.Table, list[str]]]:
         for name, lines in render_each(_entries(snapshot), settings.POSTFIX_MAPS):
             counts[name] = len(lines)
-            text, old = _source(lines), _live_text(name)
-            if old == text:
+            old = _live_text(name)
+            if old is not None and old == _source(lines):
                 continue
             if name in REFUSALS and old is not None:
                 # Old and new refusals together first: nothing refused before or after the
@@ -370,10 +370,10 @@ def _publish_all(snapshot: features.Snapshot, counts: dict[str, int]) -> list[st
                 both = {**_table(old.splitlines()), **_table(lines)}
                 if len(both) > len(lines):
                     unions[name] = postmap.temporary(name)
-                    yield unions[name], _source([f"{key} {value}" for key, value in sorted(both.items())])
+                    yield unions[name], [f"{key} {value}" for key, value in sorted(both.items())]
             built[name] = postmap.temporary(name)
             samples[name] = (built[name], _table(_sample(lines)))
-            yield built[name], text
+            yield built[name], lines
 
     try:
         postmap.build_all(changed())

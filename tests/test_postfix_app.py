@@ -323,7 +323,7 @@ def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_p
 ) -> None:
     sources = {"virtual": "a@x.example b@x.example\n@x.example c@x.example\n", "mailboxes": "b@x.example x/b/\n"}
     built = {name: postmap.live(name) for name in sources}
-    postmap.build_all((built[name], text) for name, text in sources.items())
+    postmap.build_all((built[name], text.splitlines()) for name, text in sources.items())
     keys = {built["virtual"]: ["a@x.example", "@x.example", "none@x.example"], built["mailboxes"]: ["b@x.example"]}
 
     answers = postmap.query_tables({**keys, postmap.live("transport"): []})
@@ -342,19 +342,21 @@ def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_p
 def test_tables_built_side_by_side_answer_each_line_and_a_bad_line_fails_them_as_a_postmap_error(
     typed_map_dir: Path,
 ) -> None:
-    large = "".join(f"a{n}@x.example b@x.example\n" for n in range(5000))  # built on its own
-    assert len(large) > postmap.SMALL_SOURCE
+    large = [f"a{n}@x.example b@x.example" for n in range(25_000)]  # built on its own, written in batches
+    assert len(large) > 2 * postmap.WRITE_BATCH and len(large) > postmap.SMALL_SOURCE > 1
     tables = {name: postmap.temporary(name) for name in ("virtual", "mailboxes", "transport")}
 
     postmap.build_all(
-        [(tables["virtual"], large), (tables["mailboxes"], "b@x.example x/b/\n"), (tables["transport"], "")]
+        [(tables["virtual"], large), (tables["mailboxes"], ["b@x.example x/b/"]), (tables["transport"], [])]
     )
 
-    assert postmap.query(tables["virtual"], ["a0@x.example", "a4999@x.example", "a5000@x.example"]) == postmap.Lookup(
-        {"a0@x.example": "b@x.example", "a4999@x.example": "b@x.example"}, frozenset({"a5000@x.example"})
+    assert tables["virtual"].path.read_text() == "".join(f"{line}\n" for line in large)
+    keys = ["a0@x.example", "a9999@x.example", "a10000@x.example", "a24999@x.example", "a25000@x.example"]
+    assert postmap.query(tables["virtual"], keys) == postmap.Lookup(
+        dict.fromkeys(keys[:-1], "b@x.example"), frozenset({"a25000@x.example"})
     )
     assert postmap.query(tables["mailboxes"], ["b@x.example"]).found == {"b@x.example": "x/b/"}
     assert tables["transport"].exists()
-    for bad in ([(postmap.temporary("virtual"), large + "no-value\n")], [(postmap.temporary("mailboxes"), "x\n")]):
+    for bad in ([(postmap.temporary("virtual"), [*large, "no-value"])], [(postmap.temporary("mailboxes"), ["x"])]):
         with pytest.raises(postmap.PostmapError):
             postmap.build_all(bad)
