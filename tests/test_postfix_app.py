@@ -323,7 +323,7 @@ def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_p
 ) -> None:
     sources = {"virtual": "a@x.example b@x.example\n@x.example c@x.example\n", "mailboxes": "b@x.example x/b/\n"}
     built = {name: postmap.live(name) for name in sources}
-    postmap.build_all((built[name], text.splitlines()) for name, text in sources.items())
+    postmap.build_all((built[name], text.splitlines(), []) for name, text in sources.items())
     keys = {built["virtual"]: ["a@x.example", "@x.example", "none@x.example"], built["mailboxes"]: ["b@x.example"]}
 
     answers = postmap.query_tables({**keys, postmap.live("transport"): []})
@@ -345,18 +345,26 @@ def test_tables_built_side_by_side_answer_each_line_and_a_bad_line_fails_them_as
     large = [f"a{n}@x.example b@x.example" for n in range(25_000)]  # built on its own, written in batches
     assert len(large) > 2 * postmap.WRITE_BATCH and len(large) > postmap.SMALL_SOURCE > 1
     tables = {name: postmap.temporary(name) for name in ("virtual", "mailboxes", "transport")}
-
-    postmap.build_all(
-        [(tables["virtual"], large), (tables["mailboxes"], ["b@x.example x/b/"]), (tables["transport"], [])]
-    )
-
-    assert tables["virtual"].path.read_text() == "".join(f"{line}\n" for line in large)
     keys = ["a0@x.example", "a9999@x.example", "a10000@x.example", "a24999@x.example", "a25000@x.example"]
-    assert postmap.query(tables["virtual"], keys) == postmap.Lookup(
-        dict.fromkeys(keys[:-1], "b@x.example"), frozenset({"a25000@x.example"})
+
+    answers = postmap.build_all(
+        [
+            (tables["virtual"], large, keys),
+            (tables["mailboxes"], ["b@x.example x/b/"], ["b@x.example", "c@x.example"]),
+            (tables["transport"], [], []),
+        ]
     )
-    assert postmap.query(tables["mailboxes"], ["b@x.example"]).found == {"b@x.example": "x/b/"}
+
+    assert answers == {
+        tables["virtual"]: postmap.Lookup(dict.fromkeys(keys[:-1], "b@x.example"), frozenset({"a25000@x.example"})),
+        tables["mailboxes"]: postmap.Lookup({"b@x.example": "x/b/"}, frozenset({"c@x.example"})),
+    }
+    assert answers[tables["virtual"]] == postmap.query(tables["virtual"], keys)
+    assert tables["virtual"].path.read_text() == "".join(f"{line}\n" for line in large)
     assert tables["transport"].exists()
-    for bad in ([(postmap.temporary("virtual"), [*large, "no-value"])], [(postmap.temporary("mailboxes"), ["x"])]):
+    for bad in (
+        [(postmap.temporary("virtual"), [*large, "no-value"], keys)],
+        [(postmap.temporary("mailboxes"), ["x"], [])],
+    ):
         with pytest.raises(postmap.PostmapError):
             postmap.build_all(bad)
