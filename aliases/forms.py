@@ -2,7 +2,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from email.utils import parseaddr
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -16,7 +15,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts import directory
-from accounts.forms import UNAVAILABLE, read_secret_file
+from accounts.forms import UNAVAILABLE
 from aliases.activity_columns import ACTIVITY_OLD_SORTS, ACTIVITY_SORTS, ACTIVITY_STATES
 from aliases.addresses import (
     MAX_LOCAL_PART,
@@ -603,31 +602,3 @@ class DomainForm(forms.Form):
         domain.is_alias_domain = self.cleaned_data["kind"] == "alias"
         domain.catchall_destinations = self.cleaned_data["catchall_destinations"]
         return domain
-
-
-class PostfixApplyForm(forms.Form):
-    """manage.py postfix_apply: where the host's Postfix configuration is, and the bind password."""
-
-    config_dir = forms.CharField(max_length=4096)
-    ldap_password_file = forms.CharField(max_length=4096, required=False)
-    submission = forms.BooleanField(required=False)
-
-    def clean_config_dir(self) -> Path:
-        value = self.cleaned_data["config_dir"]
-        _refuse_control_characters(value)
-        path = Path(value)
-        if not path.is_absolute():
-            raise ValidationError("Give an absolute path.")
-        missing = [name for name in ("main.cf", "master.cf") if not (path / name).is_file()]
-        if missing:
-            raise ValidationError(f"{value} has no {' or '.join(missing)}: is Postfix installed there?")
-        return path.resolve()
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        path = cleaned.get("ldap_password_file") or ""
-        try:
-            cleaned["ldap_password"] = read_secret_file(path) if path else ""
-        except ValidationError as error:
-            self.add_error("ldap_password_file", error)
-        return cleaned

@@ -12,6 +12,7 @@ from datetime import datetime
 from itertools import compress
 from operator import itemgetter, not_
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import EmptyResultSet, ValidationError
 from django.db import connection
@@ -45,6 +46,12 @@ def directory_mailboxes(keys: frozenset[str] | None = None) -> dict[str, str]:
     if keys is None or len(keys) > FEW_KEYS:
         return mailboxes_of(directory.mail_entries())
     return relevant_mailboxes(keys)
+
+
+def served_domains() -> set[str]:
+    """Every domain whose mail the tables route: the mail and alias domains of the settings and
+    every domain in the database (manage.py postfix_apply keeps them out of mydestination)."""
+    return {settings.MAIL_DOMAIN, settings.ALIAS_DOMAIN, *Domain.objects.values_list("name", flat=True)}
 
 
 def relevant_mailboxes(keys: Collection[str]) -> dict[str, str]:

@@ -9,8 +9,9 @@ from django.contrib.auth.models import User
 
 from accounts import directory
 from accounts.directory import DirectoryUnavailable
-from accounts.forms import UNAVAILABLE, NewPasswordFields, reject_control_characters
+from accounts.forms import UNAVAILABLE, NewPasswordFields
 from aliases.models import Alias, AliasTombstone, Domain
+from mailadmin.form_checks import reject_control_characters
 
 # A person's name for the directory: letters of any script, spaces and a few marks.
 NAME_PATTERN = re.compile(r"[^\W\d_](?:[^\W_]|[ .'\-])*")

@@ -299,6 +299,7 @@ POSTFIX_MAP_FEATURES = ["aliases.postfix_feature.feature", "accounts.postfix_fea
                         "outofoffice.postfix_feature.feature"]  # fmt: skip
 POSTFIX_CONFIG_FEATURES = ["accounts.sender_block.config", "outofoffice.handoff.config"]
 POSTFIX_DIRECTORY_MAILBOXES = "aliases.postfix_feature.directory_mailboxes"
+POSTFIX_SERVED_DOMAINS = "aliases.postfix_feature.served_domains"
 # The tables mailadmin publishes, by name (POSTFIX_MAP_DIR/<name> and its database file).
 POSTFIX_MAPS = (
     "virtual",

@@ -113,3 +113,9 @@ def directory_mailboxes(keys: frozenset[str] | None = None) -> dict[str, str]:
     """uid -> mailbox of every person, or at least of those a render of `keys` reads."""
     read = import_string(settings.POSTFIX_DIRECTORY_MAILBOXES)
     return read(keys)  # type: ignore[no-any-return]
+
+
+def served_domains() -> set[str]:
+    """Every domain whose mail the published tables route."""
+    read = import_string(settings.POSTFIX_SERVED_DOMAINS)
+    return read()  # type: ignore[no-any-return]

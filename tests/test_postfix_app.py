@@ -275,6 +275,37 @@ def test_readers_never_see_a_missing_or_wrong_answer_during_a_hundred_publicatio
     assert lookup("virtual", flipping.address) == "tara@example.org"
 
 
+def test_a_switched_off_alias_never_falls_through_to_the_catch_all_between_two_table_changes(
+    typed_map_dir: Path, owner: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After every single change to a live table, keyed or full publication, in both directions:
+    the alias is routed by virtual or refused by recipient_access, never left to the catch-all."""
+    domain = Domain.objects.create(name="order.example.org", catchall_destinations="catch@example.org")
+    alias = Alias.objects.create(owner=owner, local_part="shop", domain=domain)
+    assert publication.publish(force=True, coalesce=False).status == "published"
+    states: list[tuple[str | None, str | None]] = []
+
+    def look() -> None:
+        virtual, refusals = postmap.live("virtual"), postmap.live("recipient_access")
+        answers = postmap.query_tables({virtual: [alias.address], refusals: [alias.address]})
+        states.append((answers[virtual].found.get(alias.address), answers[refusals].found.get(alias.address)))
+
+    def watched(change: Callable[..., None]) -> Callable[..., None]:
+        return lambda *args: (change(*args), look())[0]
+
+    for name in ("put", "delete", "install"):
+        monkeypatch.setattr(postmap, name, watched(getattr(postmap, name)))
+    for enabled in (False, True, False, True):
+        _toggle(alias, enabled)  # a keyed publication
+        assert publication.publish(coalesce=False).status == "published"
+    for enabled in (False, True, False, True):
+        Alias.objects.filter(pk=alias.pk).update(enabled=enabled)
+        assert publication.publish(force=True, coalesce=False, full=True).status == "published"
+
+    assert len(states) >= 8 and all(routed or refused for routed, refused in states), states
+    assert {routed is None for routed, _ in states} == {True, False}  # it was switched off and on
+
+
 def _configuration_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 

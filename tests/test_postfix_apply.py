@@ -1,5 +1,5 @@
 """manage.py postfix_apply: the generated configuration merged into a stock Debian Postfix
-(aliases/postfix_merge.py holds the rules, tested here on their own too)."""
+(postfix/merge.py holds the rules, tested here on their own too)."""
 
 import grp
 import shutil
@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from aliases.postfix_merge import (
+from audit.models import AuditEvent
+from postfix.merge import (
     MergeError,
     Service,
     desired_from_generated,
@@ -25,7 +26,6 @@ from aliases.postfix_merge import (
     merged_list,
     parse_main_cf,
 )
-from audit.models import AuditEvent
 from tests.test_hostile_input_forms import NASTY
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 """A stock Debian Postfix with the configuration applied by `manage.py postfix_apply`, started
-and fed by the published maps: mail to an alias is delivered, a switched-off alias and a
-suspended sender are refused, and Postfix logs no warning."""
+and fed by the published maps of each table type (lmdb, cdb, hash): mail to an alias is
+delivered, a switched-off alias and a suspended sender are refused, and Postfix logs no warning."""
 
 import pwd
 import secrets
@@ -23,6 +23,7 @@ from aliases.models import Alias, Domain
 from localservices.process import free_port, wait_for_port, wait_for_port_closed
 from localservices.slapd import Slapd
 from policy.service import PolicyThread
+from postfix import publication
 from tests.test_postfix_apply import apply, postconf, stock_debian
 from tests.test_postfix_e2e import publish
 
@@ -30,6 +31,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 DEADLINE = 20.0
 POSTFIX = "/usr/sbin/postfix"
+# Every table type the app publishes (MAILADMIN_POSTFIX_MAP_TYPE), each applied and started.
+MAP_TYPES = ["lmdb", "cdb", "hash"]
 
 
 class AppliedPostfix:
@@ -125,28 +128,35 @@ class AppliedPostfix:
         return False
 
 
-def applied_postfix(kind: type[AppliedPostfix]) -> Iterator[AppliedPostfix]:
+def applied_postfix(kind: type[AppliedPostfix], map_type: str) -> Iterator[AppliedPostfix]:
+    """That Postfix with tables of `map_type` of its own, published (and reloaded) by the app."""
     # Under the run's state directory: the postfix user must reach its data directory, and
     # pytest's temporary directories are private to root.
     root = Path(tempfile.mkdtemp(prefix="applied-postfix-", dir=settings.STATE_DIR))
     root.chmod(0o755)
+    maps = root / "maps"
+    maps.mkdir()
     # The shared private Postfix already listens on the usual hand-off port.
-    with override_settings(VACATION_HANDOFF_PORT=free_port(), POSTFIX_RELOAD_MIN_INTERVAL=0):
+    tables = {"POSTFIX_MAP_DIR": maps, "POSTFIX_MAP_TYPE": map_type}
+    with override_settings(VACATION_HANDOFF_PORT=free_port(), POSTFIX_RELOAD_MIN_INTERVAL=0, **tables):
         postfix = kind(root)
         postfix.prepare()
+        with override_settings(POSTFIX_RELOAD_COMMAND="/bin/true"):  # nothing to reload yet
+            assert publication.publish(force=True, coalesce=False).status == "published"
         policy = PolicyThread().start()  # the configuration asks it at every RCPT
         postfix.start()
         try:
-            yield postfix
+            with override_settings(POSTFIX_RELOAD_COMMAND=f"{POSTFIX} -c {postfix.config_dir} reload"):
+                yield postfix
         finally:
             postfix.stop()
             policy.stop()
             shutil.rmtree(root)
 
 
-@pytest.fixture
-def applied() -> Iterator[AppliedPostfix]:
-    yield from applied_postfix(AppliedPostfix)
+@pytest.fixture(params=MAP_TYPES)
+def applied(request: pytest.FixtureRequest) -> Iterator[AppliedPostfix]:
+    yield from applied_postfix(AppliedPostfix, request.param)
 
 
 def test_a_stock_debian_postfix_with_the_applied_configuration_delivers_and_refuses(
@@ -159,6 +169,8 @@ def test_a_stock_debian_postfix_with_the_applied_configuration_delivers_and_refu
     domain = Domain.objects.create(name=f"alias{tag}.example.org", is_alias_domain=True)
     alias = Alias.objects.create(owner=user, local_part="shop", domain=domain)
     publish()
+    virtual = postconf(applied.config_dir, "-h", "virtual_alias_maps").stdout
+    assert f"{settings.POSTFIX_MAP_TYPE}:{settings.POSTFIX_MAP_DIR}/virtual" in virtual
 
     assert applied.wait_for("someone@outside.example", alias.address, accepted=True)[0] == 250
     token = secrets.token_hex(8)

@@ -7,6 +7,7 @@ import re
 import secrets
 import smtplib
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from limits.counters import Counters
 from localservices.process import free_port
 from tests.conftest import DEMO_PASSWORD
 from tests.test_postfix_apply import apply
-from tests.test_postfix_apply_e2e import AppliedPostfix, applied_postfix
+from tests.test_postfix_apply_e2e import MAP_TYPES, AppliedPostfix, applied_postfix
 from tests.test_postfix_e2e import publish
 from tests.test_security_dovecot import run_dovecot
 
@@ -69,10 +70,10 @@ class SubmissionPostfix(AppliedPostfix):
         return smtp
 
 
-@pytest.fixture
-def submission(dovecot_auth: int) -> Iterator[SubmissionPostfix]:
+@pytest.fixture(params=MAP_TYPES)
+def submission(request: pytest.FixtureRequest, dovecot_auth: int) -> Iterator[SubmissionPostfix]:
     SubmissionPostfix.auth_port = dovecot_auth
-    yield from applied_postfix(SubmissionPostfix)
+    yield from applied_postfix(SubmissionPostfix, request.param)
 
 
 def mail_from(smtp: smtplib.SMTP, sender: str) -> tuple[int, str]:
@@ -111,9 +112,16 @@ def test_a_person_replies_from_their_alias_and_not_from_anyone_elses(
 
     Alias.objects.filter(pk=shop.pk).update(enabled=False)
     publish()
-    with submission.submission(owner.mail) as smtp:  # logged in by address this time
-        code, text = mail_from(smtp, shop.address)
-        assert code == 553 and "not owned by user" in text
+    # cdb and hash tables: the reload has the next session served by a new smtpd.
+    deadline = time.monotonic() + 20
+    while True:
+        with submission.submission(owner.mail) as smtp:  # logged in by address this time
+            code, text = mail_from(smtp, shop.address)
+            if code == 553 or time.monotonic() > deadline:
+                break
+        time.sleep(0.2)
+    assert code == 553 and "not owned by user" in text
+    with submission.submission(owner.mail) as smtp:
         assert mail_from(smtp, owner.mail)[0] == 250
 
     log = submission.log.read_text()

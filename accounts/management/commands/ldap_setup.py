@@ -24,8 +24,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import directory, ldap_setup
-from accounts.forms import LdapSetupForm, errors_text, read_secret_file
+from accounts.forms import LdapSetupForm
 from audit.models import AuditLogUnavailable, record_event, require_audit_log
+from mailadmin.form_checks import errors_text, read_secret_file
 
 
 def _done(say: Callable[[str], None], dn: str, what: str) -> None:

@@ -2,7 +2,7 @@
 
 manage.py postfix_apply [-c /etc/postfix] [--submission] --ldap-password-file FILE [--dry-run]
 
-Merges into the host's main.cf and master.cf (aliases/postfix_merge.py: postconf -e / -M / -P
+Merges into the host's main.cf and master.cf (postfix/merge.py: postconf -e / -M / -P
 semantics, lists merged, only the services asked for), writes the ldap: tables with the real
 bind password (mode 0640 root:postfix, atomically), then asks `postconf` for warnings.
 --dry-run prints the changes and the new files (password masked) and writes nothing.
@@ -18,10 +18,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.forms import errors_text
-from aliases.forms import PostfixApplyForm
-from aliases.models import Domain
-from aliases.postfix_merge import (
+from audit.models import AuditLogUnavailable, record_event, require_audit_log
+from mailadmin.form_checks import errors_text
+from postfix import config, features, postmap
+from postfix.forms import PostfixApplyForm
+from postfix.merge import (
     SHARED_SERVICES,
     Desired,
     MergeError,
@@ -34,8 +35,6 @@ from aliases.postfix_merge import (
     referenced_ldap_tables,
     without_ldap,
 )
-from audit.models import AuditLogUnavailable, record_event, require_audit_log
-from postfix import config, postmap
 
 LDAP_TABLE_MODE = 0o640
 
@@ -49,10 +48,6 @@ def generated_configuration(config_dir: Path) -> tuple[str, str, dict[str, list[
     master_cf = "\n".join(checked_lines(config.master_cf(ctx)))
     files = {name: checked_lines(lines) for name, lines in config.cf_files(ctx).items()}
     return main_cf, master_cf, files
-
-
-def _our_domains() -> set[str]:
-    return {settings.MAIL_DOMAIN, settings.ALIAS_DOMAIN, *Domain.objects.values_list("name", flat=True)}
 
 
 def _write_atomically(path: Path, text: str, mode: int, uid: int, gid: int) -> None:
@@ -113,7 +108,8 @@ class Command(BaseCommand):
                 desired = without_ldap(desired)
             new_main, new_master, changes = merge(main_path.read_text(), master_path.read_text(), desired)
             table_texts = self._ldap_tables(config_dir, desired, tables, form.cleaned_data["ldap_password"], dry_run)
-            clashes = local_destination_conflicts(postmap.postconf_value(config_dir, "mydestination"), _our_domains())
+            local = postmap.postconf_value(config_dir, "mydestination")
+            clashes = local_destination_conflicts(local, features.served_domains())
         except (MergeError, postmap.PostmapError) as exc:
             raise CommandError(str(exc)) from None
         if clashes:
