@@ -18,6 +18,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
 from accounts import directory
+from accounts.backends import group_name
 from accounts.forms import UNAVAILABLE
 
 # A view's response: a page, or a streamed one (the audit log's CSV export).
@@ -58,18 +59,15 @@ SELF_REFUSALS: dict[Action, str] = {
 }
 
 
-def group_name(group_dn: str) -> str:
-    """The Django group the sign-in backend mirrors for an LDAP group: its cn."""
-    return group_dn.split(",", 1)[0].split("=", 1)[1]
-
-
 def role_of(user: Any) -> Role | None:
     if not getattr(user, "is_authenticated", False):
         return None
     cached = getattr(user, "_mailadmin_role", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    remember_role(user, set(user.groups.values_list("name", flat=True)))
+    # The request's user comes with its staff groups (accounts.backends); any other is asked.
+    held = getattr(user, "staff_groups", None)
+    remember_role(user, held if held is not None else set(user.groups.values_list("name", flat=True)))
     return user._mailadmin_role  # type: ignore[no-any-return]
 
 

@@ -13,13 +13,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from accounts import directory
+from accounts.backends import STAFF_GROUPS, group_name
 from accounts.forms import UNAVAILABLE
-from accounts.roles import group_name, remember_role
+from accounts.roles import remember_role
 from mailadmin.security import is_token_only
 
 CHECKED_AT = "directory_checked_at"
 PASSWORD_DIGEST = "directory_password_digest"
-STAFF_GROUP_DNS = ("LDAP_ADMIN_GROUP_DN", "LDAP_HELPDESK_GROUP_DN")
 
 
 def follow_directory(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
@@ -82,7 +82,7 @@ def remember_password(request: HttpRequest) -> None:
 
 def _mirror_roles(user: User, member_of: frozenset[str]) -> None:
     # Only the staff groups matter for roles; the sign-in backend mirrors the rest at sign-in.
-    staff = {group_name(getattr(settings, setting)): getattr(settings, setting).lower() for setting in STAFF_GROUP_DNS}
+    staff = {group_name(getattr(settings, setting)): getattr(settings, setting).lower() for setting in STAFF_GROUPS}
     held = set(user.groups.filter(name__in=staff).values_list("name", flat=True))
     for name, dn in staff.items():
         if dn in member_of and name not in held:

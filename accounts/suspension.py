@@ -52,8 +52,11 @@ def suspension_context(request: HttpRequest) -> dict[str, object]:
     """Template context: the signed-in user's own active suspension, for the banner."""
     if not request.user.is_authenticated:
         return {}
+    # The request's user comes with whether they are suspended (accounts.backends): no query
+    # when they are not; anyone else is asked.
+    suspended = getattr(request.user, "sending_suspended", True)
     return {
-        "own_suspension": active_suspension(request.user.get_username()),
+        "own_suspension": active_suspension(request.user.get_username()) if suspended else None,
         "abuse_contact": settings.ABUSE_CONTACT,
     }
 

@@ -1,10 +1,12 @@
+from collections.abc import Sequence
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -58,12 +60,16 @@ def _user(request: HttpRequest) -> User:
 def alias_list(request: HttpRequest) -> HttpResponse:
     search = AliasSearchForm(request.GET)
     now = timezone.now()
-    counts = listing.state_counts(_user(request).pk, search, now)
-    paginator = Paginator(search.filter(listing.values(owner_id=request.user.pk), now), settings.ALIASES_PER_PAGE)
-    if not search.query:
+    owner_id = _user(request).pk
+    counts = listing.state_counts(owner_id, search, now)
+    if search.query:
+        rows: Sequence[listing.Values] | QuerySet[Alias, listing.Values] = search.filter(
+            listing.values(owner_id=owner_id), now
+        )
+    else:
         # Without a text search the filter's own count is the total: no second count query.
-        paginator.__dict__["count"] = counts[search.state_key or "all"]
-    page = paginator.get_page(request.GET.get("page"))
+        rows = listing.OwnRows(owner_id, search, now, counts[search.state_key or "all"])
+    page = Paginator(rows, settings.ALIASES_PER_PAGE).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "rows": listing.render_rows(list(page.object_list), listing.RowContext.at(now)),

@@ -87,6 +87,7 @@ PHASES = [
     ("aliases.listing", None, "state_counts"),
     ("aliases.listing", None, "values"),
     ("aliases.listing", None, "render_rows"),
+    ("mailadmin.compiled_sql", "Compiled", "run"),
     ("django.core.paginator", "Paginator", "get_page"),
     ("accounts.directory", None, "list_users"),
     ("console.people", None, "people_page"),

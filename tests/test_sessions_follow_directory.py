@@ -4,6 +4,7 @@ browser at the next check (SESSION_RECHECK_SECONDS), not at the end of an 8-hour
 import ldap3
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client
 
 from accounts import directory
@@ -43,6 +44,16 @@ def test_an_admin_removed_from_the_admin_group_in_ldap_loses_admin_pages_at_the_
     )
     assert response.status_code == 403
     assert directory.session_facts(target.uid).has_password
+
+
+def test_the_role_is_read_again_on_every_request_from_the_mirrored_groups(sign_in):
+    # The check above mirrors the directory's groups; every request reads the role from them
+    # (with the user, in one query), so a mirrored demotion applies to the very next request.
+    admin = sign_in("admin")
+    assert admin.get("/audit/").status_code == 200
+    User.objects.get(username=admin.directory_user.uid).groups.clear()
+    assert admin.get("/audit/").status_code == 403
+    assert "Administration" not in admin.get("/aliases/").content.decode()
 
 
 def test_a_person_added_to_the_helpdesk_group_gets_the_role_at_the_next_check(sign_in):

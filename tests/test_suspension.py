@@ -136,6 +136,16 @@ def test_a_suspended_user_sees_why_and_whom_to_contact_and_can_still_read_settin
     assert "may not send mail" not in sign_in().get("/").content.decode()  # others see nothing
 
 
+def test_the_banner_follows_the_suspension_from_one_request_to_the_next(sign_in) -> None:
+    # Whether someone is suspended comes with the signed-in user of each request: nothing kept.
+    user, admin = sign_in(), sign_in("admin")
+    assert "may not send mail" not in user.get("/aliases/").content.decode()
+    _suspend(admin, user.directory_user.uid)
+    assert "may not send mail" in user.get("/aliases/").content.decode()
+    assert admin.post(f"/directory/users/{user.directory_user.uid}/reinstate/").status_code == 302
+    assert "may not send mail" not in user.get("/aliases/").content.decode()
+
+
 def test_sender_access_entries_cover_the_mailbox_and_every_alias_of_suspended_users_only(
     sign_in, make_directory_user
 ) -> None:

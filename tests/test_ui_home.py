@@ -129,11 +129,12 @@ def test_home_page_queries_and_ldap_round_trips_do_not_grow_with_data(sign_in, l
     ldap_round_trips.clear()
     assert measure() == few
     assert ldap_round_trips == []
-    # session, user, groups (role), own suspension (banner), then aliases: counts + recent, own vacation,
+    # session, user (with its staff groups for the role and whether it is suspended, for the
+    # banner), then aliases: counts + recent, own vacation,
     # own handover note, notes handed to me; helpdesk: current vacations + count; admin: suspensions +
     # count, map generation, publications, events, replies in the last hour + users at the reply cap;
     # own aliases flagged as possibly leaked (activity).
-    assert few == {"end user": 10, "helpdesk": 12, "admin": 19}[role]
+    assert few == {"end user": 8, "helpdesk": 10, "admin": 17}[role]
 
 
 def test_admins_see_who_reached_the_vacation_reply_cap(sign_in, settings) -> None:
