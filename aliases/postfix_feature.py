@@ -160,10 +160,10 @@ class AliasMaps:
             yield Entry("recipient_access", address, REJECT_DISABLED if not enabled else REJECT_EXPIRED)
         # The live aliases, a row each (a million of them): as columns, with no object per alias.
         addresses, owner_ids = _columns(aliases.filter(live).values_list(_ADDRESS, "owner_id"))
-        owned = list(map(bool, map(owners.get, owner_ids)))
-        if not all(owned):
+        if not all(map(owners.get, set(owner_ids))):  # a few hundred owners, not a million rows
             # An owner without a mailbox: refused with the disabled text, so the reply names
             # no other address, it never reaches a catch-all, and nothing bounces later.
+            owned = list(map(bool, map(owners.get, owner_ids)))
             orphans = list(compress(addresses, map(not_, owned)))
             yield Entries("recipient_access", orphans, [REJECT_DISABLED] * len(orphans))
             addresses, owner_ids = list(compress(addresses, owned)), list(compress(owner_ids, owned))

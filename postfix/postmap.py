@@ -12,7 +12,7 @@ import os
 import secrets
 import shlex
 import subprocess
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,10 @@ from django.conf import settings
 COMMAND_TIMEOUT = 120  # seconds; postmap of a million lines takes a few
 POSTCONF = "/usr/sbin/postconf"
 SUFFIXES = {"lmdb": ".lmdb", "cdb": ".cdb", "hash": ".db"}
-SMALL_SOURCE = 64 * 1024  # bytes (about a thousand lines): built in less time than a postmap start
+SMALL_SOURCE = 1000  # lines (about 64 KB): built in less time than a postmap start
+# Lines written at a time: a source is never one string (a million lines are 55 MB, and making
+# and encoding that string took longer than writing its lines in batches).
+WRITE_BATCH = 10_000
 
 
 class PostmapError(Exception):
@@ -51,6 +54,10 @@ class Lookup:
 
     found: dict[str, str]
     missing: frozenset[str]
+
+
+# postmap -q processes started, each with the table and the keys it is to be fed.
+Asked = list[tuple[Table, Collection[str], subprocess.Popen[str]]]
 
 
 def live(name: str) -> Table:
@@ -87,33 +94,42 @@ def _postmap(*args: str, stdin: str = "", allowed: Collection[int] = (0,)) -> st
     return _checked(args, result.returncode, result.stdout, result.stderr, allowed)
 
 
-def build_all(sources: Iterable[tuple[Table, str]]) -> None:
-    """Write each table's source and build its database (under the table's, temporary, name).
-    A large table's postmap starts as soon as its source is written and runs while the caller
-    makes the next source (`sources` may be a generator), so the builds and the render share
-    the cores; the small ones are built together by one postmap at the end (a postmap start
-    costs more than their build). Serves the full-publication targets (docs/postfix.md)."""
-    running: list[tuple[tuple[str, ...], subprocess.Popen[str]]] = []
-    small: list[str] = []
+def build_all(sources: Iterable[tuple[Table, Sequence[str], Collection[str]]]) -> dict[Table, Lookup]:
+    """Write each table's source (its lines), build its database (under the table's, temporary,
+    name) and return what it answers for the keys given with it. A large table's postmap starts
+    as soon as its source is written and runs while the caller makes the next source (`sources`
+    may be a generator), so the builds and the render share the cores; the small ones are built
+    together by one postmap at the end (a postmap start costs more than their build). Each
+    table is read back as soon as it is built, while the others still build. Serves the
+    full-publication targets (docs/postfix.md)."""
+    building: list[tuple[list[Table], subprocess.Popen[str]]] = []
+    small: list[Table] = []
+    keys: dict[Table, Collection[str]] = {}
+    asked: Asked = []
     try:
-        for table, text in sources:
+        for table, lines, table_keys in sources:
+            keys[table] = table_keys
             try:
-                table.path.write_text(text)
+                with open(table.path, "w") as source:
+                    for start in range(0, len(lines), WRITE_BATCH):
+                        source.write("\n".join(lines[start : start + WRITE_BATCH]) + "\n")
             except OSError as exc:
                 raise PostmapError(f"writing {table.path.name}: {exc.strerror or exc}") from exc
-            if len(text) < SMALL_SOURCE:
-                small.append(table.spec)
+            if len(lines) < SMALL_SOURCE:
+                small.append(table)
             else:
-                running.append(((table.spec,), _start(table.spec, stdin=subprocess.DEVNULL)))
-        if small:
-            running.append((tuple(small), _start(*small, stdin=subprocess.DEVNULL)))
-        for specs, process in running:
+                building.append(([table], _start(table.spec, stdin=subprocess.DEVNULL)))
+        if small:  # waited for first: built in a moment
+            building.insert(0, (small, _start(*(table.spec for table in small), stdin=subprocess.DEVNULL)))
+        for tables, process in building:
             stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
-            _checked(specs, process.returncode, stdout, stderr, (0,))
+            _checked(tuple(table.spec for table in tables), process.returncode, stdout, stderr, (0,))
+            _ask({table: keys[table] for table in tables}, asked)
+        return _answers(asked)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PostmapError(f"postmap: {exc}") from exc
     finally:
-        _stop(process for _, process in running)
+        _stop([*(process for _, process in building), *(process for *_, process in asked)])
 
 
 def install(built: Table, name: str) -> None:
@@ -166,23 +182,33 @@ def query(table: Table, keys: Collection[str]) -> Lookup:
 
 def query_tables(requests: Mapping[Table, Collection[str]]) -> dict[Table, Lookup]:
     """query() of several tables, one postmap each, run side by side: as long as the slowest,
-    not the sum (explain asks up to seven tables a round, a publication reads back every table
-    it changed). The keys and answers are a few lines, well within a pipe's buffer, so each
-    process is fed and read in turn without blocking."""
-    started: list[tuple[Table, Collection[str], subprocess.Popen[str]]] = []
+    not the sum (explain asks up to seven tables a round, a publication looks at every table
+    it changes)."""
+    asked: Asked = []
     try:
-        for table, keys in requests.items():
-            if keys:
-                started.append((table, keys, _start("-q", "-", table.spec)))
-        answers = {table: Lookup({}, frozenset()) for table, keys in requests.items() if not keys}
-        for table, keys, process in started:
-            stdout, stderr = process.communicate("".join(f"{key}\n" for key in keys), timeout=COMMAND_TIMEOUT)
-            answers[table] = _lookup(keys, _checked(("-q", "-"), process.returncode, stdout, stderr, (0, 1)))
-        return answers
+        _ask(requests, asked)
+        return _answers(asked) | {table: Lookup({}, frozenset()) for table, keys in requests.items() if not keys}
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PostmapError(f"postmap -q: {exc}") from exc
     finally:
-        _stop(process for *_, process in started)
+        _stop(process for *_, process in asked)
+
+
+def _ask(requests: Mapping[Table, Collection[str]], asked: Asked) -> None:
+    """Start a postmap -q for each table with keys (it reads them when _answers() feeds it)."""
+    for table, keys in requests.items():
+        if keys:
+            asked.append((table, keys, _start("-q", "-", table.spec)))
+
+
+def _answers(asked: Asked) -> dict[Table, Lookup]:
+    """The keys and answers are a few lines, well within a pipe's buffer, so each process is
+    fed and read in turn without blocking."""
+    answers = {}
+    for table, keys, process in asked:
+        stdout, stderr = process.communicate("".join(f"{key}\n" for key in keys), timeout=COMMAND_TIMEOUT)
+        answers[table] = _lookup(keys, _checked(("-q", "-"), process.returncode, stdout, stderr, (0, 1)))
+    return answers
 
 
 def _start(*args: str, stdin: int = subprocess.PIPE) -> subprocess.Popen[str]:

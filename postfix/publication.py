@@ -314,10 +314,17 @@ def _table(lines: list[str]) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in lines)
 
 
-def _read_back(expected: Mapping[str, tuple[postmap.Table, Mapping[str, str | None]]]) -> None:
+# What tables should answer, by table name: the table, and key -> value (None: no answer).
+Expected = Mapping[str, tuple[postmap.Table, Mapping[str, str | None]]]
+
+
+def _read_back(expected: Expected) -> None:
     """Read keys back from tables (one postmap each, side by side): each gives its value, or
     nothing where None is expected."""
-    answers = postmap.query_tables({table: list(keys) for table, keys in expected.values()})
+    _compare(expected, postmap.query_tables({table: list(keys) for table, keys in expected.values()}))
+
+
+def _compare(expected: Expected, answers: Mapping[postmap.Table, postmap.Lookup]) -> None:
     for name, (table, keys) in expected.items():
         for key, value in keys.items():
             if (got := answers[table].found.get(key)) != value:
@@ -398,11 +405,11 @@ def _publish_all(snapshot: features.Snapshot, counts: dict[str, int]) -> list[st
     unions: dict[str, postmap.Table] = {}
     samples: dict[str, tuple[postmap.Table, Mapping[str, str | None]]] = {}
 
-    def changed() -> Iterator[tuple[postmap.Table, str]]:
+    def changed() -> Iterator[tuple[postmap.Table, list[str], list[str]]]:
         for name, lines in render_each(_entries(snapshot), settings.POSTFIX_MAPS):
             counts[name] = len(lines)
-            text, old = _source(lines), _live_text(name)
-            if old == text:
+            old = _live_text(name)
+            if old is not None and old == _source(lines):
                 continue
             if name in REFUSALS and old is not None:
                 # Old and new refusals together first: nothing refused before or after the
@@ -410,14 +417,13 @@ def _publish_all(snapshot: features.Snapshot, counts: dict[str, int]) -> list[st
                 both = {**_table(old.splitlines()), **_table(lines)}
                 if len(both) > len(lines):
                     unions[name] = postmap.temporary(name)
-                    yield unions[name], _source([f"{key} {value}" for key, value in sorted(both.items())])
+                    yield unions[name], [f"{key} {value}" for key, value in sorted(both.items())], []
             built[name] = postmap.temporary(name)
             samples[name] = (built[name], _table(_sample(lines)))
-            yield built[name], text
+            yield built[name], lines, list(samples[name][1])
 
     try:
-        postmap.build_all(changed())
-        _read_back(samples)
+        _compare(samples, postmap.build_all(changed()))
         refusals = [name for name in built if name in REFUSALS]
         order = [*unions.items()]
         order += [(name, built[name]) for name in refusals if name not in unions]

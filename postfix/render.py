@@ -4,7 +4,10 @@ whatever feature or path produced it."""
 
 import logging
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from operator import eq
 from typing import NamedTuple
 
 from postfix.features import Entries, Entry
@@ -96,22 +99,36 @@ def _segments(entries: Iterable[Entry | Entries], tables: Sequence[str]) -> dict
     return found
 
 
-def _checked(table: str, segment: _Segment, wanted: frozenset[str] | None) -> tuple[list[str], list[str], list[str]]:
-    """A segment's lower-cased keys and values that pass the rule (and are wanted), and the
-    keys of those that fail."""
-    keys, values, lowered = segment.keys, segment.values, list(map(str.lower, segment.keys))
+class _KeyCheck(NamedTuple):
+    chosen: list[int] | None  # the positions of the wanted keys (None: every key)
+    keys: list[str]  # as given, for the log
+    lowered: list[str]
+    bad: dict[int, str]  # position -> problem
+
+
+def _check_keys(segment: _Segment, wanted: frozenset[str] | None) -> _KeyCheck:
+    keys, lowered = segment.keys, list(map(str.lower, segment.keys))
+    chosen = None
     if wanted is not None:
         chosen = [n for n, key in enumerate(lowered) if key in wanted]
-        keys, values, lowered = [keys[n] for n in chosen], [values[n] for n in chosen], [lowered[n] for n in chosen]
-    key_rule = DOMAIN_KEY if segment.domain_wide else KEY
+        keys, lowered = [keys[n] for n in chosen], [lowered[n] for n in chosen]
+    rule = DOMAIN_KEY if segment.domain_wide else KEY
+    return _KeyCheck(chosen, keys, lowered, dict.fromkeys(_failing(keys, rule), rule.problem))
+
+
+def _checked(table: str, segment: _Segment, check: _KeyCheck) -> tuple[list[str], list[str], list[str]]:
+    """A segment's lower-cased keys and values that pass the rule (and are wanted), and the
+    keys of those that fail."""
+    values = segment.values if check.chosen is None else [segment.values[n] for n in check.chosen]
     value_rule = TARGETS if table in LIST_TABLES else TEXT
-    bad = dict.fromkeys(_failing(keys, key_rule), key_rule.problem)
+    bad = check.bad
     distinct = list(set(values))  # a million aliases have a few thousand distinct values
     unsafe = {distinct[n] for n in _failing(distinct, value_rule)}
     if unsafe:
-        bad.update((n, value_rule.problem) for n, value in enumerate(values) if value in unsafe and n not in bad)
+        bad = bad | {n: value_rule.problem for n, value in enumerate(values) if value in unsafe and n not in bad}
     if not bad:
-        return lowered, values, []
+        return check.lowered, values, []
+    keys, lowered = check.keys, check.lowered
     dropped = [f"table {table}: entry {keys[n][:80]!r} left out ({problem})" for n, problem in sorted(bad.items())]
     kept = [n for n in range(len(keys)) if n not in bad]
     return [lowered[n] for n in kept], [values[n] for n in kept], dropped
@@ -130,6 +147,75 @@ def _merged(table: str, keys: list[str], values: list[str]) -> dict[str, str]:
     return {key: ", ".join(targets) for key, targets in joined.items()}
 
 
+class _Sorted(NamedTuple):
+    keys: list[str]  # in order
+    order: list[int]  # their positions in the column
+    unique: bool
+
+
+def _sorted(keys: list[str]) -> _Sorted:
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    in_order = list(map(keys.__getitem__, order))
+    return _Sorted(in_order, order, not any(map(eq, in_order, islice(in_order, 1, None))))
+
+
+def _holds(ordered: list[str], key: str) -> bool:
+    at = bisect_left(ordered, key)
+    return at < len(ordered) and ordered[at] == key
+
+
+class _Columns:
+    """The checked columns of one render. A column that several tables share (virtual and
+    sender_login both have a line per alias, from one list of addresses) is checked, lower-cased
+    and sorted once: the full-publication targets (docs/postfix.md)."""
+
+    def __init__(self, wanted: frozenset[str] | None) -> None:
+        self.wanted = wanted
+        self.key_checks: dict[tuple[int, bool], tuple[list[str], _KeyCheck]] = {}
+        self.orders: dict[int, tuple[list[str], _Sorted]] = {}
+
+    def checked(self, table: str, segment: _Segment) -> tuple[list[str], list[str], list[str]]:
+        found = self.key_checks.get((id(segment.keys), segment.domain_wide))
+        if found is None:
+            found = self.key_checks[id(segment.keys), segment.domain_wide] = (
+                segment.keys,  # held, so that its id is not reused while the render runs
+                _check_keys(segment, self.wanted),
+            )
+        return _checked(table, segment, found[1])
+
+    def sorted(self, keys: list[str]) -> _Sorted:
+        found = self.orders.get(id(keys))
+        if found is None:
+            found = self.orders[id(keys)] = (keys, _sorted(keys))
+        return found[1]
+
+    def lines(self, table: str, columns: list[tuple[list[str], list[str]]]) -> list[str]:
+        """A table's sorted "key value" lines from its checked columns, in priority order. When
+        the largest column's keys are unique, none of the others' keys is among them and (in
+        virtual) its values list one target each, its lines are made in the order of its sorted
+        keys and only the other columns are merged; otherwise the whole table is."""
+        if not columns:
+            return []
+        largest = max(range(len(columns)), key=lambda n: len(columns[n][0]))
+        keys, values = columns[largest]
+        rest_keys = [key for n, (column, _) in enumerate(columns) if n != largest for key in column]
+        rest_values = [value for n, (_, column) in enumerate(columns) if n != largest for value in column]
+        ordered = self.sorted(keys)
+        if (
+            ordered.unique
+            and not any(_holds(ordered.keys, key) for key in rest_keys)
+            and (table not in LIST_TABLES or ", " not in "\n".join(set(values)))
+        ):
+            lines = list(map(" ".join, zip(ordered.keys, map(values.__getitem__, ordered.order), strict=True)))
+            lines += map(" ".join, _merged(table, rest_keys, rest_values).items())
+            lines.sort()  # the largest column is one sorted run already: about a pass
+            return lines
+        every_key = [key for column, _ in columns for key in column]
+        every_value = [value for _, column in columns for value in column]
+        # A space sorts below every character a key may hold: sorting lines sorts keys.
+        return sorted(map(" ".join, _merged(table, every_key, every_value).items()))
+
+
 def render_each(
     entries: Iterable[Entry | Entries], tables: Sequence[str], keys: frozenset[str] | None = None
 ) -> Iterator[tuple[str, list[str]]]:
@@ -137,19 +223,17 @@ def render_each(
     time, so that a caller can build a table while the next one renders. An entry that fails
     the rule is left out and logged; keys are lower-cased as Postfix looks them up."""
     segments = _segments(entries, tables)
+    columns = _Columns(keys)
     skipped = 0
     for table in tables:
-        keys_kept: list[str] = []
-        values_kept: list[str] = []
+        kept: list[tuple[list[str], list[str]]] = []
         for segment in segments[table]:
-            lowered, values, dropped = _checked(table, segment, keys)
-            keys_kept += lowered
-            values_kept += values
+            lowered, values, dropped = columns.checked(table, segment)
+            kept.append((lowered, values))
             for message in dropped[: max(0, 20 - skipped)]:
                 logger.warning("%s", message)
             skipped += len(dropped)
-        # A space sorts below every character a key may hold: sorting lines sorts keys.
-        yield table, sorted(map(" ".join, _merged(table, keys_kept, values_kept).items()))
+        yield table, columns.lines(table, kept)
     if skipped > 20:
         logger.warning("%d unsafe entries left out in all", skipped)
 

@@ -1,6 +1,7 @@
 """The postfix app: the one key-safety rule over every table, the generator behind the private
 Postfix, and publication with every table type (lmdb, cdb, hash), torn reads included."""
 
+import random
 import re
 import subprocess
 import sys
@@ -98,6 +99,75 @@ def test_virtual_joins_targets_and_other_tables_keep_the_first_value() -> None:
 
     assert tables["virtual"] == ["box@example.org box@example.org, copy@handoff.example"]
     assert tables["recipient_access"] == ["gone@example.org 550 deleted"]
+
+
+def _one_by_one(entries: list[Entry | Entries], keys: frozenset[str] | None) -> dict[str, list[str]]:
+    """What a render means, entry by entry: an entry is kept when it renders alone, virtual
+    joins every target given for a key (each once), another table keeps the first value."""
+    merged: dict[str, dict[str, list[str]]] = {table: {} for table in settings.POSTFIX_MAPS}
+    for item in entries:
+        columns = zip(item.keys, item.values, strict=True) if isinstance(item, Entries) else ()
+        singles = [Entry(item.table, key, value) for key, value in columns] if columns else [item]
+        for entry in singles:
+            key = entry.key.lower()
+            if (keys is None or key in keys) and render([entry], settings.POSTFIX_MAPS)[entry.table]:
+                values = merged[entry.table].setdefault(key, [])
+                if entry.table == "virtual":
+                    values.extend(target for target in entry.value.split(", ") if target not in values)
+                elif not values:
+                    values.append(entry.value)
+    return {
+        table: sorted(f"{key} {', '.join(values)}" for key, values in found.items()) for table, found in merged.items()
+    }
+
+
+def _random_entries(rng: random.Random) -> list[Entry | Entries]:
+    def key() -> str:
+        if rng.random() < 0.05:
+            return rng.choice(HOSTILE_KEYS)
+        return f"{rng.choice(['a', 'A', 'b'])}{rng.randrange(30)}@{rng.choice(['example.org', 'Example.ORG'])}"
+
+    def value() -> str:
+        targets = ["x@example.org", "y@example.org", "x@example.org, y@example.org", "y@example.org, y@example.org"]
+        return rng.choice(HOSTILE_VALUES) if rng.random() < 0.05 else rng.choice(targets)
+
+    def singles() -> list[Entry | Entries]:
+        tables = ["virtual", "sender_login", "recipient_access"]
+        found: list[Entry | Entries] = [Entry(rng.choice(tables), key(), value()) for _ in range(rng.randrange(8))]
+        if rng.random() < 0.3:
+            found.append(
+                Entry("virtual", rng.choice(["@example.org", "@Example.org", "a1@example.org"]), value(), True)
+            )
+        return found
+
+    # Like the alias feature's bulk: one list of addresses shared by virtual and sender_login,
+    # half the time without a repeated key or a list of targets (as aliases are).
+    if rng.random() < 0.5:
+        addresses = [key() for _ in range(rng.randrange(40))]
+        targets = [value() for _ in addresses]
+    else:
+        addresses = [f"{rng.choice('aA')}{n}@example.org" for n in rng.sample(range(30), rng.randrange(30))]
+        targets = [rng.choice(["x@example.org", "y@example.org"]) for _ in addresses]
+    shared: list[Entry | Entries] = [
+        Entries("virtual", addresses, targets),
+        Entries("sender_login", addresses, [value() for _ in addresses]),
+    ]
+    others = [key() for _ in range(rng.randrange(20))]
+    return [*singles(), *shared, Entries("recipient_access", others, [value() for _ in others]), *singles()]
+
+
+def test_the_render_of_random_columns_means_what_its_entries_mean_one_by_one() -> None:
+    """Checks the sharing of a column between tables, the merge and the sort against the
+    meaning of each entry alone: duplicate and mixed-case keys, unsafe ones, catch-alls,
+    target lists, in a full and in a keyed render."""
+    for seed in range(400):
+        rng = random.Random(seed)
+        entries = _random_entries(rng)
+        every = [entry.key.lower() for entry in entries if isinstance(entry, Entry)]
+        every += [key.lower() for entry in entries if isinstance(entry, Entries) for key in entry.keys]
+        keys = frozenset(rng.sample(every, len(every) // 2)) if rng.random() < 0.3 else None
+
+        assert render(entries, settings.POSTFIX_MAPS, keys) == _one_by_one(entries, keys), seed
 
 
 def test_the_private_postfix_runs_the_generated_configuration() -> None:
@@ -284,7 +354,7 @@ def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_p
 ) -> None:
     sources = {"virtual": "a@x.example b@x.example\n@x.example c@x.example\n", "mailboxes": "b@x.example x/b/\n"}
     built = {name: postmap.live(name) for name in sources}
-    postmap.build_all((built[name], text) for name, text in sources.items())
+    postmap.build_all((built[name], text.splitlines(), []) for name, text in sources.items())
     keys = {built["virtual"]: ["a@x.example", "@x.example", "none@x.example"], built["mailboxes"]: ["b@x.example"]}
 
     answers = postmap.query_tables({**keys, postmap.live("transport"): []})
@@ -303,19 +373,29 @@ def test_querying_tables_side_by_side_answers_as_one_query_each_and_fails_as_a_p
 def test_tables_built_side_by_side_answer_each_line_and_a_bad_line_fails_them_as_a_postmap_error(
     typed_map_dir: Path,
 ) -> None:
-    large = "".join(f"a{n}@x.example b@x.example\n" for n in range(5000))  # built on its own
-    assert len(large) > postmap.SMALL_SOURCE
+    large = [f"a{n}@x.example b@x.example" for n in range(25_000)]  # built on its own, written in batches
+    assert len(large) > 2 * postmap.WRITE_BATCH and len(large) > postmap.SMALL_SOURCE > 1
     tables = {name: postmap.temporary(name) for name in ("virtual", "mailboxes", "transport")}
+    keys = ["a0@x.example", "a9999@x.example", "a10000@x.example", "a24999@x.example", "a25000@x.example"]
 
-    postmap.build_all(
-        [(tables["virtual"], large), (tables["mailboxes"], "b@x.example x/b/\n"), (tables["transport"], "")]
+    answers = postmap.build_all(
+        [
+            (tables["virtual"], large, keys),
+            (tables["mailboxes"], ["b@x.example x/b/"], ["b@x.example", "c@x.example"]),
+            (tables["transport"], [], []),
+        ]
     )
 
-    assert postmap.query(tables["virtual"], ["a0@x.example", "a4999@x.example", "a5000@x.example"]) == postmap.Lookup(
-        {"a0@x.example": "b@x.example", "a4999@x.example": "b@x.example"}, frozenset({"a5000@x.example"})
-    )
-    assert postmap.query(tables["mailboxes"], ["b@x.example"]).found == {"b@x.example": "x/b/"}
+    assert answers == {
+        tables["virtual"]: postmap.Lookup(dict.fromkeys(keys[:-1], "b@x.example"), frozenset({"a25000@x.example"})),
+        tables["mailboxes"]: postmap.Lookup({"b@x.example": "x/b/"}, frozenset({"c@x.example"})),
+    }
+    assert answers[tables["virtual"]] == postmap.query(tables["virtual"], keys)
+    assert tables["virtual"].path.read_text() == "".join(f"{line}\n" for line in large)
     assert tables["transport"].exists()
-    for bad in ([(postmap.temporary("virtual"), large + "no-value\n")], [(postmap.temporary("mailboxes"), "x\n")]):
+    for bad in (
+        [(postmap.temporary("virtual"), [*large, "no-value"], keys)],
+        [(postmap.temporary("mailboxes"), ["x"], [])],
+    ):
         with pytest.raises(postmap.PostmapError):
             postmap.build_all(bad)
