@@ -32,7 +32,7 @@ def _log_page(request: HttpRequest, form: AuditFilterForm) -> HttpResponse:
     page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
     active = filtered and any(value for name, value in form.cleaned_data.items() if name != "sign_ins")
     context = {"form": form, "page": page, "filters_active": active, "export_query": form.export_query()}
-    return render(request, "audit/log.html", context)
+    return render(request, "console/audit_log.html", context)
 
 
 @admin_required

@@ -70,7 +70,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
             previous_page=page - 1 if page > 1 else None,
             filtered=any(form.cleaned_data.get(name) for name in ("q", "role", "state")),
         )
-    return render(request, "accounts/directory_list.html", context)
+    return render(request, "console/directory_list.html", context)
 
 
 @staff_required
@@ -98,7 +98,7 @@ def user_detail(request: HttpRequest, uid: str) -> HttpResponse:
         # Which actions the page offers (each view checks again): {"suspend": True, ...}.
         "may": {action.name.lower(): may_act_on(request.user, uid, action, roles) for action in Action},
     }
-    return render(request, "accounts/user_detail.html", context)
+    return render(request, "console/user_detail.html", context)
 
 
 @sensitive_post_parameters("new_password", "new_password_again")
@@ -116,7 +116,7 @@ def user_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"User {data['uid']} created with mailbox {data['mail']}.")
             return redirect("directory:detail", uid=data["uid"])
-    return render(request, "accounts/user_create.html", {"form": form})
+    return render(request, "console/user_create.html", {"form": form})
 
 
 @sensitive_post_parameters("new_password", "new_password_again")
@@ -137,7 +137,7 @@ def user_reset_password(request: HttpRequest, uid: str) -> HttpResponse:
         else:
             messages.success(request, f"The password of {uid} is set. Tell them through a safe channel.")
             return redirect("directory:detail", uid=uid)
-    return render(request, "accounts/user_reset_password.html", {"form": form, "person": person})
+    return render(request, "console/user_reset_password.html", {"form": form, "person": person})
 
 
 @admin_required
@@ -157,7 +157,7 @@ def user_disable(request: HttpRequest, uid: str) -> HttpResponse:
         else:
             messages.success(request, f"{uid} can no longer sign in (here or for mail). Set a password to enable.")
             return redirect("directory:detail", uid=uid)
-    return render(request, "accounts/user_disable.html", {"form": form, "person": person})
+    return render(request, "console/user_disable.html", {"form": form, "person": person})
 
 
 @admin_required
@@ -183,13 +183,13 @@ def user_suspend(request: HttpRequest, uid: str) -> HttpResponse:
             )
         except suspension.SuspensionBusy as exc:
             form.add_error(None, str(exc))
-            return render(request, "accounts/user_suspend.html", context, status=503)
+            return render(request, "console/user_suspend.html", context, status=503)
         except suspension.SuspensionError as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"{uid} is suspended: mail from any of their addresses is refused.")
             return redirect("directory:detail", uid=uid)
-    return render(request, "accounts/user_suspend.html", context)
+    return render(request, "console/user_suspend.html", context)
 
 
 @admin_required

@@ -100,4 +100,4 @@ def home(request: HttpRequest) -> HttpResponse:
         context.update(_staff())
     if role == Role.ADMIN:
         context.update(_admin())
-    return render(request, "accounts/home.html", context)
+    return render(request, "console/home.html", context)

@@ -21,7 +21,7 @@ from accounts import directory
 from mailadmin.dates import format_value, local
 from outofoffice.models import VacationReply
 
-# The badge each state wears in lists (templates/accounts/directory_list.html).
+# The badge each state wears in lists (templates/console/directory_list.html).
 STATE_BADGES = {
     directory.UserState.ACTIVE: "badge-ok",
     directory.UserState.SUSPENDED: "badge-danger",
